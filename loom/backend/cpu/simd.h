@@ -1,0 +1,56 @@
+// Small SIMD helpers for the hot CPU kernels: load 8 half/bfloat16 values as floats and horizontal
+// sums. AVX2+FMA+F16C when the build targets x86-64-v3 (the default), scalar otherwise.
+#pragma once
+
+#include <cstdint>
+
+#include "loom/core/dtype.h"
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define LOOM_AVX2 1
+#endif
+
+namespace loom::cpu {
+
+#ifdef LOOM_AVX2
+inline __m256 load8_bf16(const uint16_t* p) {
+  __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
+}
+inline __m256 load8_f16(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline float hsum(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_shuffle_ps(lo, lo, 1));
+  return _mm_cvtss_f32(lo);
+}
+#endif
+
+// Dot product of f32 x[k] with a half-precision row w[k] (bf16 when `bf16`, else f16).
+inline float dot_half(const float* x, const uint16_t* w, int64_t k, bool bf16) {
+  int64_t i = 0;
+  float s = 0;
+#ifdef LOOM_AVX2
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  if (bf16) {
+    for (; i + 16 <= k; i += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8_bf16(w + i), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load8_bf16(w + i + 8), a1);
+    }
+  } else {
+    for (; i + 16 <= k; i += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), load8_f16(w + i), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), load8_f16(w + i + 8), a1);
+    }
+  }
+  s = hsum(_mm256_add_ps(a0, a1));
+#endif
+  for (; i < k; ++i) s += x[i] * (bf16 ? bf16_to_float(w[i]) : f16_to_float(w[i]));
+  return s;
+}
+
+}  // namespace loom::cpu

@@ -1,0 +1,35 @@
+// Loading a model folder: read tensor names (safetensors headers), normalise config.json, build the
+// architecture, run its sanitize over zero-copy mmap views, match keys strictly (missing and
+// unexpected keys are errors naming the key and the file), then bind the views to the parameters,
+// casting only where the requested dtype says so.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "loom/core/dtype.h"
+#include "loom/io/config.h"
+#include "loom/models/model.h"
+
+namespace loom::models {
+
+struct LoadOptions {
+  // Activation dtype. f32 (default) keeps bf16/f16 weights as stored (kernels convert on the fly);
+  // bf16/f16 also casts f32 weights to it.
+  Dtype dtype = Dtype::f32;
+};
+
+struct LoadedModel {
+  std::unique_ptr<LanguageModel> model;
+  io::Config config;
+  std::string model_type;
+  std::string path;
+  Dtype weight_dtype = Dtype::f32;  // most common floating dtype in the checkpoint
+};
+
+LoadedModel load_model(const std::string& dir, const LoadOptions& options = {});
+// Builds the architecture of a config without weights.
+std::unique_ptr<LanguageModel> create_model(const io::Config& config);
+
+}  // namespace loom::models

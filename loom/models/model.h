@@ -1,0 +1,68 @@
+// The interface every architecture implements, and the per-step position state shared by its
+// layers. A model is an nn::Module whose member names are the checkpoint's weight keys.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "loom/core/array.h"
+#include "loom/models/cache.h"
+#include "loom/nn/module.h"
+#include "loom/nn/rope.h"
+
+namespace loom::io {
+class Config;
+}
+
+namespace loom::models {
+
+// Which positions get LM-head logits: none (prefill that only fills the cache), the last position
+// (generation), or every position (`loom logits`, perplexity).
+enum class LogitsMode { none, last, all };
+
+// Weights by checkpoint key; sanitize() renames/drops/stacks entries before the strict match.
+using WeightMap = std::map<std::string, Array>;
+
+// Positions of one forward step, computed once from the cache and shared by every layer.
+struct Step {
+  int64_t offset = 0;          // storage index of the first new token
+  Array rope_offsets;          // int32 [B]: offset - left_padding (only when left-padded)
+  AttentionPositions attn;     // q_offset = offset, kv_start = left_padding
+  int64_t length = 0;          // new tokens this step
+};
+Step make_step(const Cache& cache, int64_t length);
+
+// Applies rope at the step's positions.
+Array apply_rope(const nn::Rope& rope, const Array& x, const Step& step);
+// Appends k/v to the layer's KV cache and attends over everything stored.
+Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& cache, const Step& step,
+                       const AttentionSpec& spec);
+
+class LanguageModel : public nn::Module {
+ public:
+  // tokens int32 [B, L] -> logits [B, L or 1, vocab] (f32 compute unless dtype says otherwise);
+  // with LogitsMode::none returns the final hidden states of the last position.
+  virtual Array forward(const Array& tokens, Cache& cache, LogitsMode mode) = 0;
+  // Checkpoint key fixes before strict loading (drop rotary caches, tied heads, ...).
+  virtual void sanitize(WeightMap& weights) const {}
+  // A fresh cache for this model (default: one KVCache per layer).
+  virtual Cache make_cache() const;
+  virtual int num_layers() const = 0;
+  virtual int64_t vocab_size() const = 0;
+  virtual int64_t context_length() const { return 0; }
+
+  // Activation dtype (f32 by default on CPU).
+  Dtype dtype = Dtype::f32;
+};
+
+// One architecture: its model_type, the aliases that map to it, and its factory.
+struct ModelRegistration {
+  std::string model_type;
+  std::vector<std::string> aliases;
+  std::function<std::unique_ptr<LanguageModel>(const io::Config&)> create;
+};
+
+}  // namespace loom::models

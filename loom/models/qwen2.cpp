@@ -1,0 +1,26 @@
+// Qwen2: the standard decoder with biases on q/k/v (not o), optional sliding window on the layers
+// from max_window_layers on. mlx-lm: models/qwen2.py. transformers: Qwen2ForCausalLM.
+#include "loom/io/config.h"
+#include "loom/models/transformer.h"
+
+namespace loom::models::qwen2 {
+
+DecoderArgs model_args(const io::Config& c) {
+  DecoderArgs a = parse_decoder_args(c);
+  a.qkv_bias = true;
+  a.o_bias = false;
+  a.rope_theta = c.get_float("rope_theta", 1000000.0);
+  if (!c.get_bool("use_sliding_window", false)) {
+    a.sliding.assign(a.num_layers, false);
+  } else if (!c.has("layer_types")) {
+    int64_t first = c.get_int("max_window_layers", a.num_layers);
+    for (int64_t i = 0; i < a.num_layers; ++i) a.sliding[i] = i >= first;
+  }
+  return a;
+}
+
+ModelRegistration registration() {
+  return {"qwen2", {}, [](const io::Config& c) { return std::make_unique<DecoderLM>(model_args(c)); }};
+}
+
+}  // namespace loom::models::qwen2

@@ -1,0 +1,177 @@
+#include "loom/models/transformer.h"
+
+#include <cmath>
+
+#include "loom/common/error.h"
+#include "loom/io/config.h"
+#include "loom/ops/fast.h"
+#include "loom/ops/ops.h"
+
+namespace loom::models {
+
+nn::RopeScaling parse_rope_scaling(const io::Config& c) {
+  nn::RopeScaling s;
+  if (!c.is_object("rope_scaling")) return s;
+  io::Config r = c.sub("rope_scaling");
+  s.type = r.get_string("type", r.get_string("rope_type", "default"));
+  s.factor = r.get_float("factor", 1.0);
+  s.low_freq_factor = r.get_float("low_freq_factor", 1.0);
+  s.high_freq_factor = r.get_float("high_freq_factor", 4.0);
+  s.original_max_position_embeddings = r.get_int("original_max_position_embeddings", 0);
+  s.beta_fast = r.get_float("beta_fast", 32.0);
+  s.beta_slow = r.get_float("beta_slow", 1.0);
+  s.mscale = r.get_float("mscale", 1.0);
+  s.mscale_all_dim = r.get_float("mscale_all_dim", 0.0);
+  s.attention_factor = r.get_float("attention_factor", 0.0);
+  if (r.has("short_factor")) s.short_factor = r.get_float_list("short_factor");
+  if (r.has("long_factor")) s.long_factor = r.get_float_list("long_factor");
+  return s;
+}
+
+DecoderArgs parse_decoder_args(const io::Config& c) {
+  DecoderArgs a;
+  a.hidden_size = c.get_int("hidden_size");
+  a.num_layers = c.get_int("num_hidden_layers");
+  a.intermediate_size = c.get_int("intermediate_size");
+  a.num_heads = c.get_int("num_attention_heads");
+  a.vocab_size = c.get_int("vocab_size");
+  a.rms_norm_eps = static_cast<float>(c.get_float("rms_norm_eps", 1e-6));
+  a.num_kv_heads = c.get_int("num_key_value_heads", a.num_heads);
+  a.head_dim = c.get_int("head_dim", a.hidden_size / a.num_heads);
+  a.max_position_embeddings = c.get_int("max_position_embeddings", 0);
+  a.rope_theta = c.get_float("rope_theta", 10000.0);
+  a.rope_traditional = c.get_bool("rope_traditional", false);
+  a.rope_scaling = parse_rope_scaling(c);
+  a.qkv_bias = a.o_bias = c.get_bool("attention_bias", false);
+  a.mlp_bias = c.get_bool("mlp_bias", false);
+  a.tie_word_embeddings = c.get_bool("tie_word_embeddings", false);
+  a.sliding_window = c.get_int("sliding_window", 0);
+  a.sliding.assign(a.num_layers, false);
+  if (c.has("layer_types")) {
+    auto types = c.get_string_list("layer_types");
+    if (static_cast<int64_t>(types.size()) != a.num_layers)
+      throw ConfigError(format_error("config", "layer_types has " + std::to_string(types.size()) + " entries for " +
+                                                   std::to_string(a.num_layers) + " layers in " + c.source()));
+    for (int64_t i = 0; i < a.num_layers; ++i) a.sliding[i] = types[i] == "sliding_attention";
+  }
+  if (a.num_heads % a.num_kv_heads)
+    throw ConfigError(format_error("config", "num_attention_heads " + std::to_string(a.num_heads) +
+                                                 " is not a multiple of num_key_value_heads " + std::to_string(a.num_kv_heads)));
+  return a;
+}
+
+DecoderAttention::DecoderAttention(const DecoderArgs& a, bool sliding)
+    : q_proj(a.hidden_size, a.num_heads * a.head_dim, a.qkv_bias),
+      k_proj(a.hidden_size, a.num_kv_heads * a.head_dim, a.qkv_bias),
+      v_proj(a.hidden_size, a.num_kv_heads * a.head_dim, a.qkv_bias),
+      o_proj(a.num_heads * a.head_dim, a.hidden_size, a.o_bias),
+      rope(static_cast<int>(a.head_dim), a.rope_theta, a.rope_traditional, a.rope_scaling, a.max_position_embeddings),
+      n_heads(a.num_heads), n_kv_heads(a.num_kv_heads), head_dim(a.head_dim) {
+  if (a.qk_norm) {
+    q_norm = std::make_unique<nn::RMSNorm>(a.head_dim, a.rms_norm_eps);
+    k_norm = std::make_unique<nn::RMSNorm>(a.head_dim, a.rms_norm_eps);
+  }
+  spec.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(a.head_dim)));
+  if (sliding && a.sliding_window > 0) {
+    spec.mode = AttentionMode::window;
+    spec.window = static_cast<int>(a.sliding_window);
+  }
+}
+
+void DecoderAttention::members(nn::Members& m) {
+  m.child("q_proj", q_proj).child("k_proj", k_proj).child("v_proj", v_proj).child("o_proj", o_proj);
+  if (q_norm) m.child("q_norm", *q_norm).child("k_norm", *k_norm);
+}
+
+Array DecoderAttention::operator()(const Array& x, KVCache& cache, const Step& step) const {
+  int64_t B = x.shape(0), L = x.shape(1);
+  // [B, L, H*D] -> [B, H, L, D]
+  Array q = reshape(q_proj(x), {B, L, n_heads, head_dim});
+  Array k = reshape(k_proj(x), {B, L, n_kv_heads, head_dim});
+  Array v = transpose(reshape(v_proj(x), {B, L, n_kv_heads, head_dim}), {0, 2, 1, 3});
+  if (q_norm) {
+    q = (*q_norm)(q);
+    k = (*k_norm)(k);
+  }
+  q = apply_rope(rope, transpose(q, {0, 2, 1, 3}), step);
+  k = apply_rope(rope, transpose(k, {0, 2, 1, 3}), step);
+  Array o = cached_attention(q, k, v, cache, step, spec);
+  return o_proj(reshape(transpose(o, {0, 2, 1, 3}), {B, L, n_heads * head_dim}));
+}
+
+DecoderMLP::DecoderMLP(int64_t dim, int64_t hidden, bool bias)
+    : gate_proj(dim, hidden, bias), down_proj(hidden, dim, bias), up_proj(dim, hidden, bias) {}
+
+void DecoderMLP::members(nn::Members& m) { m.child("gate_proj", gate_proj).child("down_proj", down_proj).child("up_proj", up_proj); }
+
+Array DecoderMLP::operator()(const Array& x) const { return down_proj(fast::swiglu(gate_proj(x), up_proj(x))); }
+
+DecoderBlock::DecoderBlock(const DecoderArgs& a, bool sliding)
+    : self_attn(a, sliding),
+      mlp(a.hidden_size, a.intermediate_size, a.mlp_bias),
+      input_layernorm(a.hidden_size, a.rms_norm_eps),
+      post_attention_layernorm(a.hidden_size, a.rms_norm_eps) {}
+
+void DecoderBlock::members(nn::Members& m) {
+  m.child("self_attn", self_attn).child("mlp", mlp).child("input_layernorm", input_layernorm);
+  m.child("post_attention_layernorm", post_attention_layernorm);
+}
+
+DecoderBody::DecoderBody(const DecoderArgs& a) : embed_tokens(a.vocab_size, a.hidden_size), norm(a.hidden_size, a.rms_norm_eps) {
+  for (int64_t i = 0; i < a.num_layers; ++i) layers.push_back(std::make_unique<DecoderBlock>(a, a.sliding[i]));
+}
+
+void DecoderBody::members(nn::Members& m) {
+  m.child("embed_tokens", embed_tokens).children("layers", layers).child("norm", norm);
+}
+
+Array DecoderBody::operator()(const Array& tokens, Cache& cache, bool only_last, Dtype dtype) const {
+  Step step = make_step(cache, tokens.shape(1));
+  // The residual stream accumulates in f32 whatever the compute dtype (DESIGN.md: accumulate in
+  // f32); the normed activations that feed the matmuls are in `dtype`.
+  Array x = embed_tokens(tokens, Dtype::f32);
+  auto to_compute = [dtype](const Array& a) { return astype(a, dtype); };
+  Array normed = to_compute(layers[0]->input_layernorm(x));
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const DecoderBlock& blk = *layers[i];
+    Array attn = blk.self_attn(normed, cache.at<KVCache>(i), step);
+    auto [normed2, h] = blk.post_attention_layernorm.add_and_norm(attn, x);
+    Array mlp_out = blk.mlp(to_compute(normed2));
+    if (i + 1 < layers.size()) {
+      std::tie(normed, x) = layers[i + 1]->input_layernorm.add_and_norm(mlp_out, h);
+      normed = to_compute(normed);
+    } else {
+      if (only_last) {
+        int64_t L = mlp_out.shape(1);
+        mlp_out = slice_axis(mlp_out, 1, L - 1, L);
+        h = slice_axis(h, 1, L - 1, L);
+      }
+      normed = to_compute(norm.add_and_norm(mlp_out, h).first);
+    }
+  }
+  return normed;
+}
+
+DecoderLM::DecoderLM(DecoderArgs a) : args(std::move(a)), model(args) {
+  if (!args.tie_word_embeddings) lm_head = std::make_unique<nn::Linear>(args.hidden_size, args.vocab_size, false);
+}
+
+void DecoderLM::members(nn::Members& m) {
+  m.child("model", model);
+  if (lm_head) m.child("lm_head", *lm_head);
+}
+
+Array DecoderLM::forward(const Array& tokens, Cache& cache, LogitsMode mode) {
+  Array h = model(tokens, cache, mode != LogitsMode::all, dtype);
+  if (mode == LogitsMode::none) return h;
+  return lm_head ? (*lm_head)(h) : model.embed_tokens.as_linear(h);
+}
+
+void DecoderLM::sanitize(WeightMap& w) const {
+  // Precomputed rotary tables some checkpoints carry are recomputed here.
+  for (auto it = w.begin(); it != w.end();)
+    it = it->first.find("self_attn.rotary_emb.inv_freq") != std::string::npos ? w.erase(it) : std::next(it);
+  if (args.tie_word_embeddings) w.erase("lm_head.weight");
+}
+
+}  // namespace loom::models

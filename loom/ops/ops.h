@@ -1,0 +1,137 @@
+// Public ops: free functions with MLX names and argument order; const Array& in, Array out,
+// StreamOrDevice last. Each validates its arguments (throwing loom::ValueError with "[op] ..."),
+// allocates its output and runs the kernel of the arrays' device. Views (reshape of contiguous
+// data, transpose, slice, broadcast_to, expand_dims, squeeze) share the input's buffer.
+#pragma once
+
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "loom/core/array.h"
+#include "loom/core/specs.h"
+
+namespace loom {
+
+// ---- creation ----
+Array zeros(const Shape& shape, Dtype dtype = Dtype::f32, StreamOrDevice s = {});
+Array ones(const Shape& shape, Dtype dtype = Dtype::f32, StreamOrDevice s = {});
+Array full(const Shape& shape, double value, Dtype dtype = Dtype::f32, StreamOrDevice s = {});
+Array arange(double start, double stop, double step = 1.0, Dtype dtype = Dtype::i32, StreamOrDevice s = {});
+Array zeros_like(const Array& a, StreamOrDevice s = {});
+
+// ---- type and layout ----
+Array astype(const Array& a, Dtype dtype, StreamOrDevice s = {});
+// `a` itself when already row-major contiguous, else a contiguous copy.
+Array contiguous(const Array& a, StreamOrDevice s = {});
+// Copies to another device (a no-op handle copy when already there).
+Array to_device(const Array& a, Device d);
+
+// ---- shape (views where possible) ----
+Array reshape(const Array& a, Shape shape, StreamOrDevice s = {});  // one -1 allowed
+Array flatten(const Array& a, int start_axis = 0, int end_axis = -1, StreamOrDevice s = {});
+Array transpose(const Array& a, const std::vector<int>& axes, StreamOrDevice s = {});
+Array transpose(const Array& a, StreamOrDevice s = {});  // reverses the axes
+Array swapaxes(const Array& a, int axis1, int axis2, StreamOrDevice s = {});
+Array moveaxis(const Array& a, int source, int destination, StreamOrDevice s = {});
+Array expand_dims(const Array& a, int axis, StreamOrDevice s = {});
+Array squeeze(const Array& a, int axis, StreamOrDevice s = {});
+Array broadcast_to(const Array& a, const Shape& shape, StreamOrDevice s = {});
+Shape broadcast_shapes(const Shape& a, const Shape& b);
+// a[start:stop:step] per axis (negative indices count from the end; clamped as Python does).
+Array slice(const Array& a, const Shape& start, const Shape& stop, const Shape& step = {}, StreamOrDevice s = {});
+// Slices one axis.
+Array slice_axis(const Array& a, int axis, int64_t start, int64_t stop, StreamOrDevice s = {});
+// A copy of `dst` whose region [start, start + src.shape) holds `src` (functional, as MLX).
+Array slice_update(const Array& dst, const Array& src, const Shape& start, StreamOrDevice s = {});
+// In place: writes `src` (broadcast, converted) into the view `dst`. For caches that own their storage.
+void assign(const Array& dst, const Array& src);
+Array concatenate(const std::vector<Array>& arrays, int axis = 0, StreamOrDevice s = {});
+Array stack(const std::vector<Array>& arrays, int axis = 0, StreamOrDevice s = {});
+std::vector<Array> split(const Array& a, const std::vector<int64_t>& indices, int axis = 0, StreamOrDevice s = {});
+std::vector<Array> split(const Array& a, int parts, int axis, StreamOrDevice s = {});
+// Gathers along `axis` with integer indices (any shape): out shape = a.shape[:axis] + idx.shape + a.shape[axis+1:].
+Array take(const Array& a, const Array& indices, int axis, StreamOrDevice s = {});
+
+// ---- elementwise ----
+Array negative(const Array& a, StreamOrDevice s = {});
+Array abs(const Array& a, StreamOrDevice s = {});
+Array exp(const Array& a, StreamOrDevice s = {});
+Array log(const Array& a, StreamOrDevice s = {});
+Array log1p(const Array& a, StreamOrDevice s = {});
+Array sqrt(const Array& a, StreamOrDevice s = {});
+Array rsqrt(const Array& a, StreamOrDevice s = {});
+Array square(const Array& a, StreamOrDevice s = {});
+Array sin(const Array& a, StreamOrDevice s = {});
+Array cos(const Array& a, StreamOrDevice s = {});
+Array tanh(const Array& a, StreamOrDevice s = {});
+Array sigmoid(const Array& a, StreamOrDevice s = {});
+Array erf(const Array& a, StreamOrDevice s = {});
+Array floor(const Array& a, StreamOrDevice s = {});
+Array reciprocal(const Array& a, StreamOrDevice s = {});
+Array logical_not(const Array& a, StreamOrDevice s = {});
+Array unary(UnaryOp op, const Array& a, StreamOrDevice s = {});
+
+Array add(const Array& a, const Array& b, StreamOrDevice s = {});
+Array subtract(const Array& a, const Array& b, StreamOrDevice s = {});
+Array multiply(const Array& a, const Array& b, StreamOrDevice s = {});
+Array divide(const Array& a, const Array& b, StreamOrDevice s = {});
+Array maximum(const Array& a, const Array& b, StreamOrDevice s = {});
+Array minimum(const Array& a, const Array& b, StreamOrDevice s = {});
+Array power(const Array& a, const Array& b, StreamOrDevice s = {});
+Array equal(const Array& a, const Array& b, StreamOrDevice s = {});
+Array not_equal(const Array& a, const Array& b, StreamOrDevice s = {});
+Array less(const Array& a, const Array& b, StreamOrDevice s = {});
+Array less_equal(const Array& a, const Array& b, StreamOrDevice s = {});
+Array greater(const Array& a, const Array& b, StreamOrDevice s = {});
+Array greater_equal(const Array& a, const Array& b, StreamOrDevice s = {});
+Array logical_and(const Array& a, const Array& b, StreamOrDevice s = {});
+Array logical_or(const Array& a, const Array& b, StreamOrDevice s = {});
+Array binary(BinaryOp op, const Array& a, const Array& b, StreamOrDevice s = {});
+Array where(const Array& cond, const Array& a, const Array& b, StreamOrDevice s = {});
+// A weak scalar (MLX's rule): takes `like`'s dtype when that is floating, or when `v` is integral.
+Array weak_scalar(double v, const Array& like);
+
+// ---- activations ----
+Array silu(const Array& a, StreamOrDevice s = {});
+Array gelu(const Array& a, StreamOrDevice s = {});
+Array gelu_approx(const Array& a, StreamOrDevice s = {});
+Array relu(const Array& a, StreamOrDevice s = {});
+Array softplus(const Array& a, StreamOrDevice s = {});
+
+// ---- reductions (axes may be negative; empty axes = all) ----
+Array sum(const Array& a, const std::vector<int>& axes = {}, bool keepdims = false, StreamOrDevice s = {});
+Array mean(const Array& a, const std::vector<int>& axes = {}, bool keepdims = false, StreamOrDevice s = {});
+Array max(const Array& a, const std::vector<int>& axes = {}, bool keepdims = false, StreamOrDevice s = {});
+Array min(const Array& a, const std::vector<int>& axes = {}, bool keepdims = false, StreamOrDevice s = {});
+Array prod(const Array& a, const std::vector<int>& axes = {}, bool keepdims = false, StreamOrDevice s = {});
+// uint32 indices of the first maximum along `axis`.
+Array argmax(const Array& a, int axis = -1, bool keepdims = false, StreamOrDevice s = {});
+Array argmin(const Array& a, int axis = -1, bool keepdims = false, StreamOrDevice s = {});
+// Softmax along `axis`, computed in f32, returned in a's dtype.
+Array softmax(const Array& a, int axis = -1, StreamOrDevice s = {});
+Array logsumexp(const Array& a, int axis = -1, bool keepdims = false, StreamOrDevice s = {});
+
+// ---- linear algebra ----
+// a [.., M, K] @ b [.., K, N] with broadcast batch dims (1-d operands as numpy). f32 accumulation.
+Array matmul(const Array& a, const Array& b, StreamOrDevice s = {});
+
+// ---- operators ----
+Array operator-(const Array& a);
+Array operator+(const Array& a, const Array& b);
+Array operator-(const Array& a, const Array& b);
+Array operator*(const Array& a, const Array& b);
+Array operator/(const Array& a, const Array& b);
+Array operator+(const Array& a, double b);
+Array operator-(const Array& a, double b);
+Array operator*(const Array& a, double b);
+Array operator/(const Array& a, double b);
+Array operator+(double a, const Array& b);
+Array operator-(double a, const Array& b);
+Array operator*(double a, const Array& b);
+Array operator/(double a, const Array& b);
+
+// Normalises a possibly negative axis for an ndim-d array; throws naming `op` when out of range.
+int normalize_axis(int axis, int ndim, const char* op);
+
+}  // namespace loom

@@ -1,0 +1,79 @@
+// Shared helpers for the architecture tests: fixture paths, reference files, and DESIGN.md's
+// tolerance table in one place.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "loom/io/npy.h"
+#include "loom/models/loader.h"
+#include "loom/ops/ops.h"
+
+namespace loom::test {
+
+inline std::string fixture_dir(const std::string& name) { return std::string(LOOM_SOURCE_DIR) + "/tests/fixtures/" + name; }
+
+struct Reference {
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<int32_t> greedy;
+  std::vector<Array> logits;  // [T_i, vocab] per prompt
+  double hf_bf16_mean_rel = 0;  // transformers' own bf16-compute error on this fixture
+};
+
+inline Reference load_reference(const std::string& name) {
+  std::string dir = fixture_dir(name);
+  std::ifstream in(dir + "/reference.json");
+  if (!in) throw std::runtime_error("missing fixture " + dir + "/reference.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  Reference r;
+  for (auto& p : j["prompts"]) r.prompts.push_back(p.get<std::vector<int32_t>>());
+  r.greedy = j["greedy"].get<std::vector<int32_t>>();
+  if (j.contains("hf_bf16")) r.hf_bf16_mean_rel = j["hf_bf16"]["mean_rel"].get<double>();
+  for (size_t i = 0; i < r.prompts.size(); ++i) r.logits.push_back(io::load_npy(dir + "/logits_" + std::to_string(i) + ".npy"));
+  return r;
+}
+
+// DESIGN.md precision table.
+struct Tolerance {
+  double max_rel;   // max|Δ| / max|ref|
+  double mean_rel;  // mean|Δ| / mean|ref| (0 = not checked)
+  double argmax_margin;  // argmax must agree where top1 - top2 > this * max|ref|
+};
+constexpr Tolerance kF32{1e-4, 0.0, 1e-3};
+constexpr Tolerance kBF16{3e-2, 5e-3, 3e-2};
+
+// Compares logits [T, V] with the reference; reports the worst element on failure.
+inline void expect_logits_near(const Array& got_in, const Array& ref_in, const Tolerance& tol, const std::string& what) {
+  std::vector<float> got = astype(got_in, Dtype::f32).to_float_vector(), ref = ref_in.to_float_vector();
+  ASSERT_EQ(got.size(), ref.size()) << what << ": shape " << shape_str(got_in.shape()) << " vs " << shape_str(ref_in.shape());
+  double max_ref = 0, max_d = 0, sum_d = 0, sum_ref = 0;
+  size_t worst = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    max_ref = std::max(max_ref, std::abs(static_cast<double>(ref[i])));
+    double d = std::abs(static_cast<double>(got[i]) - ref[i]);
+    sum_d += d;
+    sum_ref += std::abs(ref[i]);
+    if (d > max_d) max_d = d, worst = i;
+  }
+  EXPECT_LT(max_d / max_ref, tol.max_rel) << what << ": worst |Δ| " << max_d << " at " << worst << " (got " << got[worst]
+                                          << ", ref " << ref[worst] << "), max|ref| " << max_ref;
+  if (tol.mean_rel > 0) EXPECT_LT(sum_d / sum_ref, tol.mean_rel) << what << ": mean relative error";
+  int64_t V = ref_in.shape(-1), T = static_cast<int64_t>(ref.size()) / V;
+  for (int64_t t = 0; t < T; ++t) {
+    const float* r = ref.data() + t * V;
+    const float* g = got.data() + t * V;
+    int64_t a = std::max_element(r, r + V) - r, b = std::max_element(g, g + V) - g;
+    std::vector<float> s(r, r + V);
+    std::partial_sort(s.begin(), s.begin() + 2, s.end(), std::greater<float>());
+    if (s[0] - s[1] > tol.argmax_margin * max_ref) EXPECT_EQ(a, b) << what << ": argmax differs at position " << t;
+  }
+}
+
+inline Array tokens_array(const std::vector<int32_t>& ids) { return Array::from(ids, {1, static_cast<int64_t>(ids.size())}); }
+
+}  // namespace loom::test

@@ -1,0 +1,141 @@
+// Every architecture against HF transformers on its tiny random fixture (tools/refgen/make_fixtures.py):
+// logits of a full pass, token-by-token and chunked decode through the cache, a left-padded batch
+// of two prompts, greedy tokens, the v4-style config, bf16 compute, and a steady-state decode step
+// that allocates nothing new.
+#include <filesystem>
+#include <fstream>
+
+#include "loom/core/allocator.h"
+#include "loom/io/config.h"
+#include "tests/models/fixture_util.h"
+
+namespace loom::test {
+namespace {
+
+class Fixture : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    ref = load_reference(GetParam());
+    lm = models::load_model(fixture_dir(GetParam()));
+  }
+  Array run(models::LanguageModel& m, const std::vector<int32_t>& ids, int64_t chunk) {
+    models::Cache cache = m.make_cache();
+    std::vector<Array> parts;
+    int64_t T = static_cast<int64_t>(ids.size());
+    for (int64_t s = 0; s < T; s += chunk) {
+      std::vector<int32_t> c(ids.begin() + s, ids.begin() + std::min(T, s + chunk));
+      parts.push_back(m.forward(tokens_array(c), cache, models::LogitsMode::all));
+    }
+    Array l = parts.size() == 1 ? parts[0] : concatenate(parts, 1);
+    return reshape(l, {T, l.shape(-1)});
+  }
+  Reference ref;
+  models::LoadedModel lm;
+};
+
+TEST_P(Fixture, FullPassMatchesTransformers) {
+  for (size_t i = 0; i < ref.prompts.size(); ++i)
+    expect_logits_near(run(*lm.model, ref.prompts[i], 1 << 20), ref.logits[i], kF32, "prompt " + std::to_string(i));
+}
+
+TEST_P(Fixture, TokenByTokenAndChunkedDecodeMatchFullPass) {
+  for (int64_t chunk : {1, 5}) {
+    Array got = run(*lm.model, ref.prompts[0], chunk);
+    expect_logits_near(got, ref.logits[0], kF32, "chunk " + std::to_string(chunk));
+  }
+}
+
+TEST_P(Fixture, LeftPaddedBatchMatchesEachAlone) {
+  // Row 0: prompt 0; row 1: prompt 1 left-padded to the same length with token 0.
+  const auto& p0 = ref.prompts[0];
+  const auto& p1 = ref.prompts[1];
+  int64_t T = static_cast<int64_t>(p0.size()), pad = T - static_cast<int64_t>(p1.size());
+  ASSERT_GT(pad, 0);
+  std::vector<int32_t> ids(p0);
+  ids.insert(ids.end(), pad, 0);
+  ids.insert(ids.end(), p1.begin(), p1.end());
+  models::Cache cache = lm.model->make_cache();
+  cache.left_padding = Array::from(std::vector<int32_t>{0, static_cast<int32_t>(pad)}, {2});
+  Array logits = lm.model->forward(Array::from(ids, {2, T}), cache, models::LogitsMode::all);  // [2, T, V]
+  int64_t V = logits.shape(-1);
+  expect_logits_near(reshape(slice_axis(logits, 0, 0, 1), {T, V}), ref.logits[0], kF32, "batch row 0");
+  expect_logits_near(reshape(slice(logits, {1, pad, 0}, {2, T, V}), {T - pad, V}), ref.logits[1], kF32, "batch row 1");
+  // One decode step for both rows equals the same step of each sequence alone.
+  std::vector<int32_t> next{5, 9};
+  Array step = lm.model->forward(Array::from(next, {2, 1}), cache, models::LogitsMode::all);
+  for (int r = 0; r < 2; ++r) {
+    std::vector<int32_t> alone = r == 0 ? p0 : p1;
+    alone.push_back(next[r]);
+    Array full = run(*lm.model, alone, 1 << 20);
+    int64_t n = full.shape(0);
+    expect_logits_near(reshape(slice_axis(step, 0, r, r + 1), {1, V}), slice_axis(full, 0, n - 1, n), kF32,
+                       "batch decode row " + std::to_string(r));
+  }
+}
+
+TEST_P(Fixture, GreedyTokensMatchTransformers) {
+  models::Cache cache = lm.model->make_cache();
+  Array logits = lm.model->forward(tokens_array(ref.prompts[0]), cache, models::LogitsMode::last);
+  std::vector<int32_t> got;
+  for (size_t i = 0; i < ref.greedy.size(); ++i) {
+    int32_t tok = static_cast<int32_t>(argmax(reshape(logits, {-1})).item<int64_t>());
+    got.push_back(tok);
+    logits = lm.model->forward(tokens_array({tok}), cache, models::LogitsMode::last);
+  }
+  EXPECT_EQ(got, ref.greedy);
+}
+
+TEST_P(Fixture, V4StyleConfigGivesSameLogits) {
+  namespace fs = std::filesystem;
+  // transformers 5 wrote rope_parameters/dtype; rewrite the config with v4 keys.
+  io::Config c = io::Config::load(fixture_dir(GetParam()));
+  std::ifstream in(fixture_dir(GetParam()) + "/config.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  ASSERT_TRUE(j.contains("rope_parameters")) << "fixture config is expected in transformers-v5 style";
+  nlohmann::json rp = j["rope_parameters"];
+  j.erase("rope_parameters");
+  j["rope_theta"] = rp["rope_theta"];
+  rp.erase("rope_theta");
+  if (rp.value("rope_type", "default") != "default") {
+    rp["type"] = rp["rope_type"];
+    j["rope_scaling"] = rp;
+  }
+  if (j.contains("dtype")) j["torch_dtype"] = j["dtype"], j.erase("dtype");
+  fs::path dir = fs::path(LOOM_BINARY_DIR) / "v4_fixtures" / GetParam();
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << j.dump(2);
+  fs::copy_file(fs::path(fixture_dir(GetParam())) / "model.safetensors", dir / "model.safetensors",
+                fs::copy_options::overwrite_existing);
+  models::LoadedModel v4 = models::load_model(dir.string());
+  expect_logits_near(run(*v4.model, ref.prompts[0], 1 << 20), ref.logits[0], kF32, "v4 config");
+}
+
+TEST_P(Fixture, Bf16ComputeWithinBf16Tolerance) {
+  models::LoadOptions opt;
+  opt.dtype = Dtype::bf16;
+  models::LoadedModel m = models::load_model(fixture_dir(GetParam()), opt);
+  Array got = run(*m.model, ref.prompts[0], 1 << 20);
+  EXPECT_EQ(got.dtype(), Dtype::bf16);
+  // The fixtures are deliberately ill-conditioned (large weights, for large top-1 margins): here
+  // transformers' own bf16 compute misses DESIGN.md's mean-rel 5e-3 (it lands at 1.4-2.0%, recorded
+  // in reference.json by tools/refgen/bf16_baseline.py). loom must do at least as well as it.
+  Tolerance tol = kBF16;
+  ASSERT_GT(ref.hf_bf16_mean_rel, 0) << "reference.json lacks hf_bf16 (run tools/refgen/bf16_baseline.py)";
+  tol.mean_rel = std::max(tol.mean_rel, ref.hf_bf16_mean_rel);
+  expect_logits_near(got, ref.logits[0], tol, "bf16 compute");
+}
+
+TEST_P(Fixture, SteadyStateDecodeAllocatesNothingNew) {
+  models::Cache cache = lm.model->make_cache();
+  lm.model->forward(tokens_array(ref.prompts[0]), cache, models::LogitsMode::last);
+  for (int i = 0; i < 3; ++i) lm.model->forward(tokens_array({3}), cache, models::LogitsMode::last);
+  uint64_t before = allocator::stats().system_allocs;
+  for (int i = 0; i < 20; ++i) lm.model->forward(tokens_array({3}), cache, models::LogitsMode::last);
+  EXPECT_EQ(allocator::stats().system_allocs, before) << "decode steps made new system allocations";
+}
+
+INSTANTIATE_TEST_SUITE_P(Architectures, Fixture,
+                         ::testing::Values("llama", "llama_tied", "mistral", "qwen2", "qwen3", "llama_bf16"));
+
+}  // namespace
+}  // namespace loom::test

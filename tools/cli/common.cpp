@@ -1,0 +1,35 @@
+#include "tools/cli/common.h"
+
+#include <cerrno>
+#include <cstdlib>
+
+#include "loom/common/error.h"
+
+namespace loom::cli {
+
+std::vector<int32_t> parse_token_list(const std::string& s) {
+  std::vector<int32_t> out;
+  size_t pos = 0;
+  while (pos <= s.size()) {
+    size_t comma = s.find(',', pos);
+    std::string item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    char* end = nullptr;
+    errno = 0;
+    long v = std::strtol(item.c_str(), &end, 10);
+    if (item.empty() || *end != '\0' || errno || v < 0 || v > INT32_MAX)
+      throw ValueError(format_error("cli", "--tokens: '" + item + "' is not a token id (expected e.g. 1,2,3)"));
+    out.push_back(static_cast<int32_t>(v));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
+
+Dtype parse_compute_dtype(const std::string& s) {
+  Dtype dt = dtype_from_name(s);
+  if (dt != Dtype::f32 && dt != Dtype::bf16 && dt != Dtype::f16)
+    throw ValueError(format_error("cli", "--dtype must be float32, bfloat16 or float16, got '" + s + "'"));
+  return dt;
+}
+
+}  // namespace loom::cli
