@@ -178,7 +178,8 @@ void binary(BinaryOp op, const Array& a, const Array& b, Array& out) {
   auto* bb = static_cast<const uint8_t*>(b.raw_data());
   auto* ob = static_cast<uint8_t*>(out.raw_data());
   int64_t asz = a.itemsize(), bsz = b.itemsize(), osz = out.itemsize();
-  bool fl = compute_in_float(a.dtype()) || compute_in_float(b.dtype());
+  // A float output from integer inputs (int / int is true division) must be computed in float too.
+  bool fl = compute_in_float(a.dtype()) || compute_in_float(b.dtype()) || compute_in_float(out.dtype());
   for_chunks(loop, [&](const std::array<int64_t, 3>& o, int64_t n, const std::array<int64_t, 3>& st) {
     if (fl) {
       float x[kChunk], z[kChunk], y[kChunk];

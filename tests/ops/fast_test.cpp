@@ -1,0 +1,368 @@
+// Fused ops (loom::fast) against their twins in loom::fast::detail, built from primitive ops, on odd and
+// non-contiguous shapes, in f32 (tight) and bf16/f16 (one or two ulps of the output dtype).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "loom/ops/fast.h"
+#include "loom/ops/ops.h"
+#include "tests/ops/op_test_util.h"
+
+namespace loom {
+namespace {
+
+using test::all_close;
+using test::rand_array;
+using test::rand_gapped;
+using test::rand_swapped;
+
+constexpr double kTolF32 = 1e-5;
+constexpr double kTolHalf = 1e-2;
+
+double tol_for(Dtype dt) { return dt == Dtype::f32 ? kTolF32 : kTolHalf; }
+
+const Dtype kDtypes[] = {Dtype::f32, Dtype::bf16, Dtype::f16};
+
+// ---------------------------------------------------------------- norms
+
+TEST(FastNorm, RmsNormMatchesReference) {
+  for (Dtype dt : kDtypes) {
+    SCOPED_TRACE(std::string(name(dt)));
+    // [3, 5, 7, 13] as a transposed view, and [11, 40] with gapped rows.
+    Array x1 = rand_swapped({3, 5, 7, 13}, 1, 1, 2, dt, -2, 2);
+    Array x2 = rand_gapped({11, 40}, 2, dt, -3, 3);
+    Array w13 = rand_array({13}, 3, dt, 0.5f, 1.5f);
+    Array w40 = rand_gapped({40}, 4, dt, 0.5f, 1.5f);  // a strided weight too
+    ASSERT_FALSE(x1.is_contiguous());
+    ASSERT_FALSE(x2.is_contiguous());
+    EXPECT_TRUE(all_close(fast::rms_norm(x1, w13, 1e-5f), fast::detail::rms_norm_reference(x1, w13, 1e-5f), tol_for(dt)));
+    EXPECT_TRUE(all_close(fast::rms_norm(x2, w40, 1e-6f), fast::detail::rms_norm_reference(x2, w40, 1e-6f), tol_for(dt)));
+    EXPECT_TRUE(all_close(fast::rms_norm(x1, Array(), 1e-5f), fast::detail::rms_norm_reference(x1, Array(), 1e-5f),
+                          tol_for(dt)));
+    EXPECT_EQ(fast::rms_norm(x1, w13, 1e-5f).dtype(), dt);
+  }
+}
+
+TEST(FastNorm, AddRmsNormMatchesReference) {
+  for (Dtype dt : kDtypes) {
+    SCOPED_TRACE(std::string(name(dt)));
+    Array x = rand_swapped({3, 5, 7, 24}, 10, 0, 1, dt);
+    Array r = rand_gapped({3, 5, 7, 24}, 11, dt);
+    Array w = rand_array({24}, 12, dt, 0.5f, 1.5f);
+    auto [y, s] = fast::add_rms_norm(x, r, w, 1e-5f);
+    auto [yr, sr] = fast::detail::add_rms_norm_reference(x, r, w, 1e-5f);
+    EXPECT_TRUE(all_close(s, sr, tol_for(dt))) << "sum";
+    EXPECT_TRUE(all_close(y, yr, tol_for(dt))) << "normed";
+    EXPECT_EQ(y.dtype(), dt);
+    EXPECT_EQ(s.dtype(), dt);
+  }
+}
+
+TEST(FastNorm, LayerNormMatchesReference) {
+  for (Dtype dt : kDtypes) {
+    SCOPED_TRACE(std::string(name(dt)));
+    Array x = rand_swapped({3, 5, 7, 13}, 20, 0, 2, dt, 1, 3);  // offset mean, so centring matters
+    Array w = rand_array({13}, 21, dt, 0.5f, 1.5f);
+    Array b = rand_gapped({13}, 22, dt);
+    EXPECT_TRUE(all_close(fast::layer_norm(x, w, b, 1e-5f), fast::detail::layer_norm_reference(x, w, b, 1e-5f), tol_for(dt)));
+    EXPECT_TRUE(all_close(fast::layer_norm(x, Array(), Array(), 1e-5f),
+                          fast::detail::layer_norm_reference(x, Array(), Array(), 1e-5f), tol_for(dt)));
+    EXPECT_TRUE(all_close(fast::layer_norm(x, w, Array(), 1e-5f), fast::detail::layer_norm_reference(x, w, Array(), 1e-5f),
+                          tol_for(dt)));
+  }
+}
+
+TEST(FastNorm, RejectsBadWeight) {
+  Array x = rand_array({2, 8}, 1);
+  EXPECT_THROW(fast::rms_norm(x, rand_array({7}, 2), 1e-5f), std::exception);
+  EXPECT_THROW(fast::layer_norm(x, Array(), rand_array({9}, 2), 1e-5f), std::exception);
+  EXPECT_THROW(fast::add_rms_norm(x, rand_array({2, 7}, 3), Array(), 1e-5f), std::exception);
+}
+
+// ---------------------------------------------------------------- swiglu
+
+TEST(FastSwiglu, MatchesReference) {
+  for (Dtype dt : kDtypes) {
+    SCOPED_TRACE(std::string(name(dt)));
+    Array g = rand_swapped({3, 5, 7, 13}, 30, 1, 3, dt, -6, 6);
+    Array u = rand_gapped({3, 5, 7, 13}, 31, dt, -2, 2);
+    Array out = fast::swiglu(g, u);
+    EXPECT_EQ(out.dtype(), dt);
+    EXPECT_TRUE(all_close(out, fast::detail::swiglu_reference(g, u), tol_for(dt)));
+  }
+  // Large enough to split over the pool (more than one 512-element chunk per task).
+  Array g = rand_array({7, 1531}, 32, Dtype::f32, -8, 8), u = rand_array({7, 1531}, 33);
+  EXPECT_TRUE(all_close(fast::swiglu(g, u), fast::detail::swiglu_reference(g, u), kTolF32));
+}
+
+// ---------------------------------------------------------------- rope
+
+struct RopeCase {
+  int dims;
+  bool traditional;
+  bool explicit_freqs;
+  float scale;
+  float base;
+};
+
+TEST(FastRope, IntOffsetMatchesReference) {
+  const RopeCase cases[] = {
+      {24, false, false, 1.0f, 10000.0f}, {24, true, false, 1.0f, 10000.0f}, {16, false, false, 0.5f, 500000.0f},
+      {16, true, false, 2.0f, 10000.0f},  {10, false, true, 1.0f, 0.0f},     {10, true, true, 0.25f, 0.0f},
+  };
+  for (Dtype dt : kDtypes) {
+    for (const RopeCase& c : cases) {
+      for (int64_t D : {24, 40}) {
+        if (c.dims > D) continue;
+        for (int64_t offset : {0, 13}) {
+          SCOPED_TRACE(std::string(name(dt)) + " dims=" + std::to_string(c.dims) + " D=" + std::to_string(D) +
+                       " trad=" + std::to_string(c.traditional) + " freqs=" + std::to_string(c.explicit_freqs) +
+                       " offset=" + std::to_string(offset));
+          RopeSpec spec;
+          spec.dims = c.dims;
+          spec.traditional = c.traditional;
+          spec.scale = c.scale;
+          if (c.base > 0) spec.base = c.base;
+          if (c.explicit_freqs) spec.freqs = rand_array({c.dims / 2}, 40 + c.dims, Dtype::f32, 1.0f, 50.0f);
+          // [B=2, H=3, L=5, D] as the transpose of the model's [B, L, H, D].
+          Array x = rand_swapped({2, 3, 5, D}, 41, 1, 2, dt, -2, 2);
+          ASSERT_FALSE(x.is_contiguous());
+          Array out = fast::rope(x, spec, offset);
+          EXPECT_EQ(out.dtype(), dt);
+          Array ref = fast::detail::rope_reference(x, spec, full({2}, static_cast<double>(offset), Dtype::i32));
+          EXPECT_TRUE(all_close(out, ref, tol_for(dt)));
+          // Features past `dims` pass through untouched.
+          if (c.dims < D)
+            EXPECT_TRUE(all_close(slice_axis(out, -1, c.dims, D), slice_axis(x, -1, c.dims, D), 0.0));
+        }
+      }
+    }
+  }
+}
+
+TEST(FastRope, PerRowOffsetsMatchReference) {
+  for (Dtype dt : kDtypes) {
+    for (bool trad : {false, true}) {
+      SCOPED_TRACE(std::string(name(dt)) + " trad=" + std::to_string(trad));
+      RopeSpec spec;
+      spec.dims = 32;
+      spec.traditional = trad;
+      Array x = rand_gapped({3, 2, 7, 40}, 50, dt, -1, 1);  // partial rotation: dims 32 of 40
+      Array offsets = Array::from<int32_t>({0, 5, 19}, {3});
+      Array out = fast::rope(x, spec, offsets);
+      EXPECT_TRUE(all_close(out, fast::detail::rope_reference(x, spec, offsets), tol_for(dt)));
+      // Row b must equal an int-offset rope of that row alone.
+      for (int b = 0; b < 3; ++b) {
+        Array row = slice_axis(x, 0, b, b + 1);
+        Array one = fast::rope(row, spec, static_cast<int64_t>(b == 0 ? 0 : b == 1 ? 5 : 19));
+        EXPECT_TRUE(all_close(slice_axis(out, 0, b, b + 1), one, 0.0)) << "row " << b;
+      }
+    }
+  }
+  // L = 1 decode with per-row offsets.
+  RopeSpec spec;
+  spec.dims = 24;
+  Array x = rand_swapped({4, 6, 1, 24}, 51, 1, 2);
+  Array offsets = Array::from<int32_t>({3, 0, 40, 7}, {4});
+  EXPECT_TRUE(all_close(fast::rope(x, spec, offsets), fast::detail::rope_reference(x, spec, offsets), kTolF32));
+}
+
+TEST(FastRope, RejectsBadSpec) {
+  Array x = rand_array({1, 2, 3, 8}, 1);
+  RopeSpec spec;
+  spec.dims = 7;
+  EXPECT_THROW(fast::rope(x, spec, 0), std::exception);
+  spec.dims = 10;
+  EXPECT_THROW(fast::rope(x, spec, 0), std::exception);
+  spec.dims = 8;
+  spec.freqs = rand_array({3}, 2);
+  EXPECT_THROW(fast::rope(x, spec, 0), std::exception);
+  spec.freqs = Array();
+  EXPECT_THROW(fast::rope(x, spec, Array::from<int32_t>({1, 2}, {2})), std::exception);
+}
+
+// ---------------------------------------------------------------- attention
+
+struct AttnCase {
+  std::string label;
+  int64_t B, Hq, Hkv, L, S, D;
+  AttentionMode mode = AttentionMode::causal;
+  int window = 0, chunk = 0;
+  float softcap = 0, scale = 0;
+  bool sinks = false;
+  int64_t q_offset = -1;
+  std::vector<int32_t> q_offsets, kv_start;
+  int mask = 0;  // 0 none, 1 additive float [B, 1, L, S], 2 bool [B, Hq, L, S], 3 additive [L, S]
+};
+
+std::vector<AttnCase> attention_cases() {
+  std::vector<AttnCase> cs;
+  auto add = [&](AttnCase c) { cs.push_back(std::move(c)); };
+  add({.label = "prefill causal gqa", .B = 2, .Hq = 6, .Hkv = 2, .L = 9, .S = 9, .D = 24});
+  add({.label = "prefill causal mha", .B = 1, .Hq = 3, .Hkv = 3, .L = 11, .S = 11, .D = 40});
+  add({.label = "decode L=1", .B = 2, .Hq = 6, .Hkv = 2, .L = 1, .S = 17, .D = 40});
+  add({.label = "decode L=1 mha", .B = 3, .Hq = 2, .Hkv = 2, .L = 1, .S = 5, .D = 24});
+  add({.label = "chunked prefill (L<S, default q_offset)", .B = 2, .Hq = 6, .Hkv = 2, .L = 4, .S = 13, .D = 24});
+  add({.label = "explicit q_offset", .B = 2, .Hq = 6, .Hkv = 2, .L = 3, .S = 12, .D = 24, .q_offset = 5});
+  add({.label = "mode none", .B = 2, .Hq = 6, .Hkv = 2, .L = 5, .S = 9, .D = 24, .mode = AttentionMode::none});
+  add({.label = "window", .B = 2, .Hq = 6, .Hkv = 2, .L = 10, .S = 14, .D = 24, .mode = AttentionMode::window, .window = 3});
+  add({.label = "window decode", .B = 1, .Hq = 6, .Hkv = 2, .L = 1, .S = 20, .D = 40, .mode = AttentionMode::window, .window = 7});
+  add({.label = "chunk", .B = 2, .Hq = 6, .Hkv = 2, .L = 13, .S = 13, .D = 24, .mode = AttentionMode::chunk, .chunk = 4});
+  add({.label = "chunk with left padding", .B = 2, .Hq = 6, .Hkv = 2, .L = 11, .S = 11, .D = 24, .mode = AttentionMode::chunk,
+       .chunk = 3, .kv_start = {0, 4}});
+  add({.label = "left padding prefill", .B = 3, .Hq = 6, .Hkv = 2, .L = 8, .S = 8, .D = 24, .kv_start = {0, 3, 7}});
+  add({.label = "left padding decode", .B = 2, .Hq = 6, .Hkv = 2, .L = 1, .S = 10, .D = 40, .kv_start = {0, 6}});
+  add({.label = "per-row q_offsets", .B = 2, .Hq = 6, .Hkv = 2, .L = 3, .S = 12, .D = 24, .q_offsets = {9, 4},
+       .kv_start = {0, 2}});
+  add({.label = "softcap", .B = 2, .Hq = 6, .Hkv = 2, .L = 7, .S = 7, .D = 24, .softcap = 0.7f, .scale = 2.0f});
+  add({.label = "sinks", .B = 2, .Hq = 6, .Hkv = 2, .L = 6, .S = 9, .D = 24, .sinks = true});
+  add({.label = "sinks + window + padding", .B = 2, .Hq = 6, .Hkv = 2, .L = 6, .S = 9, .D = 40, .mode = AttentionMode::window,
+       .window = 2, .sinks = true, .kv_start = {0, 5}});
+  add({.label = "additive mask", .B = 2, .Hq = 6, .Hkv = 2, .L = 5, .S = 8, .D = 24, .mode = AttentionMode::none, .mask = 1});
+  add({.label = "additive [L,S] mask + causal", .B = 2, .Hq = 6, .Hkv = 2, .L = 5, .S = 8, .D = 24, .mask = 3});
+  add({.label = "bool mask", .B = 2, .Hq = 6, .Hkv = 2, .L = 5, .S = 8, .D = 24, .mode = AttentionMode::none, .mask = 2});
+  add({.label = "bool mask + causal + softcap", .B = 2, .Hq = 6, .Hkv = 3, .L = 5, .S = 8, .D = 40, .softcap = 1.5f,
+       .mask = 2});
+  return cs;
+}
+
+struct AttnInputs {
+  Array q, k, v, mask;
+  AttentionSpec spec;
+  AttentionPositions pos;
+};
+
+AttnInputs make_attention(const AttnCase& c, Dtype dt, uint32_t seed) {
+  AttnInputs in;
+  // Model layout: q/k/v are [B, L, H, D] projections transposed to [B, H, L, D] (non-contiguous).
+  in.q = rand_swapped({c.B, c.Hq, c.L, c.D}, seed, 1, 2, dt, -2, 2);
+  in.k = rand_swapped({c.B, c.Hkv, c.S, c.D}, seed + 1, 1, 2, dt, -2, 2);
+  in.v = rand_gapped({c.B, c.Hkv, c.S, c.D}, seed + 2, dt, -1, 1);
+  in.spec.mode = c.mode;
+  in.spec.window = c.window;
+  in.spec.chunk = c.chunk;
+  in.spec.softcap = c.softcap;
+  in.spec.scale = c.scale;
+  if (c.sinks) in.spec.sinks = rand_array({c.Hq}, seed + 3, Dtype::f32, -1, 2);
+  in.pos.q_offset = c.q_offset;
+  if (!c.q_offsets.empty()) in.pos.q_offsets = Array::from(c.q_offsets, {c.B});
+  if (!c.kv_start.empty()) in.pos.kv_start = Array::from(c.kv_start, {c.B});
+  if (c.mask == 1 || c.mask == 3) {
+    Shape ms = c.mask == 1 ? Shape{c.B, 1, c.L, c.S} : Shape{c.L, c.S};
+    std::vector<float> m = rand_array(ms, seed + 4, Dtype::f32, -2, 1).to_float_vector();
+    for (size_t i = 0; i < m.size(); i += 5) m[i] = -std::numeric_limits<float>::infinity();
+    in.mask = Array::from(m, ms);
+  } else if (c.mask == 2) {
+    std::vector<float> r = rand_array({c.B, c.Hq, c.L, c.S}, seed + 4, Dtype::f32, 0, 1).to_float_vector();
+    std::vector<bool> m(r.size());
+    for (size_t i = 0; i < r.size(); ++i) m[i] = r[i] < 0.7f;
+    in.mask = Array::from(m, {c.B, c.Hq, c.L, c.S});
+  }
+  return in;
+}
+
+TEST(FastAttention, MatchesReference) {
+  uint32_t seed = 100;
+  for (const AttnCase& c : attention_cases()) {
+    for (Dtype dt : kDtypes) {
+      SCOPED_TRACE(c.label + " " + std::string(name(dt)));
+      AttnInputs in = make_attention(c, dt, seed += 10);
+      Array out = fast::scaled_dot_product_attention(in.q, in.k, in.v, in.spec, in.pos, in.mask);
+      Array ref = fast::detail::scaled_dot_product_attention_reference(in.q, in.k, in.v, in.spec, in.pos, in.mask);
+      EXPECT_EQ(out.dtype(), dt);
+      EXPECT_EQ(out.shape(), (Shape{c.B, c.Hq, c.L, c.D}));
+      EXPECT_TRUE(all_close(out, ref, tol_for(dt)));
+    }
+  }
+}
+
+// The reference is not allowed to be trivially equal to the kernel: check that masking modes actually
+// change the result and that fully padded rows come out as zeros.
+TEST(FastAttention, ModesMatterAndPaddingRowsAreZero) {
+  AttnCase c{.label = "x", .B = 2, .Hq = 4, .Hkv = 2, .L = 6, .S = 6, .D = 24, .kv_start = {0, 3}};
+  AttnInputs in = make_attention(c, Dtype::f32, 7);
+  Array causal = fast::scaled_dot_product_attention(in.q, in.k, in.v, in.spec, in.pos);
+  AttentionSpec none = in.spec;
+  none.mode = AttentionMode::none;
+  Array full_attn = fast::scaled_dot_product_attention(in.q, in.k, in.v, none, in.pos);
+  EXPECT_FALSE(all_close(causal, full_attn, 1e-3));
+  // Row 1 query positions 0..2 see nothing (all keys before kv_start = 3 are padding).
+  Array pad = slice(causal, {1, 0, 0, 0}, {2, 4, 3, 24});
+  for (float v : pad.to_float_vector()) ASSERT_EQ(v, 0.0f);
+  // The last query of row 0 in causal mode sees every key: equal to mode none there.
+  EXPECT_TRUE(all_close(slice(causal, {0, 0, 5, 0}, {1, 4, 6, 24}), slice(full_attn, {0, 0, 5, 0}, {1, 4, 6, 24}), kTolF32));
+}
+
+// Paged form: keys/values in several blocks of different sizes, `length` less than their total; must
+// equal the plain form on the first `length` positions of the concatenated keys.
+TEST(FastAttention, PagedBlocksMatchConcatenatedReference) {
+  struct PagedCase {
+    std::string label;
+    int64_t B, Hq, Hkv, L, D;
+    std::vector<int64_t> blocks;
+    int64_t length;
+    AttentionMode mode;
+    int window;
+    std::vector<int32_t> kv_start;
+    bool sinks;
+  };
+  const PagedCase cases[] = {
+      {"decode gqa", 2, 6, 2, 1, 24, {5, 3, 8, 4}, 17, AttentionMode::causal, 0, {}, false},
+      {"prefill tail", 2, 6, 2, 4, 40, {7, 2, 9}, 15, AttentionMode::causal, 0, {0, 3}, false},
+      {"window + sinks", 1, 6, 6, 3, 24, {4, 4, 4, 4}, 14, AttentionMode::window, 5, {}, true},
+      {"length ends on a block edge", 2, 6, 2, 2, 24, {6, 5, 7}, 11, AttentionMode::causal, 0, {1, 0}, false},
+  };
+  uint32_t seed = 900;
+  for (const PagedCase& c : cases) {
+    for (Dtype dt : kDtypes) {
+      SCOPED_TRACE(c.label + " " + std::string(name(dt)));
+      fast::KVBlocks kv;
+      for (size_t i = 0; i < c.blocks.size(); ++i) {
+        int64_t P = c.blocks[i];
+        // Alternate contiguous pages and transposed views, as a cache's storage may be either.
+        if (i % 2 == 0) {
+          kv.keys.push_back(rand_array({c.B, c.Hkv, P, c.D}, seed++, dt, -2, 2));
+          kv.values.push_back(rand_array({c.B, c.Hkv, P, c.D}, seed++, dt, -1, 1));
+        } else {
+          kv.keys.push_back(rand_swapped({c.B, c.Hkv, P, c.D}, seed++, 1, 2, dt, -2, 2));
+          kv.values.push_back(rand_gapped({c.B, c.Hkv, P, c.D}, seed++, dt, -1, 1));
+        }
+      }
+      kv.length = c.length;
+      Array k = slice_axis(concatenate(kv.keys, 2), 2, 0, c.length);
+      Array v = slice_axis(concatenate(kv.values, 2), 2, 0, c.length);
+      Array q = rand_swapped({c.B, c.Hq, c.L, c.D}, seed++, 1, 2, dt, -2, 2);
+      AttentionSpec spec;
+      spec.mode = c.mode;
+      spec.window = c.window;
+      if (c.sinks) spec.sinks = rand_array({c.Hq}, seed++, Dtype::f32, -1, 1);
+      AttentionPositions pos;
+      if (!c.kv_start.empty()) pos.kv_start = Array::from(c.kv_start, {c.B});
+      Array out = fast::scaled_dot_product_attention(q, kv, spec, pos);
+      Array ref = fast::detail::scaled_dot_product_attention_reference(q, k, v, spec, pos, Array());
+      EXPECT_TRUE(all_close(out, ref, tol_for(dt)));
+      // And the plain form on the concatenated keys agrees too.
+      EXPECT_TRUE(all_close(fast::scaled_dot_product_attention(q, k, v, spec, pos), ref, tol_for(dt)));
+    }
+  }
+}
+
+TEST(FastAttention, RejectsBadArguments) {
+  Array q = rand_array({1, 6, 2, 8}, 1), k = rand_array({1, 4, 5, 8}, 2), v = rand_array({1, 4, 5, 8}, 3);
+  AttentionSpec spec;
+  EXPECT_THROW(fast::scaled_dot_product_attention(q, k, v, spec), std::exception);  // 6 % 4 != 0
+  Array k2 = rand_array({1, 2, 5, 8}, 2), v2 = rand_array({1, 2, 5, 8}, 3);
+  fast::KVBlocks kv{{k2}, {v2}, 6};
+  EXPECT_THROW(fast::scaled_dot_product_attention(q, kv, spec), std::exception);  // length > positions
+  spec.mode = AttentionMode::window;
+  EXPECT_THROW(fast::scaled_dot_product_attention(q, k2, v2, spec), std::exception);  // window 0
+  spec.mode = AttentionMode::causal;
+  spec.sinks = rand_array({5}, 4);
+  EXPECT_THROW(fast::scaled_dot_product_attention(q, k2, v2, spec), std::exception);
+}
+
+}  // namespace
+}  // namespace loom
