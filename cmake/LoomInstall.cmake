@@ -26,7 +26,9 @@ configure_package_config_file(${PROJECT_BINARY_DIR}/loomConfig.cmake.in ${PROJEC
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/loomConfigVersion.cmake COMPATIBILITY SameMajorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/loomConfig.cmake ${PROJECT_BINARY_DIR}/loomConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/loom)
-string(REPLACE ";" " -l" _loom_pc_libs "-l${_loom_libs}")
+set(_loom_pc_order ${_loom_libs})
+list(REVERSE _loom_pc_order)  # static linking: dependents before their dependencies
+string(REPLACE ";" " -l" _loom_pc_libs "-l${_loom_pc_order}")
 file(WRITE ${PROJECT_BINARY_DIR}/loom.pc "prefix=${CMAKE_INSTALL_PREFIX}
 libdir=\${prefix}/${CMAKE_INSTALL_LIBDIR}
 includedir=\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}

@@ -9,12 +9,7 @@ DecoderArgs model_args(const io::Config& c) {
   DecoderArgs a = parse_decoder_args(c);
   a.qk_norm = true;
   a.rope_theta = c.get_float("rope_theta", 1000000.0);
-  if (!c.get_bool("use_sliding_window", false)) {
-    a.sliding.assign(a.num_layers, false);
-  } else if (!c.has("layer_types")) {
-    int64_t first = c.get_int("max_window_layers", a.num_layers);
-    for (int64_t i = 0; i < a.num_layers; ++i) a.sliding[i] = i >= first;
-  }
+  apply_qwen_sliding_window(a, c);
   return a;
 }
 

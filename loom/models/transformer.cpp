@@ -60,6 +60,15 @@ DecoderArgs parse_decoder_args(const io::Config& c) {
   return a;
 }
 
+void apply_qwen_sliding_window(DecoderArgs& a, const io::Config& c) {
+  if (!c.get_bool("use_sliding_window", false)) {
+    a.sliding.assign(a.num_layers, false);
+  } else if (!c.has("layer_types")) {
+    int64_t first = c.get_int("max_window_layers", a.num_layers);
+    for (int64_t i = 0; i < a.num_layers; ++i) a.sliding[i] = i >= first;
+  }
+}
+
 DecoderAttention::DecoderAttention(const DecoderArgs& a, bool sliding)
     : q_proj(a.hidden_size, a.num_heads * a.head_dim, a.qkv_bias),
       k_proj(a.hidden_size, a.num_kv_heads * a.head_dim, a.qkv_bias),

@@ -35,6 +35,9 @@ struct DecoderArgs {
 
 // The keys every Llama-like config shares, with transformers' defaults for the optional ones.
 DecoderArgs parse_decoder_args(const io::Config& c);
+// Qwen-style window config: `use_sliding_window` switches it on for the layers from
+// `max_window_layers` on (unless `layer_types` already says which layers slide).
+void apply_qwen_sliding_window(DecoderArgs& a, const io::Config& c);
 // The normalised `rope_scaling` block (absent -> default).
 nn::RopeScaling parse_rope_scaling(const io::Config& c);
 
