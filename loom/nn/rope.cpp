@@ -105,6 +105,26 @@ Array Rope::freqs_for(int64_t total_len) const {
   return freqs_;
 }
 
+RopeSpec Rope::spec_for(int64_t total_len) const {
+  RopeSpec spec{.dims = dims_, .traditional = traditional_, .base = static_cast<float>(base_), .scale = scale_,
+                .freqs = freqs_for(total_len)};
+  if (scaling_.type == "dynamic") {
+    double seq = std::max<double>(static_cast<double>(total_len), static_cast<double>(max_pos_));
+    double f = scaling_.factor;
+    spec.base = static_cast<float>(base_ * std::pow(f * seq / max_pos_ - (f - 1), dims_ / (dims_ - 2.0)));
+  }
+  return spec;
+}
+
+std::vector<double> Rope::inv_freq(int64_t total_len) const {
+  RopeSpec spec = spec_for(total_len);
+  std::vector<double> out(dims_ / 2);
+  std::vector<float> periods = spec.freqs.valid() ? spec.freqs.to_float_vector() : std::vector<float>{};
+  for (int i = 0; i < dims_ / 2; ++i)
+    out[i] = spec.scale * (periods.empty() ? std::pow(static_cast<double>(spec.base), -2.0 * i / dims_) : 1.0 / periods[i]);
+  return out;
+}
+
 Array Rope::apply(const Array& x_in, int64_t offset, const Array* offsets, int64_t total_len) const {
   Array x = x_in;
   if (mscale_ != 1.0f) {
@@ -115,13 +135,7 @@ Array Rope::apply(const Array& x_in, int64_t offset, const Array* offsets, int64
       x = concatenate({slice_axis(x, -1, 0, dims_) * static_cast<double>(mscale_), slice_axis(x, -1, dims_, x.shape(-1))}, -1);
     }
   }
-  RopeSpec spec{.dims = dims_, .traditional = traditional_, .base = static_cast<float>(base_), .scale = scale_,
-                .freqs = freqs_for(total_len)};
-  if (scaling_.type == "dynamic") {
-    double seq = std::max<double>(static_cast<double>(total_len), static_cast<double>(max_pos_));
-    double f = scaling_.factor;
-    spec.base = static_cast<float>(base_ * std::pow(f * seq / max_pos_ - (f - 1), dims_ / (dims_ - 2.0)));
-  }
+  RopeSpec spec = spec_for(total_len);
   return offsets ? fast::rope(x, spec, *offsets) : fast::rope(x, spec, offset);
 }
 

@@ -38,6 +38,12 @@ class Rope {
   Array operator()(const Array& x, const Array& offsets) const;
 
   int dims() const { return dims_; }
+  // Magnitude scale applied to the rotated features before rotation (yarn/longrope attention factor).
+  float mscale() const { return mscale_; }
+  // The RopeSpec fast::rope receives when the sequence ends at `total_len` positions.
+  RopeSpec spec_for(int64_t total_len) const;
+  // Effective inverse frequencies (theta_i = position * inv_freq_i) at `total_len`.
+  std::vector<double> inv_freq(int64_t total_len) const;
   // Explicit periods (1 / inverse frequency) used for positions that end before `total_len`.
   Array freqs_for(int64_t total_len) const;
 
