@@ -115,19 +115,21 @@ void DecoderMLP::members(nn::Members& m) { m.child("gate_proj", gate_proj).child
 
 Array DecoderMLP::operator()(const Array& x) const { return down_proj(fast::swiglu(gate_proj(x), up_proj(x))); }
 
-DecoderBlock::DecoderBlock(const DecoderArgs& a, bool sliding)
-    : self_attn(a, sliding),
-      mlp(a.hidden_size, a.intermediate_size, a.mlp_bias),
+DecoderBlock::DecoderBlock(const DecoderArgs& a, int64_t layer, const FeedForwardFactory& ff)
+    : self_attn(a, a.sliding[layer]),
+      mlp(ff ? ff(a, layer) : std::make_unique<DecoderMLP>(a.hidden_size, a.intermediate_size, a.mlp_bias)),
       input_layernorm(a.hidden_size, a.rms_norm_eps),
-      post_attention_layernorm(a.hidden_size, a.rms_norm_eps) {}
+      post_attention_layernorm(a.hidden_size, a.rms_norm_eps),
+      mlp_key(a.mlp_key) {}
 
 void DecoderBlock::members(nn::Members& m) {
-  m.child("self_attn", self_attn).child("mlp", mlp).child("input_layernorm", input_layernorm);
+  m.child("self_attn", self_attn).child(mlp_key, *mlp).child("input_layernorm", input_layernorm);
   m.child("post_attention_layernorm", post_attention_layernorm);
 }
 
-DecoderBody::DecoderBody(const DecoderArgs& a) : embed_tokens(a.vocab_size, a.hidden_size), norm(a.hidden_size, a.rms_norm_eps) {
-  for (int64_t i = 0; i < a.num_layers; ++i) layers.push_back(std::make_unique<DecoderBlock>(a, a.sliding[i]));
+DecoderBody::DecoderBody(const DecoderArgs& a, const FeedForwardFactory& ff)
+    : embed_tokens(a.vocab_size, a.hidden_size), norm(a.hidden_size, a.rms_norm_eps) {
+  for (int64_t i = 0; i < a.num_layers; ++i) layers.push_back(std::make_unique<DecoderBlock>(a, i, ff));
 }
 
 void DecoderBody::members(nn::Members& m) {
@@ -145,7 +147,7 @@ Array DecoderBody::operator()(const Array& tokens, Cache& cache, bool only_last,
     const DecoderBlock& blk = *layers[i];
     Array attn = blk.self_attn(normed, cache.at<KVCache>(i), step);
     auto [normed2, h] = blk.post_attention_layernorm.add_and_norm(attn, x);
-    Array mlp_out = blk.mlp(to_compute(normed2));
+    Array mlp_out = (*blk.mlp)(to_compute(normed2));
     if (i + 1 < layers.size()) {
       std::tie(normed, x) = layers[i + 1]->input_layernorm.add_and_norm(mlp_out, h);
       normed = to_compute(normed);
@@ -161,7 +163,7 @@ Array DecoderBody::operator()(const Array& tokens, Cache& cache, bool only_last,
   return normed;
 }
 
-DecoderLM::DecoderLM(DecoderArgs a) : args(std::move(a)), model(args) {
+DecoderLM::DecoderLM(DecoderArgs a, const FeedForwardFactory& ff) : args(std::move(a)), model(args, ff) {
   if (!args.tie_word_embeddings) lm_head = std::make_unique<nn::Linear>(args.hidden_size, args.vocab_size, false);
 }
 

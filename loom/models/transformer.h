@@ -5,6 +5,7 @@
 // and keep only what is theirs (sanitize, registration).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -31,6 +32,7 @@ struct DecoderArgs {
   bool tie_word_embeddings = false;
   std::vector<bool> sliding;  // per layer: sliding-window attention
   int64_t sliding_window = 0;
+  std::string mlp_key = "mlp";  // weight-key name of each block's feed-forward ("block_sparse_moe" for Mixtral)
 };
 
 // The keys every Llama-like config shares, with transformers' defaults for the optional ones.
@@ -55,9 +57,18 @@ struct DecoderAttention : nn::Module {
   void members(nn::Members& m) override;
 };
 
-struct DecoderMLP : nn::Module {
+// A block's feed-forward: the dense SwiGLU MLP below or a model's mixture-of-experts layer.
+struct FeedForward : nn::Module {
+  virtual Array operator()(const Array& x) const = 0;
+  // MoE layers record the experts they chose on their last call (uint32 [B, L, k]); for tests and tools.
+  mutable Array last_routing;
+};
+// Builds layer `layer`'s feed-forward; the default builds DecoderMLP.
+using FeedForwardFactory = std::function<std::unique_ptr<FeedForward>(const DecoderArgs&, int64_t layer)>;
+
+struct DecoderMLP : FeedForward {
   DecoderMLP(int64_t dim, int64_t hidden, bool bias);
-  Array operator()(const Array& x) const;
+  Array operator()(const Array& x) const override;
   nn::Linear gate_proj, down_proj, up_proj;
 
  protected:
@@ -65,17 +76,18 @@ struct DecoderMLP : nn::Module {
 };
 
 struct DecoderBlock : nn::Module {
-  DecoderBlock(const DecoderArgs& a, bool sliding);
+  DecoderBlock(const DecoderArgs& a, int64_t layer, const FeedForwardFactory& ff = {});
   DecoderAttention self_attn;
-  DecoderMLP mlp;
+  std::unique_ptr<FeedForward> mlp;  // weight key: args.mlp_key
   nn::RMSNorm input_layernorm, post_attention_layernorm;
+  std::string mlp_key;
 
  protected:
   void members(nn::Members& m) override;
 };
 
 struct DecoderBody : nn::Module {
-  explicit DecoderBody(const DecoderArgs& a);
+  explicit DecoderBody(const DecoderArgs& a, const FeedForwardFactory& ff = {});
   // Returns the final-normed hidden states [B, L', D] (L' = 1 when only_last).
   Array operator()(const Array& tokens, Cache& cache, bool only_last, Dtype dtype) const;
 
@@ -90,7 +102,7 @@ struct DecoderBody : nn::Module {
 // A decoder-only LM: `model` body plus `lm_head` (or the tied embedding).
 class DecoderLM : public LanguageModel {
  public:
-  explicit DecoderLM(DecoderArgs a);
+  explicit DecoderLM(DecoderArgs a, const FeedForwardFactory& ff = {});
   Array forward(const Array& tokens, Cache& cache, LogitsMode mode) override;
   void sanitize(WeightMap& weights) const override;
   int num_layers() const override { return static_cast<int>(args.num_layers); }

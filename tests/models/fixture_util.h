@@ -23,6 +23,7 @@ struct Reference {
   std::vector<int32_t> greedy;
   std::vector<Array> logits;  // [T_i, vocab] per prompt
   double hf_bf16_mean_rel = 0;  // transformers' own bf16-compute error on this fixture
+  double hf_bf16_max_rel = 0;
 };
 
 inline Reference load_reference(const std::string& name) {
@@ -33,7 +34,10 @@ inline Reference load_reference(const std::string& name) {
   Reference r;
   for (auto& p : j["prompts"]) r.prompts.push_back(p.get<std::vector<int32_t>>());
   r.greedy = j["greedy"].get<std::vector<int32_t>>();
-  if (j.contains("hf_bf16")) r.hf_bf16_mean_rel = j["hf_bf16"]["mean_rel"].get<double>();
+  if (j.contains("hf_bf16")) {
+    r.hf_bf16_mean_rel = j["hf_bf16"]["mean_rel"].get<double>();
+    r.hf_bf16_max_rel = j["hf_bf16"]["max_rel"].get<double>();
+  }
   for (size_t i = 0; i < r.prompts.size(); ++i) r.logits.push_back(io::load_npy(dir + "/logits_" + std::to_string(i) + ".npy"));
   return r;
 }
@@ -46,6 +50,18 @@ struct Tolerance {
 };
 constexpr Tolerance kF32{1e-4, 0.0, 1e-3};
 constexpr Tolerance kBF16{3e-2, 5e-3, 3e-2};
+
+// The bf16 row for one fixture. The fixtures are deliberately ill-conditioned (large weights, for
+// large top-1 margins), and there transformers' own bf16 compute misses the row (mean 1.4-2.0%, max up
+// to 3.2%; recorded in reference.json by tools/refgen/bf16_baseline.py). So the row is widened to
+// 1.25x transformers' own error on the same fixture: bf16 rounding at different points may land a
+// little either side of it, but never far from it.
+inline Tolerance bf16_tolerance(const Reference& ref) {
+  Tolerance t = kBF16;
+  t.mean_rel = std::max(t.mean_rel, 1.25 * ref.hf_bf16_mean_rel);
+  t.max_rel = std::max(t.max_rel, 1.25 * ref.hf_bf16_max_rel);
+  return t;
+}
 
 // Compares logits [T, V] with the reference; reports the worst element on failure.
 inline void expect_logits_near(const Array& got_in, const Array& ref_in, const Tolerance& tol, const std::string& what) {

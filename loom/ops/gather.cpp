@@ -1,0 +1,141 @@
+// gather_mm, argpartition, argsort, take_along_axis: validation and layout (loom/ops/gather.h);
+// kernels in backend/cpu/gather_mm.cpp.
+#include "loom/ops/gather.h"
+
+#include "loom/backend/cpu/gather_kernels.h"
+#include "loom/common/error.h"
+#include "loom/ops/dispatch.h"
+#include "loom/ops/ops.h"
+
+namespace loom {
+using ops_detail::device_of;
+
+namespace {
+
+Shape batch_of(const Array& x) { return Shape(x.shape().begin(), x.shape().end() - 2); }
+
+// The index array of one operand: given (checked integer, in range) or an arange over its batch.
+Array operand_indices(const Array& idx, const Array& x, const char* what) {
+  Shape batch = batch_of(x);
+  int64_t n = shape_size(batch);
+  if (!idx.valid()) return reshape(arange(0, static_cast<double>(n), 1, Dtype::i32), batch);
+  if (is_floating(idx.dtype()) || idx.dtype() == Dtype::bool_)
+    throw ValueError(format_error("gather_mm", std::string(what) + " must be integers, got " + std::string(name(idx.dtype()))));
+  for (int64_t v : idx.to_vector<int64_t>())
+    if (v < 0 || v >= n)
+      throw ValueError(format_error("gather_mm", std::string(what) + " holds " + std::to_string(v) +
+                                                     ", out of range for a batch of " + std::to_string(n)));
+  return idx;
+}
+
+}  // namespace
+
+Array gather_mm(const Array& a_in, const Array& b_in, const Array& lhs_indices, const Array& rhs_indices,
+                bool sorted_indices, StreamOrDevice s) {
+  (void)sorted_indices;  // a locality hint; the CPU kernel's result does not depend on it
+  ops_detail::require_valid(a_in, "gather_mm", "a");
+  ops_detail::require_valid(b_in, "gather_mm", "b");
+  device_of({&a_in, &b_in, &lhs_indices, &rhs_indices}, "gather_mm");
+  if (a_in.ndim() < 2 || b_in.ndim() < 2)
+    throw ValueError(format_error("gather_mm", "operands need at least 2 dims, got " + shape_str(a_in.shape()) +
+                                                   " and " + shape_str(b_in.shape())));
+  if (!is_floating(a_in.dtype()) || !is_floating(b_in.dtype()))
+    throw ValueError(format_error("gather_mm", "only floating point operands are supported"));
+  int64_t M = a_in.shape(-2), K = a_in.shape(-1), N = b_in.shape(-1);
+  if (b_in.shape(-2) != K)
+    throw ValueError(format_error("gather_mm", "inner dimensions differ: " + shape_str(a_in.shape()) + " @ " +
+                                                   shape_str(b_in.shape())));
+  Array li = operand_indices(lhs_indices, a_in, "lhs_indices");
+  Array ri = operand_indices(rhs_indices, b_in, "rhs_indices");
+  Shape batch = broadcast_shapes(li.shape(), ri.shape());
+  // Flat int32 index lists of the output batch.
+  li = contiguous(astype(broadcast_to(li, batch), Dtype::i32));
+  ri = contiguous(astype(broadcast_to(ri, batch), Dtype::i32));
+  Array a = contiguous(reshape(a_in, {-1, M, K}));
+  // b: keep a view whose K or N axis is unit-stride (stacked weights [E, N, K] transposed, or row-major).
+  Array b = b_in;
+  int nb = b.ndim();
+  bool ok_layout = b.strides()[nb - 2] == 1 || b.strides()[nb - 1] == 1 || K == 1;
+  bool flat_batch = true;  // batch dims must flatten to one stride
+  for (int d = nb - 3; d > 0; --d)
+    if (b.shape()[d - 1] > 1 && b.strides()[d - 1] != b.strides()[d] * b.shape()[d]) flat_batch = false;
+  if (!ok_layout || !flat_batch) b = contiguous(b);
+  Shape b3{shape_size(batch_of(b)), K, N};
+  Strides bs{nb > 2 ? b.strides()[nb - 3] : 0, b.strides()[nb - 2], b.strides()[nb - 1]};
+  Array bv(b.buffer(), b3, bs, b.offset(), b.dtype());
+  Shape out_shape = batch;
+  out_shape.insert(out_shape.end(), {M, N});
+  Array out = Array::empty(out_shape, promote_types(a.dtype(), b.dtype()), a.device());
+  if (out.size() > 0) cpu::gather_mm(a, bv, li, ri, out);
+  (void)s;
+  return out;
+}
+
+Array argpartition(const Array& a, int kth, int axis, StreamOrDevice s) {
+  ops_detail::require_valid(a, "argpartition", "input");
+  device_of({&a}, "argpartition");
+  int ax = normalize_axis(axis, a.ndim(), "argpartition");
+  int64_t n = a.shape()[ax];
+  if (kth < 0) kth += static_cast<int>(n);
+  if (kth < 0 || kth >= n)
+    throw ValueError(format_error("argpartition", "kth " + std::to_string(kth) + " is out of range for an axis of " +
+                                                      std::to_string(n)));
+  Array moved = contiguous(astype(moveaxis(a, ax, -1, s), Dtype::f32, s), s);
+  Array out = Array::empty(moved.shape(), Dtype::u32, a.device());
+  cpu::argpartition_last(moved, kth, out);
+  return moveaxis(out, -1, ax, s);
+}
+
+Array argsort(const Array& a, int axis, StreamOrDevice s) {
+  int ax = normalize_axis(axis, a.ndim(), "argsort");
+  return argpartition(a, static_cast<int>(a.shape()[ax]) - 1, ax, s);
+}
+
+Array take_along_axis(const Array& a, const Array& indices, int axis, StreamOrDevice s) {
+  ops_detail::require_valid(a, "take_along_axis", "input");
+  device_of({&a, &indices}, "take_along_axis");
+  if (indices.ndim() != a.ndim())
+    throw ValueError(format_error("take_along_axis", "indices need " + std::to_string(a.ndim()) + " dims, got " +
+                                                         shape_str(indices.shape())));
+  int ax = normalize_axis(axis, a.ndim(), "take_along_axis");
+  // Move the axis last, flatten, and offset each row's indices by row * n: one flat take.
+  Shape other_a = a.shape(), other_i = indices.shape();
+  other_a[ax] = 1;
+  other_i[ax] = 1;
+  Shape bshape = broadcast_shapes(other_a, other_i);
+  Shape sa = bshape, si = bshape;
+  sa[ax] = a.shape()[ax];
+  si[ax] = indices.shape()[ax];
+  Array am = moveaxis(broadcast_to(a, sa), ax, -1, s);
+  Array im = moveaxis(broadcast_to(astype(indices, Dtype::i64), si), ax, -1, s);
+  int64_t n = am.shape(-1), k = im.shape(-1), rows = am.size() / std::max<int64_t>(1, n);
+  Array base = reshape(arange(0, static_cast<double>(rows * n), static_cast<double>(n), Dtype::i64), {rows, 1});
+  Array flat_idx = add(reshape(im, {rows, k}), base);
+  Array got = take(reshape(contiguous(am), {-1}), flat_idx, 0, s);  // [rows, k]
+  Shape out_moved = im.shape();
+  return moveaxis(reshape(got, out_moved), -1, ax, s);
+}
+
+namespace detail {
+
+Array gather_mm_reference(const Array& a, const Array& b, const Array& lhs_indices, const Array& rhs_indices) {
+  int64_t M = a.shape(-2), K = a.shape(-1), N = b.shape(-1);
+  auto flat_batch = [](const Array& x) { return shape_size(Shape(x.shape().begin(), x.shape().end() - 2)); };
+  Array li = lhs_indices.valid() ? lhs_indices
+                                 : reshape(arange(0, static_cast<double>(flat_batch(a)), 1, Dtype::i32),
+                                           Shape(a.shape().begin(), a.shape().end() - 2));
+  Array ri = rhs_indices.valid() ? rhs_indices
+                                 : reshape(arange(0, static_cast<double>(flat_batch(b)), 1, Dtype::i32),
+                                           Shape(b.shape().begin(), b.shape().end() - 2));
+  Shape batch = broadcast_shapes(li.shape(), ri.shape());
+  Array lf = reshape(contiguous(broadcast_to(li, batch)), {-1});
+  Array rf = reshape(contiguous(broadcast_to(ri, batch)), {-1});
+  Array A = take(reshape(a, {-1, M, K}), lf, 0);  // [P, M, K]
+  Array B = take(reshape(b, {-1, K, N}), rf, 0);  // [P, K, N]
+  Shape out_shape = batch;
+  out_shape.insert(out_shape.end(), {M, N});
+  return reshape(matmul(A, B), out_shape);
+}
+
+}  // namespace detail
+}  // namespace loom
