@@ -9,6 +9,7 @@
 #include <string>
 
 #include "loom/core/dtype.h"
+#include "loom/core/quant.h"
 #include "loom/io/config.h"
 #include "loom/models/model.h"
 
@@ -29,6 +30,17 @@ struct LoadedModel {
 };
 
 LoadedModel load_model(const std::string& dir, const LoadOptions& options = {});
+
+// Switches the model's quantizable layers to quantized before binding, as mlx-lm decides it:
+// a per-layer entry of config["quantization"] (or "quantization_config") wins (an object of its own
+// bits/group_size/mode, or false), else a layer is quantized when `<path>.scales` is in the
+// checkpoint — with the config's defaults, or inferred from the shapes when the config has none.
+// Returns the number of layers switched. Throws ConfigError/IoError naming the layer when the
+// format cannot be inferred or the config is malformed.
+int apply_quantization(LanguageModel& model, const io::Config& config, const WeightMap& weights);
+// The config's model-wide quantization (config["quantization"] or an mlx-style
+// ["quantization_config"]), if any.
+std::optional<QuantSpec> config_quantization(const io::Config& config);
 // Builds the architecture of a config without weights.
 std::unique_ptr<LanguageModel> create_model(const io::Config& config);
 

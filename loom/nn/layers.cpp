@@ -1,30 +1,120 @@
 #include "loom/nn/layers.h"
 
+#include "loom/common/error.h"
 #include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
+#include "loom/ops/quantized.h"
 
 namespace loom::nn {
+
+void QuantizedWeight::declare(Members& m, int64_t rows, int64_t cols) {
+  m.param("weight", w, {rows, cols * spec.bits / 32});
+  m.param("scales", scales, {rows, cols / spec.group_size});
+  if (spec.mode == QuantMode::affine) m.param("biases", biases, {rows, cols / spec.group_size});
+}
+
+Array QuantizedWeight::matmul_t(const Array& x) const {
+  return quantized_matmul(x, w, scales, biases, /*transpose=*/true, spec, global_scale);
+}
+
+Array QuantizedWeight::take_rows(const Array& ids, Dtype dtype) const {
+  // mlx.nn.QuantizedEmbedding: gather packed rows with their scales/biases, then dequantize.
+  Array flat = reshape(ids, {-1});
+  Array wr = take(w, flat, 0), sr = take(scales, flat, 0);
+  Array br = spec.mode == QuantMode::affine ? take(biases, flat, 0) : Array();
+  Array rows = dequantize(wr, sr, br, spec, dtype, global_scale);
+  Shape os = ids.shape();
+  os.push_back(rows.shape(-1));
+  return reshape(rows, os);
+}
+
+Array QuantizedWeight::dequantized(Dtype dtype) const { return dequantize(w, scales, biases, spec, dtype, global_scale); }
+
+QuantizedWeight QuantizedWeight::from_dense(const Array& dense, const QuantSpec& spec) {
+  QuantizedArrays q = quantize(dense, spec);
+  QuantizedWeight out;
+  out.w = q.wq;
+  out.scales = q.scales;
+  out.biases = q.biases;
+  out.spec = spec;
+  return out;
+}
+
+namespace {
+// Switches a layer's dense weight `dense` [rows, cols] to `q` (quantizing it when loaded).
+void switch_to_quantized(Array& dense, std::optional<QuantizedWeight>& q, const QuantSpec& spec, int64_t cols,
+                         const char* what) {
+  if (q) throw ValueError(format_error(what, "layer is already quantized (" + quant_spec_str(q->spec) + ")"));
+  if (!quant_spec_valid(spec)) throw ValueError(format_error(what, "invalid quantization " + quant_spec_str(spec)));
+  if (cols % spec.group_size != 0)
+    throw ValueError(format_error(what, "input size " + std::to_string(cols) + " is not divisible by group size " +
+                                            std::to_string(spec.group_size)));
+  if (dense.valid()) {
+    q = QuantizedWeight::from_dense(dense, spec);
+  } else {
+    q = QuantizedWeight{};
+    q->spec = spec;
+  }
+  dense = Array();
+}
+}  // namespace
+
+int quantize_module(Module& root, const QuantPredicate& pred, const std::string& prefix) {
+  int n = 0;
+  for (auto& [path, mod] : root.modules(prefix)) {
+    auto* q = dynamic_cast<Quantizable*>(mod);
+    if (!q || q->quantized()) continue;
+    if (auto spec = pred(path, *q)) {
+      q->to_quantized(*spec);
+      ++n;
+    }
+  }
+  return n;
+}
 
 Linear::Linear(int64_t in, int64_t out, bool bias) : in_features(in), out_features(out), has_bias(bias) {}
 
 void Linear::members(Members& m) {
-  m.param("weight", weight, {out_features, in_features});
+  if (qweight) qweight->declare(m, out_features, in_features);
+  else m.param("weight", weight, {out_features, in_features});
   if (has_bias) m.param("bias", bias, {out_features});
 }
 
+void Linear::to_quantized(const QuantSpec& spec) { switch_to_quantized(weight, qweight, spec, in_features, "Linear"); }
+
+void Linear::to_dense(Dtype dtype) {
+  if (!qweight) return;
+  weight = qweight->dequantized(dtype);
+  qweight.reset();
+}
+
 Array Linear::operator()(const Array& x) const {
-  Array y = matmul(x, transpose(weight));
+  Array y = qweight ? qweight->matmul_t(x) : matmul(x, transpose(weight));
   if (has_bias) y = add(y, astype(bias, y.dtype()));
   return y;
 }
 
 Embedding::Embedding(int64_t n, int64_t d) : num_embeddings(n), dims(d) {}
 
-void Embedding::members(Members& m) { m.param("weight", weight, {num_embeddings, dims}); }
+void Embedding::members(Members& m) {
+  if (qweight) qweight->declare(m, num_embeddings, dims);
+  else m.param("weight", weight, {num_embeddings, dims});
+}
 
-Array Embedding::operator()(const Array& ids, Dtype dtype) const { return astype(take(weight, ids, 0), dtype); }
+void Embedding::to_quantized(const QuantSpec& spec) { switch_to_quantized(weight, qweight, spec, dims, "Embedding"); }
 
-Array Embedding::as_linear(const Array& x) const { return matmul(x, transpose(weight)); }
+void Embedding::to_dense(Dtype dtype) {
+  if (!qweight) return;
+  weight = qweight->dequantized(dtype);
+  qweight.reset();
+}
+
+Array Embedding::operator()(const Array& ids, Dtype dtype) const {
+  if (qweight) return qweight->take_rows(ids, dtype);
+  return astype(take(weight, ids, 0), dtype);
+}
+
+Array Embedding::as_linear(const Array& x) const { return qweight ? qweight->matmul_t(x) : matmul(x, transpose(weight)); }
 
 RMSNorm::RMSNorm(int64_t d, float e) : dims(d), eps(e) {}
 

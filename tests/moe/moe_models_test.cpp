@@ -3,6 +3,7 @@
 // tensors transformers 5 saves, the transformers-v5 fused tensors, and mlx-lm's stacked switch_mlp
 // (the latter two written here from the first). Per layout: logits, the router's decisions exactly,
 // token-by-token decode == full pass, a left-padded batch == each prompt alone; bf16 compute once.
+#include <unistd.h>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -68,7 +69,8 @@ std::string write_layout(const MoEFixture& f, const std::string& layout) {
       out.push_back({p + "down_proj.weight", stacked(l, f.down)});
     }
   }
-  fs::path dir = fs::path(LOOM_BINARY_DIR) / "moe_layouts" / (f.name + "_" + layout);
+  // Per process: ctest -j runs the tests of one (fixture, layout) in parallel processes.
+  fs::path dir = fs::path(LOOM_BINARY_DIR) / "moe_layouts" / (f.name + "_" + layout + "_" + std::to_string(::getpid()));
   fs::create_directories(dir);
   fs::copy_file(fs::path(src) / "config.json", dir / "config.json", fs::copy_options::overwrite_existing);
   io::save_safetensors((dir / "model.safetensors").string(), out);

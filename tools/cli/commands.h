@@ -14,5 +14,10 @@ void add_bench_command(CLI::App& app);
 void add_tokenize_command(CLI::App& app);
 void add_chat_template_command(CLI::App& app);
 void add_random_model_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
+void add_chat_command(CLI::App& app);
+void add_perplexity_command(CLI::App& app);
+void add_cache_prompt_command(CLI::App& app);
+void add_convert_command(CLI::App& app);
 
 }  // namespace loom::cli

@@ -18,6 +18,11 @@ int main(int argc, char** argv) {
   loom::cli::add_tokenize_command(app);
   loom::cli::add_chat_template_command(app);
   loom::cli::add_random_model_command(app);
+  loom::cli::add_generate_command(app);
+  loom::cli::add_chat_command(app);
+  loom::cli::add_perplexity_command(app);
+  loom::cli::add_cache_prompt_command(app);
+  loom::cli::add_convert_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

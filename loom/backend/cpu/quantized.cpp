@@ -1,0 +1,438 @@
+// Quantization kernels on the CPU (MLX formats, see loom/core/quant.h).
+//  - quantize/dequantize: one row at a time over the pool. Affine follows MLX's CPU kernel (edge =
+//    the extreme of larger magnitude, scale refined so the edge is exact, rint rounding); the fp
+//    modes follow MLX's reference ops, including rounding to w's dtype where MLX computes in it.
+//  - quantized_matmul, decode (W.T with <= 8 activation rows): each thread takes a range of output
+//    columns and streams their packed rows once; 8 codes are unpacked in registers per step (one
+//    shuffle + variable shift for any affine width; a LUT permute for E2M1; a bit move for E4M3),
+//    multiplied with x, and each group's partial sum is scaled once. The affine bias term is
+//    bias * sum(x over the group), precomputed per activation row.
+//  - quantized_matmul, prefill (and W without transpose): panels of W are dequantized to f32 in a
+//    bounded scratch buffer and fed to OpenBLAS sgemm from the calling thread.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "loom/backend/cpu/quant_kernels.h"
+#include "loom/backend/cpu/simd.h"
+#include "loom/core/thread_pool.h"
+
+namespace loom::cpu {
+namespace {
+using namespace quant_codec;
+
+// Rounds a float to dtype dt and back (MLX evaluates parts of the fp quantizers in w's dtype).
+float rd(float v, Dtype dt) {
+  if (dt == Dtype::bf16) return bf16_to_float(float_to_bf16(v));
+  if (dt == Dtype::f16) return f16_to_float(float_to_f16(v));
+  return v;
+}
+
+void put(void* base, Dtype dt, int64_t i, float v) {
+  if (dt == Dtype::f32) static_cast<float*>(base)[i] = v;
+  else if (dt == Dtype::bf16) static_cast<uint16_t*>(base)[i] = float_to_bf16(v);
+  else static_cast<uint16_t*>(base)[i] = float_to_f16(v);
+}
+
+// Packed matrix view: `rows` rows of k codes, row_bytes apart; per-row group parameters.
+struct QView {
+  const uint8_t* w;
+  int64_t row_bytes, k, groups;
+  const uint8_t* scales;
+  const uint8_t* biases;
+  Dtype sdt;
+  QuantSpec spec;
+  float gmul;  // nvfp4 global scale factor (global / (448 * 6)), else 1
+
+  QView(const Array& wq, const Array& s, const Array& b, const QuantSpec& q, float global_scale)
+      : w(static_cast<const uint8_t*>(wq.raw_data())),
+        row_bytes(wq.shape(-1) * 4),
+        k(wq.shape(-1) * 32 / q.bits),
+        groups(s.shape(-1)),
+        scales(static_cast<const uint8_t*>(s.raw_data())),
+        biases(b.valid() ? static_cast<const uint8_t*>(b.raw_data()) : nullptr),
+        sdt(s.dtype()),
+        spec(q),
+        gmul(global_scale > 0 ? global_scale / (448.0f * 6.0f) : 1.0f) {}
+
+  const uint8_t* row(int64_t r) const { return w + r * row_bytes; }
+  // Scales (and biases) of row r as f32.
+  void params(int64_t r, float* sc, float* bi) const {
+    if (spec.mode == QuantMode::affine) {
+      size_t isz = size_of(sdt);
+      convert_span(scales + r * groups * isz, sdt, sc, Dtype::f32, groups);
+      convert_span(biases + r * groups * isz, sdt, bi, Dtype::f32, groups);
+      return;
+    }
+    const uint8_t* s = scales + r * groups;
+    for (int64_t g = 0; g < groups; ++g)
+      sc[g] = spec.mode == QuantMode::nvfp4 ? e4m3_to_float(s[g]) * gmul : e8m0_to_float(s[g]);
+  }
+};
+
+// Code e of a row (scalar): bits e*bits .. e*bits+bits-1 of the LSB-first stream.
+inline uint32_t code_at(const uint8_t* row, int64_t e, int bits) {
+  int64_t bit = e * bits;
+  uint32_t two = row[bit >> 3];
+  if ((bit & 7) + bits > 8) two |= static_cast<uint32_t>(row[(bit >> 3) + 1]) << 8;
+  return (two >> (bit & 7)) & ((1u << bits) - 1);
+}
+
+// Value of code c before scaling: the integer for affine, the E2M1/E4M3 value otherwise.
+inline float code_value(uint32_t c, QuantMode m) {
+  if (m == QuantMode::affine) return static_cast<float>(c);
+  if (m == QuantMode::mxfp8) return e4m3_to_float(static_cast<uint8_t>(c));
+  return kE2M1[c];
+}
+
+// Dequantizes row r to f32 out[k].
+void dequant_row_f32(const QView& q, int64_t r, float* out, float* sc, float* bi) {
+  q.params(r, sc, bi);
+  const uint8_t* row = q.row(r);
+  int64_t gs = q.spec.group_size;
+  for (int64_t g = 0; g < q.groups; ++g) {
+    float s = sc[g], b = q.spec.mode == QuantMode::affine ? bi[g] : 0.0f;
+    for (int64_t j = g * gs; j < (g + 1) * gs; ++j) {
+      float v = code_value(code_at(row, j, q.spec.bits), q.spec.mode) * s;
+      out[j] = q.spec.mode == QuantMode::affine ? v + b : v;
+    }
+  }
+}
+
+#ifdef LOOM_AVX2
+// Decoders: 8 consecutive codes starting at element e (a multiple of 8) as floats.
+struct DecAffine4 {
+  __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  __m256 operator()(const uint8_t* row, int64_t e) const {
+    uint32_t v;
+    std::memcpy(&v, row + e / 2, 4);
+    __m256i c = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(v)), sh), _mm256_set1_epi32(15));
+    return _mm256_cvtepi32_ps(c);
+  }
+};
+struct DecAffine8 {
+  __m256 operator()(const uint8_t* row, int64_t e) const {
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + e))));
+  }
+};
+// Any width <= 8: 8 codes occupy exactly `bits` bytes; lane i gathers bytes (b_i, b_i + 1) with a
+// shuffle and shifts right by its bit offset. The last pack of a row is copied so no read passes
+// the end of the row.
+struct DecAffineAny {
+  int bits;
+  int64_t k;
+  __m256i ctrl, sh, mask;
+  explicit DecAffineAny(int b, int64_t kk) : bits(b), k(kk) {
+    // Lanes 0-3 live in the low 128 bits and 4-7 in the high 128 bits; the shuffle indexes the same
+    // 16 source bytes in both halves (the pack is broadcast).
+    alignas(32) int8_t c[32];
+    alignas(32) int32_t s[8];
+    for (int i = 0; i < 8; ++i) {
+      int bit = i * b, base = (i / 4) * 16 + (i % 4) * 4;
+      c[base] = static_cast<int8_t>(bit >> 3);
+      c[base + 1] = static_cast<int8_t>((bit >> 3) + 1);
+      c[base + 2] = -128;
+      c[base + 3] = -128;
+      s[i] = bit & 7;
+    }
+    ctrl = _mm256_load_si256(reinterpret_cast<const __m256i*>(c));
+    sh = _mm256_load_si256(reinterpret_cast<const __m256i*>(s));
+    mask = _mm256_set1_epi32((1 << b) - 1);
+  }
+  __m256 operator()(const uint8_t* row, int64_t e) const {
+    const uint8_t* p = row + e * bits / 8;
+    __m128i raw;
+    if (e + 8 >= k) {
+      uint8_t tmp[16] = {};
+      std::memcpy(tmp, p, bits);
+      raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(tmp));
+    } else {
+      raw = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    }
+    __m256i v = _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(raw), ctrl);
+    return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(v, sh), mask));
+  }
+};
+struct DecFp4 {
+  __m256i sh = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
+  __m256 lut = _mm256_setr_ps(0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f);
+  __m256 operator()(const uint8_t* row, int64_t e) const {
+    uint32_t v;
+    std::memcpy(&v, row + e / 2, 4);
+    __m256i c = _mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(v)), sh);
+    __m256 mag = _mm256_permutevar8x32_ps(lut, c);  // uses the low 3 bits
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(c, _mm256_set1_epi32(8)), 28);
+    return _mm256_or_ps(mag, _mm256_castsi256_ps(sign));
+  }
+};
+struct DecFp8 {
+  __m256 operator()(const uint8_t* row, int64_t e) const {
+    __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + e)));
+    __m256i mag = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7F)), 20);
+    __m256 f = _mm256_mul_ps(_mm256_castsi256_ps(mag), _mm256_set1_ps(0x1p120f));
+    __m256i sign = _mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24);
+    return _mm256_or_ps(f, _mm256_castsi256_ps(sign));
+  }
+};
+
+// out[i * ldo + n] for n in [n0, n1), i < M: x rows [M, k], xs = per-row group sums of x (affine).
+template <int M, typename Dec>
+void gemv_block(const QView& q, const Dec& dec, const float* x, const float* xs, float* out, int64_t ldo, int64_t n0,
+                int64_t n1) {
+  std::vector<float> sc(q.groups), bi(q.groups);
+  const int64_t gs = q.spec.group_size, k = q.k;
+  const bool affine = q.spec.mode == QuantMode::affine;
+  for (int64_t n = n0; n < n1; ++n) {
+    q.params(n, sc.data(), bi.data());
+    const uint8_t* row = q.row(n);
+    __m256 tot[M];
+    float bsum[M];
+    for (int i = 0; i < M; ++i) tot[i] = _mm256_setzero_ps(), bsum[i] = 0.0f;
+    for (int64_t g = 0; g < q.groups; ++g) {
+      __m256 acc[M];
+      for (int i = 0; i < M; ++i) acc[i] = _mm256_setzero_ps();
+      for (int64_t e = g * gs; e < (g + 1) * gs; e += 8) {
+        __m256 w = dec(row, e);
+        for (int i = 0; i < M; ++i) acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * k + e), w, acc[i]);
+      }
+      __m256 s = _mm256_set1_ps(sc[g]);
+      for (int i = 0; i < M; ++i) tot[i] = _mm256_fmadd_ps(acc[i], s, tot[i]);
+      if (affine)
+        for (int i = 0; i < M; ++i) bsum[i] += bi[g] * xs[i * q.groups + g];
+    }
+    for (int i = 0; i < M; ++i) out[i * ldo + n] = hsum(tot[i]) + bsum[i];
+  }
+}
+
+// Rows of x in blocks of up to 4 (accumulators stay in registers).
+template <typename Dec>
+void gemv_rows(const QView& q, const Dec& dec, const float* x, const float* xs, int64_t m, float* out, int64_t ldo,
+               int64_t n0, int64_t n1) {
+  for (int64_t i0 = 0; i0 < m; i0 += 4) {
+    const float* xi = x + i0 * q.k;
+    const float* xsi = xs + i0 * q.groups;
+    float* oi = out + i0 * ldo;
+    switch (std::min<int64_t>(4, m - i0)) {
+      case 1: gemv_block<1>(q, dec, xi, xsi, oi, ldo, n0, n1); break;
+      case 2: gemv_block<2>(q, dec, xi, xsi, oi, ldo, n0, n1); break;
+      case 3: gemv_block<3>(q, dec, xi, xsi, oi, ldo, n0, n1); break;
+      default: gemv_block<4>(q, dec, xi, xsi, oi, ldo, n0, n1); break;
+    }
+  }
+}
+
+void gemv_simd(const QView& q, const float* x, const float* xs, int64_t m, float* out, int64_t ldo, int64_t n0,
+               int64_t n1) {
+  switch (q.spec.mode) {
+    case QuantMode::affine:
+      if (q.spec.bits == 4) return gemv_rows(q, DecAffine4{}, x, xs, m, out, ldo, n0, n1);
+      if (q.spec.bits == 8) return gemv_rows(q, DecAffine8{}, x, xs, m, out, ldo, n0, n1);
+      return gemv_rows(q, DecAffineAny(q.spec.bits, q.k), x, xs, m, out, ldo, n0, n1);
+    case QuantMode::mxfp4:
+    case QuantMode::nvfp4: return gemv_rows(q, DecFp4{}, x, xs, m, out, ldo, n0, n1);
+    case QuantMode::mxfp8: return gemv_rows(q, DecFp8{}, x, xs, m, out, ldo, n0, n1);
+  }
+}
+#endif
+
+// Portable decode path: dequantize a row, then dot products.
+[[maybe_unused]] void gemv_scalar(const QView& q, const float* x, int64_t m, float* out, int64_t ldo, int64_t n0, int64_t n1) {
+  std::vector<float> row(q.k), sc(q.groups), bi(q.groups);
+  for (int64_t n = n0; n < n1; ++n) {
+    dequant_row_f32(q, n, row.data(), sc.data(), bi.data());
+    for (int64_t i = 0; i < m; ++i) {
+      float s = 0;
+      for (int64_t j = 0; j < q.k; ++j) s += x[i * q.k + j] * row[j];
+      out[i * ldo + n] = s;
+    }
+  }
+}
+
+void blas_threads_once() {
+  static bool done = [] {
+    openblas_set_num_threads(num_threads());
+    return true;
+  }();
+  (void)done;
+}
+
+// Writes code c at element e of a word-aligned row (LSB-first stream).
+inline void put_code(uint32_t* row, int64_t e, int bits, uint32_t c) {
+  int64_t bit = e * bits;
+  int64_t w = bit >> 5;
+  int sh = static_cast<int>(bit & 31);
+  row[w] |= c << sh;
+  if (sh + bits > 32) row[w + 1] |= c >> (32 - sh);
+}
+
+// MLX's CPU affine quantizer for one group; returns {scale, bias} and writes codes.
+void quantize_affine_group(const float* w, int gs, int bits, uint32_t* row, int64_t e0, float& scale_out,
+                           float& bias_out) {
+  float n_bins = static_cast<float>((1 << bits) - 1), eps = 1e-7f;
+  float w_min = INFINITY, w_max = -INFINITY;
+  for (int j = 0; j < gs; ++j) w_max = std::max(w_max, w[j]), w_min = std::min(w_min, w[j]);
+  bool mask = std::abs(w_min) > std::abs(w_max);
+  float scale = std::max((w_max - w_min) / n_bins, eps);
+  scale = mask ? scale : -scale;
+  float edge = mask ? w_min : w_max;
+  float q0 = std::rint(edge / scale);
+  float bias = 0;
+  if (q0 != 0) {
+    scale = edge / q0;
+    bias = edge;
+  }
+  for (int j = 0; j < gs; ++j) {
+    float q = std::rint((w[j] - bias) / scale);
+    q = std::min(std::max(q, 0.0f), n_bins);
+    put_code(row, e0 + j, bits, static_cast<uint32_t>(q));
+  }
+  scale_out = scale;
+  bias_out = bias;
+}
+
+// First index of the E2M1 value nearest v (ties to the lower index, as MLX's argmin); distances are
+// computed in dtype dt.
+inline uint32_t nearest_e2m1(float v, Dtype dt) {
+  uint32_t best = 0;
+  float bd = std::abs(rd(v - kE2M1[0], dt));
+  for (uint32_t j = 1; j < 16; ++j) {
+    float d = std::abs(rd(v - kE2M1[j], dt));
+    if (d < bd) bd = d, best = j;
+  }
+  return best;
+}
+
+// MLX's fp quantizer (mxfp4 / mxfp8 / nvfp4) for one group; returns the scale byte.
+uint8_t quantize_fp_group(const float* w, const QuantSpec& spec, Dtype dt, float global_scale, uint32_t* row,
+                          int64_t e0) {
+  int gs = spec.group_size;
+  float amax = 0;
+  for (int j = 0; j < gs; ++j) amax = std::max(amax, std::abs(w[j]));
+  float maxval = spec.bits == 4 ? 6.0f : 448.0f;
+  float s = rd(amax / maxval, dt);
+  uint8_t sbyte;
+  std::vector<float> v(gs);
+  Dtype vdt = dt;  // dtype the codes are chosen in
+  if (spec.mode == QuantMode::nvfp4) {
+    float enc = global_scale > 0 ? 448.0f * 6.0f / global_scale : 1.0f;
+    sbyte = float_to_e4m3(s * enc);  // the product is f32 (MLX promotes with the f32 encode scale)
+    float d = rd(e4m3_to_float(sbyte), dt);
+    for (int j = 0; j < gs; ++j) v[j] = rd(w[j] / d, dt) * enc;
+    vdt = Dtype::f32;
+  } else {
+    int e = s == 0 ? 0 : static_cast<int>(std::rint(rd(std::log2(s), dt)));
+    sbyte = static_cast<uint8_t>(e + 127);
+    float p2 = rd(std::ldexp(1.0f, e), dt);
+    for (int j = 0; j < gs; ++j) v[j] = rd(w[j] / p2, dt);
+  }
+  for (int j = 0; j < gs; ++j) {
+    uint32_t c = spec.bits == 4 ? nearest_e2m1(v[j], vdt) : float_to_e4m3(v[j]);
+    put_code(row, e0 + j, spec.bits, c);
+  }
+  return sbyte;
+}
+
+}  // namespace
+
+void quantize(const Array& w, const QuantSpec& spec, float global_scale, Array& wq, Array& scales, Array& biases) {
+  int64_t k = w.shape(-1), rows = w.size() / std::max<int64_t>(1, k), gs = spec.group_size, groups = k / gs;
+  int64_t words = wq.shape(-1);
+  Dtype dt = w.dtype();
+  const uint8_t* wp = static_cast<const uint8_t*>(w.raw_data());
+  uint32_t* qp = wq.data<uint32_t>();
+  parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, k)), [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(k);
+    for (int64_t r = r0; r < r1; ++r) {
+      convert_span(wp + r * k * size_of(dt), dt, row.data(), Dtype::f32, k);
+      uint32_t* out = qp + r * words;
+      std::fill(out, out + words, 0u);
+      for (int64_t g = 0; g < groups; ++g) {
+        if (spec.mode == QuantMode::affine) {
+          float s, b;
+          quantize_affine_group(row.data() + g * gs, static_cast<int>(gs), spec.bits, out, g * gs, s, b);
+          put(scales.raw_data(), scales.dtype(), r * groups + g, s);
+          put(biases.raw_data(), biases.dtype(), r * groups + g, b);
+        } else {
+          scales.data<uint8_t>()[r * groups + g] = quantize_fp_group(row.data() + g * gs, spec, dt, global_scale, out, g * gs);
+        }
+      }
+    }
+  });
+}
+
+void dequantize(const Array& wq, const Array& scales, const Array& biases, const QuantSpec& spec, float global_scale,
+                Array& out) {
+  QView q(wq, scales, biases, spec, global_scale);
+  int64_t rows = wq.size() / std::max<int64_t>(1, wq.shape(-1));
+  Dtype odt = out.dtype();
+  parallel_for(rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(1, q.k)), [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(q.k), sc(q.groups), bi(q.groups);
+    for (int64_t r = r0; r < r1; ++r) {
+      if (odt == Dtype::f32 || spec.mode != QuantMode::affine) {
+        dequant_row_f32(q, r, odt == Dtype::f32 ? out.data<float>() + r * q.k : row.data(), sc.data(), bi.data());
+        if (odt != Dtype::f32) convert_span(row.data(), Dtype::f32, static_cast<uint8_t*>(out.raw_data()) + r * q.k * out.itemsize(), odt, q.k);
+        continue;
+      }
+      // Affine in a half dtype: MLX rounds q*s and then (q*s)+b to the dtype.
+      q.params(r, sc.data(), bi.data());
+      const uint8_t* src = q.row(r);
+      for (int64_t j = 0; j < q.k; ++j) {
+        int64_t g = j / spec.group_size;
+        float v = rd(static_cast<float>(code_at(src, j, spec.bits)) * sc[g], odt);
+        put(out.raw_data(), odt, r * q.k + j, v + bi[g]);
+      }
+    }
+  });
+}
+
+void quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
+                      const QuantSpec& spec, float global_scale, Array& out) {
+  QView q(wq, scales, biases, spec, global_scale);
+  int64_t m = x.size() / std::max<int64_t>(1, x.shape(-1)), kx = x.shape(-1);
+  int64_t wrows = wq.shape(0);
+  int64_t n = transpose ? wrows : q.k;
+  const float* xp = x.data<float>();
+  float* op = out.data<float>();
+  if (m == 0 || n == 0) return;
+  if (transpose && m <= 8) {
+    int64_t grain = std::max<int64_t>(4, 32768 / std::max<int64_t>(1, kx));
+#ifdef LOOM_AVX2
+    std::vector<float> xs(m * q.groups, 0.0f);  // group sums of x for the affine bias term
+    if (spec.mode == QuantMode::affine)
+      for (int64_t i = 0; i < m; ++i)
+        for (int64_t g = 0; g < q.groups; ++g) {
+          float s = 0;
+          for (int64_t j = 0; j < spec.group_size; ++j) s += xp[i * kx + g * spec.group_size + j];
+          xs[i * q.groups + g] = s;
+        }
+    parallel_for(n, grain, [&](int64_t b, int64_t e) { gemv_simd(q, xp, xs.data(), m, op, n, b, e); });
+#else
+    parallel_for(n, grain, [&](int64_t b, int64_t e) { gemv_scalar(q, xp, m, op, n, b, e); });
+#endif
+    return;
+  }
+  // Panels of W dequantized to f32 (rows of the packed matrix, ~16 MB at a time), then sgemm.
+  blas_threads_once();
+  int64_t panel = std::min(wrows, std::max<int64_t>(64, (int64_t{4} << 20) / std::max<int64_t>(1, q.k)));
+  std::vector<float> wp(panel * q.k);
+  for (int64_t r0 = 0; r0 < wrows; r0 += panel) {
+    int64_t nb = std::min(panel, wrows - r0);
+    parallel_for(nb, 8, [&](int64_t b, int64_t e) {
+      std::vector<float> sc(q.groups), bi(q.groups);
+      for (int64_t r = b; r < e; ++r) dequant_row_f32(q, r0 + r, wp.data() + r * q.k, sc.data(), bi.data());
+    });
+    if (transpose) {
+      // out[:, r0:r0+nb] = x [m, k] @ panel[nb, k].T
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nb, kx, 1.0f, xp, kx, wp.data(), q.k, 0.0f, op + r0, n);
+    } else {
+      // out += x[:, r0:r0+nb] @ panel[nb, n]
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, nb, 1.0f, xp + r0, kx, wp.data(), q.k,
+                  r0 == 0 ? 0.0f : 1.0f, op, n);
+    }
+  }
+}
+
+}  // namespace loom::cpu

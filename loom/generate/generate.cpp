@@ -1,0 +1,138 @@
+#include "loom/generate/generate.h"
+
+#include <algorithm>
+
+#include "loom/common/error.h"
+#include "loom/core/allocator.h"
+#include "loom/generate/stopping.h"
+#include "loom/ops/ops.h"
+
+namespace loom::generate {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+}  // namespace
+
+TokenGenerator::TokenGenerator(models::LanguageModel& model, models::Cache& cache, std::vector<int32_t> prompt,
+                               const GenerateOptions& options)
+    : model_(model),
+      cache_(cache),
+      options_(options),
+      sampler_(options.sampler, options.seed),
+      processors_(make_logits_processors(options.processors)),
+      history_(std::move(prompt)) {
+  auto t0 = Clock::now();
+  prompt_size_ = history_.size();
+  if (history_.empty()) throw ValueError(format_error("generate", "the prompt is empty (need at least one token)"));
+  if (options_.prefill_step_size < 1) throw ValueError(format_error("generate", "prefill_step_size must be >= 1"));
+  for (int32_t id : history_)
+    if (id < 0 || id >= model_.vocab_size())
+      throw ValueError(format_error("generate", "prompt token id " + std::to_string(id) +
+                                                    " is outside the vocabulary of " +
+                                                    std::to_string(model_.vocab_size())));
+  max_context_ = options_.max_context > 0 ? options_.max_context : model_.context_length();
+  int64_t need = cache_.offset() + static_cast<int64_t>(history_.size());
+  if (max_context_ > 0 && need > max_context_)
+    throw ValueError(format_error("generate", "the prompt needs " + std::to_string(need) +
+                                                  " positions (cached prefix included) but the context window is " +
+                                                  std::to_string(max_context_) + " tokens"));
+  // Prefill everything but the last prompt token in chunks, filling the cache only.
+  const int64_t n = static_cast<int64_t>(history_.size());
+  for (int64_t s = 0; s < n - 1; s += options_.prefill_step_size) {
+    int64_t len = std::min<int64_t>(options_.prefill_step_size, n - 1 - s);
+    std::vector<int32_t> chunk(history_.begin() + s, history_.begin() + s + len);
+    model_.forward(Array::from(chunk, {1, len}), cache_, models::LogitsMode::none);
+  }
+  step({history_.back()});
+  prompt_seconds_ = seconds_since(t0);
+}
+
+void TokenGenerator::step(const std::vector<int32_t>& tokens) {
+  const int64_t len = static_cast<int64_t>(tokens.size());
+  Array logits = model_.forward(Array::from(tokens, {1, len}), cache_, models::LogitsMode::last);
+  logits = astype(reshape(logits, {1, logits.shape(-1)}), Dtype::f32);  // [1, V]
+  for (auto& p : processors_) logits = p(history_, logits);
+  Array logprobs = logits - logsumexp(logits, -1, /*keepdims=*/true);
+  next_token_ = sampler_(logprobs).item<int32_t>();
+  next_logprobs_ = logprobs;
+}
+
+std::optional<int32_t> TokenGenerator::next() {
+  if (!next_token_) return std::nullopt;
+  if (options_.max_tokens >= 0 && generated_ >= options_.max_tokens) return std::nullopt;
+  int32_t tok = *next_token_;
+  current_logprobs_ = next_logprobs_;
+  next_token_.reset();
+  ++generated_;
+  history_.push_back(tok);
+  // Compute the following step now (mlx-lm's look-ahead), unless max_tokens is reached.
+  if (options_.max_tokens < 0 || generated_ < options_.max_tokens) {
+    if (max_context_ > 0 && cache_.offset() + 1 > max_context_)
+      context_full_ = true;
+    else
+      step({tok});
+  }
+  return tok;
+}
+
+std::vector<int32_t> stream_generate(models::LanguageModel& model, const tokenizer::Tokenizer& tokenizer,
+                                     models::Cache& cache, const std::vector<int32_t>& prompt,
+                                     const StreamOptions& options,
+                                     const std::function<bool(const GenerationResponse&)>& on_response) {
+  allocator::reset_peak();
+  TokenGenerator gen(model, cache, prompt, options.generate);
+  tokenizer::StreamingDetokenizer detok(tokenizer, options.skip_special_tokens);
+  StopStringFilter stops(options.stop_strings);
+  std::vector<int32_t> out;
+  GenerationResponse r;
+  r.prompt_tokens = gen.prompt_tokens();
+  r.prompt_tps = gen.prompt_seconds() > 0 ? static_cast<double>(r.prompt_tokens) / gen.prompt_seconds() : 0;
+  auto t0 = Clock::now();
+  auto update_stats = [&] {
+    double dt = seconds_since(t0);
+    r.generation_tokens = static_cast<int64_t>(out.size());
+    r.generation_tps = dt > 0 ? static_cast<double>(r.generation_tokens) / dt : 0;
+    r.peak_memory_gb = static_cast<double>(allocator::stats().peak_bytes) / 1e9;
+  };
+  std::string finish, tail;
+  while (true) {
+    std::optional<int32_t> tok = gen.next();
+    if (!tok) {
+      finish = gen.context_full() ? "context" : "length";
+      break;
+    }
+    if (options.eos_ids.count(*tok)) {
+      finish = "stop";
+      break;
+    }
+    out.push_back(*tok);
+    r.token = *tok;
+    r.text = stops.push(detok.add_token(*tok));
+    update_stats();
+    if (stops.stopped()) {
+      tail = r.text;  // the text before the stop string goes out with the final response
+      finish = "stop";
+      break;
+    }
+    if (!on_response(r)) {
+      finish = "stop";
+      break;
+    }
+    if (gen.context_full()) {
+      finish = "context";
+      break;
+    }
+  }
+  r.token = -1;
+  r.text = tail + (stops.stopped() ? std::string() : stops.push(detok.finalize()));
+  r.text += stops.flush();
+  update_stats();
+  r.finish_reason = finish;
+  on_response(r);
+  return out;
+}
+
+}  // namespace loom::generate

@@ -1,0 +1,22 @@
+// Prompt-cache files in mlx-lm's layout (mlx_lm/models/cache.py save_prompt_cache): one safetensors
+// file whose tensors are "<layer>.0" (keys) and "<layer>.1" (values), each [B, H, T, D], and whose
+// string metadata is the flattened [meta_states, user_metadata, class_names] list:
+// "0.<layer>" = "" (KVCache has no meta state), "1.<key>" = user value, "2.<layer>" = "KVCache".
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "loom/models/model.h"
+
+namespace loom::generate {
+
+// Writes every layer's KV state; throws NotSupportedError for cache types other than KVCache.
+void save_prompt_cache(const std::string& path, const models::Cache& cache,
+                       const std::map<std::string, std::string>& metadata = {});
+// A cache for `model` filled from the file (layer count and class checked); user metadata into
+// *metadata when given.
+models::Cache load_prompt_cache(const std::string& path, const models::LanguageModel& model,
+                                std::map<std::string, std::string>* metadata = nullptr);
+
+}  // namespace loom::generate

@@ -1,0 +1,220 @@
+// The generation loop, prompt-cache files and the CLI end to end, on a tiny random llama whose
+// vocabulary is the real Qwen3 tokenizer's (fetched by the tokenizer_data fixture). The oracle for
+// greedy decoding is an independent full-sequence pass (LogitsMode::all, no cache reuse) with argmax.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "loom/generate/generate.h"
+#include "loom/generate/prompt_cache.h"
+#include "loom/generate/session.h"
+#include "loom/io/config.h"
+#include "loom/io/safetensors.h"
+#include "loom/models/loader.h"
+#include "loom/ops/ops.h"
+
+using namespace loom;
+namespace fs = std::filesystem;
+
+namespace {
+
+// ctest -j runs each test in its own process: scratch paths carry the pid so processes never share them.
+std::string scratch(const std::string& name) {
+  return std::string(LOOM_BINARY_DIR) + "/" + name + "_" + std::to_string(::getpid());
+}
+
+const std::string kTokDir = std::string(LOOM_SOURCE_DIR) + "/.cache/tokenizers/qwen3";
+
+// Writes (once) a 2-layer llama with random f32 weights, the Qwen3 tokenizer beside it.
+std::string tiny_model() {
+  static std::string dir = [] {
+    if (!fs::exists(kTokDir + "/tokenizer.json"))
+      std::system(("'" + std::string(LOOM_SOURCE_DIR) + "/scripts/fetch-test-tokenizers.sh' '" +
+                   std::string(LOOM_SOURCE_DIR) + "/.cache/tokenizers' >/dev/null 2>&1").c_str());
+    auto tok = tokenizer::Tokenizer::from_folder(kTokDir);
+    std::string d = scratch("test_generate_tiny_llama");
+    fs::remove_all(d);
+    fs::create_directories(d);
+    std::string cfg_text = R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
+      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+      "vocab_size": )" + std::to_string(tok.vocab_size()) +
+                           R"(, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+      "tie_word_embeddings": true})";
+    io::Config cfg = io::Config::parse(cfg_text);
+    auto model = models::create_model(cfg);
+    std::vector<std::pair<std::string, Array>> tensors;
+    uint64_t x = 88172645463325252ull;
+    for (auto& p : model->parameters()) {
+      std::vector<float> v(shape_size(p.shape), 1.0f);
+      if (p.path.find("norm") == std::string::npos)
+        for (auto& f : v) {
+          x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+          f = (static_cast<float>(x >> 40) / 16777216.0f * 2 - 1) * (p.path.find("embed") != std::string::npos ? 1.0f : 0.4f);
+        }
+      tensors.emplace_back(p.path, Array::from(v, p.shape));
+    }
+    io::save_safetensors(d + "/model.safetensors", tensors);
+    std::ofstream(d + "/config.json") << cfg.dump(2);
+    for (auto& f : fs::directory_iterator(kTokDir)) fs::copy_file(f.path(), d + "/" + f.path().filename().string());
+    return d;
+  }();
+  return dir;
+}
+
+// Greedy continuation by full recompute: each step runs the whole sequence from an empty cache.
+std::vector<int32_t> oracle_greedy(models::LanguageModel& m, std::vector<int32_t> seq, int n,
+                                   const std::set<int32_t>& eos) {
+  std::vector<int32_t> out;
+  for (int i = 0; i < n; ++i) {
+    models::Cache c = m.make_cache();
+    int64_t L = static_cast<int64_t>(seq.size());
+    Array logits = m.forward(Array::from(seq, {1, L}), c, models::LogitsMode::all);
+    auto v = slice_axis(reshape(logits, {L, logits.shape(-1)}), 0, L - 1, L).to_float_vector();
+    std::vector<float> sorted = v;
+    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+    EXPECT_GT(sorted[0] - sorted[1], 1e-3f) << "top-1/top-2 margin too small for a stable greedy oracle";
+    int32_t id = static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+    if (eos.count(id)) break;
+    out.push_back(id);
+    seq.push_back(id);
+  }
+  return out;
+}
+
+struct CliRun {
+  int rc;
+  std::string out, err;
+};
+CliRun run_cli(const std::string& args) {
+  std::string base = scratch("test_generate_cli");
+  int rc = std::system((std::string(LOOM_CLI_PATH) + " " + args + " >" + base + ".out 2>" + base + ".err").c_str());
+  auto slurp = [](const std::string& p) {
+    std::stringstream ss;
+    ss << std::ifstream(p, std::ios::binary).rdbuf();
+    return ss.str();
+  };
+  return {rc, slurp(base + ".out"), slurp(base + ".err")};
+}
+
+generate::ModelSession& session() {
+  static generate::ModelSession s = generate::load_session(tiny_model(), {});
+  return s;
+}
+
+}  // namespace
+
+TEST(Generate, GreedyStreamMatchesFullRecomputeOracle) {
+  auto& s = session();
+  std::vector<int32_t> prompt = s.tokenizer.encode("The quick brown fox", true);
+  generate::StreamOptions opt;
+  opt.generate.max_tokens = 10;
+  opt.generate.prefill_step_size = 2;  // several prefill chunks
+  opt.eos_ids = s.eos_ids;
+  models::Cache cache = s.loaded.model->make_cache();
+  std::string text;
+  auto ids = generate::stream_generate(*s.loaded.model, s.tokenizer, cache, prompt, opt, [&](const auto& r) {
+    text += r.text;
+    return true;
+  });
+  EXPECT_EQ(ids, oracle_greedy(*s.loaded.model, prompt, 10, s.eos_ids));
+  EXPECT_EQ(text, s.tokenizer.decode(ids));
+}
+
+TEST(Generate, PromptCacheRoundTripContinuesIdentically) {
+  auto& s = session();
+  std::vector<int32_t> a = s.tokenizer.encode("Once upon a time", true), b = s.tokenizer.encode(" there was", false);
+  models::Cache cache = s.loaded.model->make_cache();
+  s.loaded.model->forward(Array::from(a, {1, static_cast<int64_t>(a.size())}), cache, models::LogitsMode::none);
+  std::string file = scratch("test_generate_prompt_cache") + ".safetensors";
+  generate::save_prompt_cache(file, cache, {{"model", "tiny"}});
+  // mlx-lm's key layout.
+  auto st = io::SafetensorsFile::open(file);
+  EXPECT_NE(st->find("0.0"), nullptr);
+  EXPECT_NE(st->find("1.1"), nullptr);
+  EXPECT_EQ(st->metadata().at("2.0"), "KVCache");
+  EXPECT_EQ(st->metadata().at("1.model"), "tiny");
+  std::map<std::string, std::string> meta;
+  models::Cache loaded = generate::load_prompt_cache(file, *s.loaded.model, &meta);
+  EXPECT_EQ(meta.at("model"), "tiny");
+  EXPECT_EQ(loaded.offset(), static_cast<int64_t>(a.size()));
+  generate::StreamOptions opt;
+  opt.generate.max_tokens = 8;
+  auto ids = generate::stream_generate(*s.loaded.model, s.tokenizer, loaded, b, opt, [](const auto&) { return true; });
+  std::vector<int32_t> ab = a;
+  ab.insert(ab.end(), b.begin(), b.end());
+  EXPECT_EQ(ids, oracle_greedy(*s.loaded.model, ab, 8, {}));
+}
+
+TEST(Generate, SeededSamplingIsDeterministic) {
+  auto& s = session();
+  std::vector<int32_t> prompt = s.tokenizer.encode("Hello", true);
+  auto run = [&](uint64_t seed) {
+    generate::StreamOptions opt;
+    opt.generate.max_tokens = 12;
+    opt.generate.seed = seed;
+    opt.generate.sampler = {.temp = 1.0f, .top_p = 0.9f, .top_k = 50};
+    models::Cache c = s.loaded.model->make_cache();
+    return generate::stream_generate(*s.loaded.model, s.tokenizer, c, prompt, opt, [](const auto&) { return true; });
+  };
+  EXPECT_EQ(run(3), run(3));
+  EXPECT_NE(run(3), run(4));
+}
+
+TEST(Generate, ContextWindowPolicy) {
+  auto& s = session();
+  std::vector<int32_t> prompt = s.tokenizer.encode("one two three four", true);
+  generate::StreamOptions opt;
+  opt.generate.max_tokens = 100;
+  opt.generate.max_context = static_cast<int64_t>(prompt.size()) + 3;
+  models::Cache c = s.loaded.model->make_cache();
+  std::string reason;
+  auto ids = generate::stream_generate(*s.loaded.model, s.tokenizer, c, prompt, opt, [&](const auto& r) {
+    reason = r.finish_reason;
+    return true;
+  });
+  // Positions prompt..prompt+2 fill the window; the 4th token is drawn from the last logits.
+  EXPECT_EQ(ids.size(), 4u);
+  EXPECT_EQ(reason, "context");
+  opt.generate.max_context = static_cast<int64_t>(prompt.size()) - 1;
+  models::Cache c2 = s.loaded.model->make_cache();
+  EXPECT_THROW(generate::stream_generate(*s.loaded.model, s.tokenizer, c2, prompt, opt, [](const auto&) { return true; }),
+               ValueError);
+}
+
+TEST(GenerateCli, GreedyStdoutIsTheDecodedTokens) {
+  auto& s = session();
+  CliRun r = run_cli("generate --model " + tiny_model() + " --temp 0 -m 12 --ignore-chat-template -p 'Hello world'");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  auto ids = oracle_greedy(*s.loaded.model, s.tokenizer.encode("Hello world", true), 12, s.eos_ids);
+  EXPECT_EQ(r.out, s.tokenizer.decode(ids) + "\n");
+  EXPECT_NE(r.err.find("Generation:"), std::string::npos);
+  EXPECT_NE(r.err.find("Peak memory:"), std::string::npos);
+}
+
+TEST(GenerateCli, CachePromptThenGenerateFromIt) {
+  auto& s = session();
+  std::string file = scratch("test_generate_cli_cache") + ".safetensors";
+  CliRun c = run_cli("cache-prompt --model " + tiny_model() + " --ignore-chat-template -p 'Once upon' --prompt-cache-file " + file);
+  ASSERT_EQ(c.rc, 0) << c.err;
+  CliRun r = run_cli("generate --model " + tiny_model() + " --prompt-cache-file " + file +
+                  " --ignore-chat-template --temp 0 -m 6 -p ' a time'");
+  ASSERT_EQ(r.rc, 0) << r.err;
+  std::vector<int32_t> seq = s.tokenizer.encode("Once upon", true), b = s.tokenizer.encode(" a time", true);
+  seq.insert(seq.end(), b.begin(), b.end());
+  EXPECT_EQ(r.out, s.tokenizer.decode(oracle_greedy(*s.loaded.model, seq, 6, s.eos_ids)) + "\n");
+}
+
+TEST(GenerateCli, ClearErrors) {
+  CliRun hub = run_cli("generate --model some-org/some-model -p hi");
+  EXPECT_NE(hub.rc, 0);
+  EXPECT_NE(hub.err.find("Hub downloads are not yet implemented"), std::string::npos) << hub.err;
+  CliRun kv = run_cli("generate --model " + tiny_model() + " --kv-bits 4 -p hi");
+  EXPECT_NE(kv.rc, 0);
+  EXPECT_NE(kv.err.find("not yet supported"), std::string::npos) << kv.err;
+}

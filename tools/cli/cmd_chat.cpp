@@ -1,0 +1,106 @@
+// `loom chat`: an interactive chat REPL (mlx_lm.chat). The KV cache is kept across turns, so each
+// turn only prefills the new user message. Commands: `q` quits, `r` resets the conversation, `h`
+// prints help. Reads lines from stdin, so it works from a pipe as well as a terminal.
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <optional>
+#include <string>
+
+#include <unistd.h>
+
+#include "loom/common/error.h"
+#include "loom/core/thread_pool.h"
+#include "loom/generate/generate.h"
+#include "loom/generate/session.h"
+#include "tools/cli/commands.h"
+#include "tools/cli/common.h"
+
+namespace loom::cli {
+namespace {
+
+void print_help() {
+  std::printf("The command list:\n- 'q' to exit\n- 'r' to reset the chat\n- 'h' to display these commands\n");
+}
+
+}  // namespace
+
+void add_chat_command(CLI::App& app) {
+  struct Opts {
+    std::string model, dtype = "float32";
+    std::optional<std::string> system_prompt;
+    float temp = 0.0f, top_p = 1.0f, min_p = 0.0f, xtc_probability = 0.0f, xtc_threshold = 0.0f;
+    int top_k = 0, max_tokens = 256, threads = 0;
+    std::optional<uint64_t> seed;
+    std::optional<int> max_kv_size;
+  };
+  auto o = std::make_shared<Opts>();
+  CLI::App* cmd = app.add_subcommand("chat", "Chat with a model in a REPL (mlx_lm.chat)");
+  cmd->add_option("--model", o->model, "Local model folder")->required();
+  cmd->add_option("--system-prompt", o->system_prompt, "System prompt");
+  cmd->add_option("--temp", o->temp, "Sampling temperature (0 = greedy)");
+  cmd->add_option("--top-p", o->top_p, "Sampling top-p");
+  cmd->add_option("--top-k", o->top_k, "Sampling top-k");
+  cmd->add_option("--min-p", o->min_p, "Sampling min-p");
+  cmd->add_option("--xtc-probability", o->xtc_probability, "Probability of XTC sampling");
+  cmd->add_option("--xtc-threshold", o->xtc_threshold, "Threshold of XTC sampling");
+  cmd->add_option("--seed", o->seed, "PRNG seed");
+  cmd->add_option("-m,--max-tokens", o->max_tokens, "Maximum tokens per answer");
+  cmd->add_option("--max-kv-size", o->max_kv_size, "Rotating KV cache size (not yet supported)");
+  cmd->add_option("--dtype", o->dtype, "Compute dtype: float32 (default), bfloat16, float16");
+  cmd->add_option("--threads", o->threads, "CPU threads (default: all cores)");
+  cmd->callback([o] {
+    if (o->max_kv_size)
+      throw NotSupportedError(format_error("chat", "--max-kv-size: the rotating KV cache is not yet supported"));
+    if (o->threads > 0) set_num_threads(o->threads);
+    generate::SessionOptions so;
+    so.dtype = parse_compute_dtype(o->dtype);
+    generate::ModelSession s = generate::load_session(o->model, so);
+    if (!s.has_chat_template())
+      throw ValueError(format_error("chat", "the model folder has no chat template"));
+    const bool tty = isatty(STDIN_FILENO);
+    generate::StreamOptions opt;
+    opt.eos_ids = s.eos_ids;
+    opt.generate.max_tokens = o->max_tokens;
+    opt.generate.seed = o->seed.value_or(0);
+    opt.generate.sampler = {.temp = o->temp, .top_p = o->top_p, .min_p = o->min_p, .top_k = o->top_k,
+                            .xtc_probability = o->xtc_probability, .xtc_threshold = o->xtc_threshold};
+    models::Cache cache = s.loaded.model->make_cache();
+    bool first_turn = true;
+    std::printf("[INFO] Starting chat session with %s.\n", o->model.c_str());
+    print_help();
+    std::string line;
+    while (true) {
+      std::printf(">> ");
+      std::fflush(stdout);
+      if (!std::getline(std::cin, line)) break;
+      if (!tty) std::printf("%s\n", line.c_str());
+      if (line == "q") break;
+      if (line == "r") {
+        cache = s.loaded.model->make_cache();
+        first_turn = true;
+        continue;
+      }
+      if (line == "h") {
+        print_help();
+        continue;
+      }
+      nlohmann::ordered_json msgs = nlohmann::ordered_json::array();
+      if (first_turn && o->system_prompt) msgs.push_back({{"role", "system"}, {"content", *o->system_prompt}});
+      msgs.push_back({{"role", "user"}, {"content", line}});
+      std::string text = generate::render_chat(s, msgs, /*continue_final_message=*/false, {});
+      std::vector<int32_t> ids = s.tokenizer.encode(text, /*add_special_tokens=*/false);
+      generate::stream_generate(*s.loaded.model, s.tokenizer, cache, ids, opt, [](const generate::GenerationResponse& r) {
+        std::fwrite(r.text.data(), 1, r.text.size(), stdout);
+        std::fflush(stdout);
+        if (r.finish_reason == "context") std::printf("\n[INFO] the context window is full; 'r' resets the chat");
+        return true;
+      });
+      std::printf("\n");
+      first_turn = false;
+    }
+  });
+}
+
+}  // namespace loom::cli
