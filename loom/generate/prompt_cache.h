@@ -2,6 +2,8 @@
 // file whose tensors are "<layer>.0" (keys) and "<layer>.1" (values), each [B, H, T, D], and whose
 // string metadata is the flattened [meta_states, user_metadata, class_names] list:
 // "0.<layer>" = "" (KVCache has no meta state), "1.<key>" = user value, "2.<layer>" = "KVCache".
+// A RotatingKVCache layer stores its buffer (ring order) and meta state "0.<layer>.0..3" = keep,
+// max_size, offset, _idx, with "2.<layer>" = "RotatingKVCache"; loading rebuilds it from those.
 #pragma once
 
 #include <map>
@@ -11,7 +13,8 @@
 
 namespace loom::generate {
 
-// Writes every layer's KV state; throws NotSupportedError for cache types other than KVCache.
+// Writes every layer's KV state; throws NotSupportedError for cache types other than KVCache and
+// RotatingKVCache.
 void save_prompt_cache(const std::string& path, const models::Cache& cache,
                        const std::map<std::string, std::string>& metadata = {});
 // A cache for `model` filled from the file (layer count and class checked); user metadata into

@@ -23,9 +23,18 @@ ModelSession load_session(const std::string& model_dir, const SessionOptions& op
         "model", "'" + model_dir + "' is not a local model folder; Hugging Face Hub downloads are not yet "
                                    "implemented in loom, so pass a folder with config.json, *.safetensors and "
                                    "tokenizer.json"));
+  models::CacheOptions cache_options;
+  if (options.max_kv_size) {
+    if (*options.max_kv_size <= cache_options.keep)
+      throw ValueError(format_error("max-kv-size", std::to_string(*options.max_kv_size) + " must be greater than the " +
+                                                       std::to_string(cache_options.keep) +
+                                                       " first tokens the rotating KV cache always keeps"));
+    cache_options.max_kv_size = options.max_kv_size;
+  }
   models::LoadOptions lo;
   lo.dtype = options.dtype;
   ModelSession s{models::load_model(model_dir, lo), tokenizer::Tokenizer::from_folder(model_dir), {}, {}};
+  s.cache_options = cache_options;
   s.chat = chat::ChatTemplateConfig::from_model_dir(model_dir);
   if (s.chat.templates.empty() && options.use_default_chat_template) s.chat.templates["default"] = kChatML;
   EosSources eos;

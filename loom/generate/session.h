@@ -21,13 +21,19 @@ struct ModelSession {
   tokenizer::Tokenizer tokenizer;
   chat::ChatTemplateConfig chat;
   std::set<int32_t> eos_ids;
+  models::CacheOptions cache_options;  // from SessionOptions::max_kv_size
   bool has_chat_template() const { return !chat.templates.empty(); }
+  // A fresh cache as the options say (a RotatingKVCache per layer with --max-kv-size).
+  models::Cache make_cache() const { return loaded.model->make_cache(cache_options); }
 };
 
 struct SessionOptions {
   Dtype dtype = Dtype::f32;
   std::vector<std::string> extra_eos_tokens;  // token texts; each must be a single id
   bool use_default_chat_template = false;     // ChatML when the folder has no template
+  // --max-kv-size: a RotatingKVCache of this many positions per layer keeping the first 4 tokens
+  // (mlx-lm's make_prompt_cache); must exceed 4.
+  std::optional<int64_t> max_kv_size;
 };
 
 // Loads model + tokenizer from a local folder. A path that is not a folder (e.g. "org/name") is an

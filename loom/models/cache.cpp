@@ -1,5 +1,8 @@
 #include "loom/models/cache.h"
 
+#include <algorithm>
+#include <stdexcept>
+
 #include "loom/common/error.h"
 #include "loom/ops/ops.h"
 
@@ -52,6 +55,189 @@ void KVCache::set_state(const Array& keys, const Array& values) {
   v_pages_.clear();
   offset_ = 0;
   update_and_fetch(keys, values);
+}
+
+}  // namespace loom::models
+
+namespace loom::models {
+namespace {
+
+// A fresh contiguous copy (the cache writes into its buffers in place, so it never aliases inputs).
+Array copy_of(const Array& a) {
+  Array out = Array::empty(a.shape(), a.dtype(), a.device());
+  assign(out, a);
+  return out;
+}
+
+// Concatenates along the sequence axis, skipping empty pieces.
+Array concat_seq(const std::vector<Array>& parts) {
+  std::vector<Array> nonempty;
+  for (const Array& p : parts)
+    if (p.shape(2) > 0) nonempty.push_back(p);
+  if (nonempty.size() == 1) return copy_of(nonempty[0]);
+  return concatenate(nonempty, 2);
+}
+
+// mlx-lm's _trim: drop `trim_size` positions after the first `keep`, optionally appending.
+Array trim_seq(const Array& v, int64_t keep, int64_t trim_size, const Array& append = {}) {
+  std::vector<Array> parts;
+  int64_t n = v.shape(2);
+  if (trim_size > 0) {
+    parts.push_back(slice_axis(v, 2, 0, std::min(keep, n)));
+    parts.push_back(slice_axis(v, 2, std::min(n, trim_size + keep), n));
+  } else {
+    parts.push_back(v);
+  }
+  if (append.valid()) parts.push_back(append);
+  return concat_seq(parts);
+}
+
+}  // namespace
+
+RotatingKVCache::RotatingKVCache(int64_t max_size, int64_t keep, int64_t step)
+    : max_size_(max_size), keep_(keep), step_(step) {
+  if (max_size < 1 || keep < 0 || keep >= max_size || step < 1)
+    throw ValueError(format_error("RotatingKVCache", "needs max_size >= 1, 0 <= keep < max_size and step >= 1 (got max_size " +
+                                                         std::to_string(max_size) + ", keep " + std::to_string(keep) +
+                                                         ", step " + std::to_string(step) + ")"));
+}
+
+fast::KVBlocks RotatingKVCache::temporal_blocks() const {
+  // mlx-lm's _temporal_order, as views: [0, keep), [idx, end) (oldest), [keep, idx) (newest).
+  fast::KVBlocks b;
+  int64_t cap = keys_.shape(2);
+  auto add = [&](int64_t s, int64_t e) {
+    if (e <= s) return;
+    b.keys.push_back(slice_axis(keys_, 2, s, e));
+    b.values.push_back(slice_axis(values_, 2, s, e));
+    b.length += e - s;
+  };
+  if (idx_ == cap) {
+    add(0, cap);
+  } else if (idx_ < offset_) {
+    add(0, std::min(keep_, cap));
+    add(idx_, cap);
+    add(keep_, idx_);
+  } else {
+    add(0, idx_);
+  }
+  return b;
+}
+
+fast::KVBlocks RotatingKVCache::update_and_fetch(const Array& keys, const Array& values) {
+  if (keys.ndim() != 4 || values.ndim() != 4 || keys.shape(2) != values.shape(2) || keys.shape(2) < 1)
+    throw ValueError(format_error("RotatingKVCache", "keys " + shape_str(keys.shape()) + " and values " +
+                                                         shape_str(values.shape()) +
+                                                         " must be [B, H, L, D] with equal L >= 1"));
+  if (keys_.valid() && (keys_.shape(0) != keys.shape(0) || keys_.shape(1) != keys.shape(1) ||
+                        keys_.shape(3) != keys.shape(3) || values_.shape(3) != values.shape(3)))
+    throw ValueError(format_error("RotatingKVCache", "keys " + shape_str(keys.shape()) + " do not match the cache " +
+                                                         shape_str(keys_.shape())));
+  return keys.shape(2) == 1 ? update_in_place(keys, values) : update_concat(keys, values);
+}
+
+fast::KVBlocks RotatingKVCache::update_concat(const Array& keys, const Array& values) {
+  if (!keys_.valid()) {
+    keys_ = copy_of(keys);
+    values_ = copy_of(values);
+  } else {
+    // Temporal order, then trim to keep + the newest (max_size - keep - 1) and append: the largest
+    // size is max_size + L - 1, so every new token gets at least max_size positions of context.
+    fast::KVBlocks t = temporal_blocks();
+    Array k = concat_seq(t.keys), v = concat_seq(t.values);
+    idx_ = k.shape(2);
+    int64_t trim_size = idx_ - max_size_ + 1;
+    keys_ = trim_seq(k, keep_, trim_size, keys);
+    values_ = trim_seq(v, keep_, trim_size, values);
+  }
+  offset_ += keys.shape(2);
+  idx_ = keys_.shape(2);
+  return fast::KVBlocks{{keys_}, {values_}, idx_};
+}
+
+fast::KVBlocks RotatingKVCache::update_in_place(const Array& keys, const Array& values) {
+  const int64_t prev = offset_;
+  if (!keys_.valid() || (prev >= keys_.shape(2) && keys_.shape(2) < max_size_)) {
+    // Grow by up to `step` positions (never past max_size).
+    int64_t old = keys_.valid() ? keys_.shape(2) : 0;
+    int64_t new_size = std::max<int64_t>(1, std::min(step_, max_size_ - prev));
+    Array k = Array::empty({keys.shape(0), keys.shape(1), old + new_size, keys.shape(3)}, keys.dtype(), keys.device());
+    Array v = Array::empty({values.shape(0), values.shape(1), old + new_size, values.shape(3)}, values.dtype(),
+                           values.device());
+    if (old > 0) {
+      assign(slice_axis(k, 2, 0, old), keys_);
+      assign(slice_axis(v, 2, 0, old), values_);
+    }
+    keys_ = k;
+    values_ = v;
+    idx_ = prev;
+  }
+  // A buffer left longer than max_size by a prefill: keep + the newest positions.
+  int64_t trim_size = keys_.shape(2) - max_size_;
+  if (trim_size > 0) {
+    keys_ = trim_seq(keys_, keep_, trim_size);
+    values_ = trim_seq(values_, keep_, trim_size);
+    idx_ = max_size_;
+  }
+  // Rotate: past the end, overwrite the oldest non-kept slot.
+  if (idx_ == max_size_) idx_ = keep_;
+  assign(slice_axis(keys_, 2, idx_, idx_ + 1), keys);
+  assign(slice_axis(values_, 2, idx_, idx_ + 1), values);
+  offset_ += 1;
+  idx_ += 1;
+  return temporal_blocks();
+}
+
+void RotatingKVCache::trim(int64_t n) {
+  if (!is_trimmable())
+    throw NotSupportedError(format_error("RotatingKVCache", "cannot trim once " + std::to_string(offset_) +
+                                                                " positions have filled the " + std::to_string(max_size_) +
+                                                                "-position ring (mlx-lm: not trimmable)"));
+  n = std::min(offset_, std::max<int64_t>(n, 0));
+  offset_ -= n;
+  idx_ -= n;
+}
+
+std::pair<Array, Array> RotatingKVCache::state() const {
+  if (!keys_.valid()) return {};
+  if (offset_ < keys_.shape(2)) return {copy_of(slice_axis(keys_, 2, 0, offset_)), copy_of(slice_axis(values_, 2, 0, offset_))};
+  return {copy_of(keys_), copy_of(values_)};
+}
+
+void RotatingKVCache::set_state(const Array& keys, const Array& values) {
+  if (keys.ndim() != 4 || values.ndim() != 4 || keys.shape(2) != values.shape(2))
+    throw ValueError(format_error("RotatingKVCache", "state keys " + shape_str(keys.shape()) + " and values " +
+                                                         shape_str(values.shape()) + " must be [B, H, T, D] with equal T"));
+  keys_ = copy_of(keys);
+  values_ = copy_of(values);
+}
+
+std::array<std::string, 4> RotatingKVCache::meta_state() const {
+  return {std::to_string(keep_), std::to_string(max_size_), std::to_string(offset_), std::to_string(idx_)};
+}
+
+void RotatingKVCache::set_full_state(const Array& keys, const Array& values, const std::array<std::string, 4>& meta) {
+  int64_t m[4];
+  for (int i = 0; i < 4; ++i) {
+    try {
+      size_t used = 0;
+      m[i] = std::stoll(meta[i], &used);
+      if (used != meta[i].size()) throw std::invalid_argument(meta[i]);
+    } catch (const std::exception&) {
+      throw ValueError(format_error("RotatingKVCache", "meta state entry " + std::to_string(i) + " '" + meta[i] +
+                                                           "' is not an integer"));
+    }
+  }
+  const int64_t keep = m[0], max_size = m[1], offset = m[2], idx = m[3];
+  if (max_size < 1 || keep < 0 || keep >= max_size || offset < 0 || idx < 0 || keys.ndim() != 4 || idx > keys.shape(2))
+    throw ValueError(format_error("RotatingKVCache", "inconsistent meta state (keep " + meta[0] + ", max_size " + meta[1] +
+                                                         ", offset " + meta[2] + ", idx " + meta[3] + ") for " +
+                                                         std::to_string(keys.shape(2)) + " stored positions"));
+  set_state(keys, values);
+  keep_ = keep;
+  max_size_ = max_size;
+  offset_ = offset;
+  idx_ = idx;
 }
 
 }  // namespace loom::models

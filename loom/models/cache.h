@@ -1,9 +1,14 @@
 // Per-layer caches (all cache types live in loom_models). KVCache stores keys and values in
 // 256-position pages that are allocated once and never copied on growth; attention reads them as a
-// list of blocks. Prompt-cache files use mlx-lm's [B, H, T, D] layout (state()/set_state()).
+// list of blocks. RotatingKVCache (mlx-lm's, for --max-kv-size) holds at most max_size positions:
+// the first `keep` forever, the rest in a ring. Prompt-cache files use mlx-lm's [B, H, T, D] layout
+// (state()/set_state()).
 #pragma once
 
+#include <array>
 #include <memory>
+#include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -25,18 +30,73 @@ class KVCache : public LayerCache {
   static constexpr int64_t kPageSize = 256;
 
   // Appends k/v [B, Hkv, L, D] at the current offset and returns all stored positions as blocks.
-  fast::KVBlocks update_and_fetch(const Array& keys, const Array& values);
+  virtual fast::KVBlocks update_and_fetch(const Array& keys, const Array& values);
   int64_t offset() const override { return offset_; }
   // Drops the last n positions (the pages stay allocated).
-  void trim(int64_t n);
+  virtual void trim(int64_t n);
   // Contiguous copies [B, H, offset, D] (mlx-lm's layout).
-  std::pair<Array, Array> state() const;
-  void set_state(const Array& keys, const Array& values);
+  virtual std::pair<Array, Array> state() const;
+  virtual void set_state(const Array& keys, const Array& values);
 
  private:
   void ensure_capacity(int64_t positions, const Array& like_k, const Array& like_v);
   std::vector<Array> k_pages_, v_pages_;  // each [B, Hkv, kPageSize, D]
   int64_t offset_ = 0;
+};
+
+// mlx-lm's RotatingKVCache (mlx_lm/models/cache.py), same bookkeeping: a buffer of at most max_size
+// positions (grown `step` at a time) whose first `keep` slots hold the first tokens forever.
+//  - One new token (decode, `_update_in_place`): once the buffer is full, it overwrites the oldest
+//    non-kept slot; the write index `idx` wraps from max_size back to `keep`.
+//  - Several new tokens (prefill, `_update_concat`): the buffer is put back in temporal order,
+//    trimmed to the kept tokens + the newest (max_size - keep - 1), and the new tokens are appended,
+//    so it briefly holds up to max_size - 1 + L positions and every new token sees max_size of
+//    context (attention then masks a max_size window, see cached_attention).
+// offset() counts absolute positions (RoPE uses it); size() is what is stored.
+//
+// update_and_fetch returns the stored positions in TEMPORAL order as up to three views of the ring
+// ([kept slots], [idx, end) = oldest, [keep, idx) = newest), no copy. So storage order is time order:
+// the kept tokens first, then a contiguous run of the most recent tokens ending with the new ones,
+// and the new tokens are the last L stored positions; a causal mask in storage coordinates (query
+// row i at size - L + i) is then right, which is all cached_attention needs.
+//
+// It derives from KVCache so that models reaching their layer caches as KVCache& (DecoderBody)
+// work unchanged; none of KVCache's pages are used.
+class RotatingKVCache : public KVCache {
+ public:
+  RotatingKVCache(int64_t max_size, int64_t keep = 0, int64_t step = 256);
+
+  fast::KVBlocks update_and_fetch(const Array& keys, const Array& values) override;
+  int64_t offset() const override { return offset_; }
+  int64_t size() const { return std::min(offset_, max_size_); }
+  int64_t max_size() const { return max_size_; }
+  int64_t keep() const { return keep_; }
+  int64_t idx() const { return idx_; }  // next write slot (mlx-lm's _idx)
+  // mlx-lm's is_trimmable/trim: only before the ring has wrapped (offset < max_size); throws otherwise.
+  bool is_trimmable() const { return offset_ < max_size_; }
+  void trim(int64_t n) override;
+  // mlx-lm's state: the buffer (ring order, not temporal), sliced to offset while not full.
+  std::pair<Array, Array> state() const override;
+  // Keys/values in mlx-lm's state layout; the meta state must be set first (or use set_full_state).
+  void set_state(const Array& keys, const Array& values) override;
+  // mlx-lm's meta_state: (keep, max_size, offset, _idx) as strings.
+  std::array<std::string, 4> meta_state() const;
+  // from_state: buffer + meta state together.
+  void set_full_state(const Array& keys, const Array& values, const std::array<std::string, 4>& meta);
+
+ private:
+  fast::KVBlocks temporal_blocks() const;
+  fast::KVBlocks update_in_place(const Array& keys, const Array& values);
+  fast::KVBlocks update_concat(const Array& keys, const Array& values);
+  Array keys_, values_;  // [B, Hkv, capacity, D]
+  int64_t max_size_, keep_, step_;
+  int64_t offset_ = 0, idx_ = 0;
+};
+
+// How LanguageModel::make_cache builds a cache (mlx-lm's make_prompt_cache arguments).
+struct CacheOptions {
+  std::optional<int64_t> max_kv_size;  // set: one RotatingKVCache(max_kv_size, keep) per layer
+  int64_t keep = 4;                    // mlx-lm keeps the first 4 tokens for --max-kv-size
 };
 
 // The whole model's cache: one entry per layer plus the batch's left padding.

@@ -1,5 +1,10 @@
 #include "loom/models/model.h"
 
+#include <algorithm>
+#include <limits>
+
+#include "loom/common/error.h"
+
 #include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
 
@@ -24,13 +29,42 @@ Array apply_rope(const nn::Rope& rope, const Array& x, const Step& step) {
 
 Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& cache, const Step& step,
                        const AttentionSpec& spec) {
-  fast::KVBlocks blocks = cache.update_and_fetch(k, v);
-  return fast::scaled_dot_product_attention(q, blocks, spec, step.attn);
+  auto* rotating = dynamic_cast<RotatingKVCache*>(&cache);
+  if (!rotating) return fast::scaled_dot_product_attention(q, cache.update_and_fetch(k, v), spec, step.attn);
+  if (step.attn.kv_start.valid() || step.attn.q_offsets.valid())
+    throw NotSupportedError(format_error("attention", "a left-padded batch with the rotating KV cache (--max-kv-size) "
+                                                      "is not supported"));
+  if (spec.mode == AttentionMode::chunk)
+    throw NotSupportedError(format_error("attention", "chunked local attention with the rotating KV cache "
+                                                      "(--max-kv-size) is not supported"));
+  // The rotating cache returns what it stores in temporal order: [first `keep` tokens][a contiguous
+  // run of the most recent tokens, ending with these L new ones]. Attention runs in those storage
+  // coordinates: query row i sits at (stored - L + i), and a causal mask there is right because
+  // storage order is time order. As mlx-lm's RotatingKVCache.make_mask, the mask is also a window of
+  // max_size storage positions (the model's own window, if it has one): after a prefill the cache
+  // briefly holds up to max_size - 1 + L positions and each new token sees the max_size before it
+  // (so an early prompt token may lose sight of the kept tokens, exactly as in mlx-lm). For a
+  // single decode token, at most max_size positions are stored and the window hides none of them:
+  // it sees the kept tokens and the newest max_size - keep.
+  fast::KVBlocks blocks = rotating->update_and_fetch(k, v);
+  AttentionSpec s = spec;
+  if (s.mode == AttentionMode::causal) {
+    s.mode = AttentionMode::window;
+    s.window = static_cast<int>(std::min<int64_t>(rotating->max_size(), std::numeric_limits<int>::max()));
+  }
+  AttentionPositions pos;
+  pos.q_offset = blocks.length - q.shape(2);
+  return fast::scaled_dot_product_attention(q, blocks, s, pos);
 }
 
-Cache LanguageModel::make_cache() const {
+Cache LanguageModel::make_cache(const CacheOptions& options) const {
   Cache c;
-  for (int i = 0; i < num_layers(); ++i) c.layers.push_back(std::make_unique<KVCache>());
+  for (int i = 0; i < num_layers(); ++i) {
+    if (options.max_kv_size)
+      c.layers.push_back(std::make_unique<RotatingKVCache>(*options.max_kv_size, options.keep));
+    else
+      c.layers.push_back(std::make_unique<KVCache>());
+  }
   return c;
 }
 

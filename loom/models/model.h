@@ -37,7 +37,8 @@ Step make_step(const Cache& cache, int64_t length);
 
 // Applies rope at the step's positions.
 Array apply_rope(const nn::Rope& rope, const Array& x, const Step& step);
-// Appends k/v to the layer's KV cache and attends over everything stored.
+// Appends k/v to the layer's KV cache and attends over everything stored. A RotatingKVCache
+// returns its positions in temporal order; attention then runs in its storage coordinates (see there).
 Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& cache, const Step& step,
                        const AttentionSpec& spec);
 
@@ -48,8 +49,11 @@ class LanguageModel : public nn::Module {
   virtual Array forward(const Array& tokens, Cache& cache, LogitsMode mode) = 0;
   // Checkpoint key fixes before strict loading (drop rotary caches, tied heads, ...).
   virtual void sanitize(WeightMap& weights) const {}
-  // A fresh cache for this model (default: one KVCache per layer).
-  virtual Cache make_cache() const;
+  // A fresh cache for this model: make_cache(CacheOptions{}).
+  Cache make_cache() const { return make_cache(CacheOptions{}); }
+  // A fresh cache built as `options` say (mlx-lm's make_prompt_cache). Default: one KVCache per
+  // layer, or with options.max_kv_size one RotatingKVCache(max_kv_size, options.keep) per layer.
+  virtual Cache make_cache(const CacheOptions& options) const;
   virtual int num_layers() const = 0;
   virtual int64_t vocab_size() const = 0;
   virtual int64_t context_length() const { return 0; }

@@ -43,8 +43,6 @@ void run_generate(const GenerateOpts& o) {
     throw NotSupportedError(format_error("generate", "--adapter-path: LoRA adapters are not yet supported"));
   if (o.kv_bits)
     throw NotSupportedError(format_error("generate", "--kv-bits: the quantized KV cache is not yet supported"));
-  if (o.max_kv_size)
-    throw NotSupportedError(format_error("generate", "--max-kv-size: the rotating KV cache is not yet supported"));
   Device dev = parse_device(o.device);
   if (!dev.is_cpu()) throw NotSupportedError(format_error("generate", "device " + dev.str() + " is not available in this build"));
   if (o.threads > 0) set_num_threads(o.threads);
@@ -56,12 +54,25 @@ void run_generate(const GenerateOpts& o) {
   so.dtype = parse_compute_dtype(o.dtype);
   so.extra_eos_tokens = o.extra_eos_token;
   so.use_default_chat_template = o.use_default_chat_template;
+  if (o.max_kv_size) so.max_kv_size = *o.max_kv_size;
   generate::ModelSession s = generate::load_session(o.model, so);
 
   std::map<std::string, std::string> meta;
   models::Cache cache = o.prompt_cache_file.empty()
-                            ? s.loaded.model->make_cache()
+                            ? s.make_cache()
                             : generate::load_prompt_cache(o.prompt_cache_file, *s.loaded.model, &meta);
+  if (!o.prompt_cache_file.empty() && o.max_kv_size) {
+    // The prompt cache file decides the cache type (as in mlx-lm); a different --max-kv-size would
+    // be silently ignored there, so it is an error here.
+    auto* rot = cache.layers.empty() ? nullptr : dynamic_cast<models::RotatingKVCache*>(cache.layers[0].get());
+    if (!rot || rot->max_size() != *o.max_kv_size)
+      throw ValueError(format_error(
+          "generate", "--max-kv-size " + std::to_string(*o.max_kv_size) + " does not match the prompt cache '" +
+                          o.prompt_cache_file + "' (" +
+                          (rot ? "a rotating cache of " + std::to_string(rot->max_size()) + " positions"
+                               : std::string("a full KV cache")) +
+                          "); omit --max-kv-size to use the file's cache as it is"));
+  }
   if (!o.prompt_cache_file.empty() && meta.count("model") && meta["model"] != o.model)
     throw ValueError(format_error("generate", "Providing a different model (" + o.model +
                                                   ") than that used to create the prompt cache (" + meta["model"] +
@@ -133,7 +144,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_flag("--use-default-chat-template", o->use_default_chat_template, "Use ChatML when the model has no template");
   cmd->add_option("--chat-template-config", o->chat_template_config, "JSON object of extra chat template arguments");
   cmd->add_option("--extra-eos-token", o->extra_eos_token, "Further end-of-sequence tokens (text)")->expected(1, -1);
-  cmd->add_option("--max-kv-size", o->max_kv_size, "Rotating KV cache size (not yet supported)");
+  cmd->add_option("--max-kv-size", o->max_kv_size, "Rotating KV cache size: keep the first 4 and the newest tokens");
   cmd->add_option("--prompt-cache-file", o->prompt_cache_file, "Prompt cache from `loom cache-prompt` to start from");
   cmd->add_option("--kv-bits", o->kv_bits, "Quantize the KV cache to this many bits (not yet supported)");
   cmd->add_option("--kv-group-size", o->kv_group_size, "Group size of the KV cache quantization");

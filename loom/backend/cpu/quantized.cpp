@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "loom/backend/cpu/quant_kernels.h"
@@ -236,6 +237,204 @@ void gemv_simd(const QView& q, const float* x, const float* xs, int64_t m, float
     case QuantMode::mxfp8: return gemv_rows(q, DecFp8{}, x, xs, m, out, ldo, n0, n1);
   }
 }
+
+// Exact decode kernels for affine 4- and 8-bit (f32 activations). A 32-byte load holds 8 uint32
+// words; masking every word with the field of code s (s = 0 .. 32/bits-1) and converting to float
+// gives, in lane l, code (l*(32/bits) + s) times 2^(bits*s) — exactly, since a code has at most 8
+// significant bits. x is permuted once per call into the matching order and pre-multiplied by
+// 2^(-bits*s) (a power of two: each product x*q is the same float; 1 for the top field, which is
+// shifted down instead of masked as its value would not fit a signed lane), so one block costs one load
+// and, per code position, an and + convert shared by every activation row and one FMA per row.
+// Per group: tot += scale * sum(x'*q'); the bias adds sum_g bias_g * sum(x over g) at the end.
+
+constexpr int64_t kPrefetchBytes = 1024;
+
+// x [m, k] -> xp [m, k] in block order for `bits`, xs [m, groups] group sums of x.
+void prep_x_blocked(const float* x, int64_t m, int64_t k, int bits, int64_t gs, float* xp, float* xs) {
+  const int per = 32 / bits, blk = 8 * per;
+  for (int64_t i = 0; i < m; ++i) {
+    const float* xi = x + i * k;
+    float* oi = xp + i * k;
+    for (int64_t b = 0; b < k; b += blk)
+      for (int s = 0; s < per; ++s) {
+        float f = s == per - 1 ? 1.0f : std::ldexp(1.0f, -bits * s);  // the top field is shifted down
+        for (int l = 0; l < 8; ++l) oi[b + s * 8 + l] = xi[b + l * per + s] * f;
+      }
+    for (int64_t g = 0; g < k / gs; ++g) {
+      __m256 a = _mm256_setzero_ps();
+      int64_t j = g * gs;
+      for (; j + 8 <= (g + 1) * gs; j += 8) a = _mm256_add_ps(a, _mm256_loadu_ps(xi + j));
+      float s = hsum(a);
+      for (; j < (g + 1) * gs; ++j) s += xi[j];
+      xs[i * (k / gs) + g] = s;
+    }
+  }
+}
+
+// Group parameters of rows [n, n + r) as f32: sc/bi [r, groups].
+inline void row_params(const QView& q, int64_t n, int r, float* sc, float* bi) {
+  size_t isz = size_of(q.sdt);
+  convert_span(q.scales + n * q.groups * isz, q.sdt, sc, Dtype::f32, r * q.groups);
+  convert_span(q.biases + n * q.groups * isz, q.sdt, bi, Dtype::f32, r * q.groups);
+}
+
+// R packed rows x M activation rows. HALF: 4-bit with group size 32 (a block spans two groups).
+template <int BITS, int R, int M, bool HALF>
+void qmv_tile(const QView& q, const float* xp, const float* xs, int64_t ldx, const float* sc, const float* bi,
+              const uint8_t* w0, float* out, int64_t ldo) {
+  constexpr int PER = 32 / BITS, BLK = 8 * PER;
+  const int64_t k = q.k, gs = q.spec.group_size, groups = q.groups, rb = q.row_bytes;
+  const int64_t chunk = HALF ? BLK : gs;  // elements between scale applications
+  __m256 tot[R][M];
+  #pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) tot[r][i] = _mm256_setzero_ps();
+  for (int64_t c0 = 0; c0 < k; c0 += chunk) {
+    __m256 acc[R][M];
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; ++r)
+      #pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) acc[r][i] = _mm256_setzero_ps();
+    for (int64_t e = c0; e < c0 + chunk; e += BLK) {
+      __m256i wv[R];
+      #pragma GCC unroll 8
+      for (int r = 0; r < R; ++r)
+        wv[r] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w0 + r * rb + e * BITS / 8));
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r)  // software prefetch: R interleaved streams outrun the hardware one
+        _mm_prefetch(reinterpret_cast<const char*>(w0 + r * rb + e * BITS / 8 + kPrefetchBytes), _MM_HINT_T0);
+      #pragma GCC unroll 8
+      for (int s = 0; s < PER; ++s) {
+        __m256 xv[M];
+        #pragma GCC unroll 8
+        for (int i = 0; i < M; ++i) xv[i] = _mm256_loadu_ps(xp + i * ldx + e + s * 8);
+        #pragma GCC unroll 8
+        for (int r = 0; r < R; ++r) {
+          __m256i c = s == PER - 1 ? _mm256_srli_epi32(wv[r], 32 - BITS)
+                                   : _mm256_and_si256(wv[r], _mm256_set1_epi32(((1 << BITS) - 1) << (BITS * s)));
+          __m256 f = _mm256_cvtepi32_ps(c);
+          #pragma GCC unroll 8
+          for (int i = 0; i < M; ++i) acc[r][i] = _mm256_fmadd_ps(xv[i], f, acc[r][i]);
+        }
+      }
+    }
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      __m256 sv;
+      if constexpr (HALF) {
+        int64_t g = c0 / gs;
+        sv = _mm256_set_m128(_mm_set1_ps(sc[r * groups + g + 1]), _mm_set1_ps(sc[r * groups + g]));
+      } else {
+        sv = _mm256_broadcast_ss(sc + r * groups + c0 / gs);
+      }
+      #pragma GCC unroll 8
+      for (int i = 0; i < M; ++i) tot[r][i] = _mm256_fmadd_ps(acc[r][i], sv, tot[r][i]);
+    }
+  }
+  #pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 8
+    for (int i = 0; i < M; ++i) {
+      // bias term: sum_g bias_g * xs_g
+      __m256 bsum = _mm256_setzero_ps();
+      const float* b = bi + r * groups;
+      const float* s = xs + i * groups;
+      int64_t g = 0;
+      for (; g + 8 <= groups; g += 8) bsum = _mm256_fmadd_ps(_mm256_loadu_ps(b + g), _mm256_loadu_ps(s + g), bsum);
+      float t = hsum(tot[r][i]) + hsum(bsum);
+      for (; g < groups; ++g) t += b[g] * s[g];
+      out[i * ldo + r] = t;
+    }
+}
+
+template <int BITS, bool HALF>
+void qmv_range(const QView& q, const float* xp, const float* xs, int64_t m, float* out, int64_t ldo, int64_t n0,
+               int64_t n1) {
+  constexpr int RT = 4;
+  std::vector<float> sc(RT * q.groups), bi(RT * q.groups);
+  const int64_t k = q.k, groups = q.groups;
+  auto run = [&](auto rtag, int64_t n) {
+    constexpr int R = decltype(rtag)::value;
+    row_params(q, n, R, sc.data(), bi.data());
+    const uint8_t* w0 = q.row(n);
+    for (int64_t i0 = 0; i0 < m;) {
+      const float* xpi = xp + i0 * k;
+      const float* xsi = xs + i0 * groups;
+      float* oi = out + i0 * ldo + n;
+      int64_t left = m - i0;
+      if constexpr (R >= 2) {
+        if (left >= 2) {
+          qmv_tile<BITS, R, 2, HALF>(q, xpi, xsi, k, sc.data(), bi.data(), w0, oi, ldo);
+          i0 += 2;
+        } else {
+          qmv_tile<BITS, R, 1, HALF>(q, xpi, xsi, k, sc.data(), bi.data(), w0, oi, ldo);
+          i0 += 1;
+        }
+      } else {
+        if (left >= 4) {
+          qmv_tile<BITS, 1, 4, HALF>(q, xpi, xsi, k, sc.data(), bi.data(), w0, oi, ldo);
+          i0 += 4;
+        } else if (left == 3) {
+          qmv_tile<BITS, 1, 3, HALF>(q, xpi, xsi, k, sc.data(), bi.data(), w0, oi, ldo);
+          i0 += 3;
+        } else if (left == 2) {
+          qmv_tile<BITS, 1, 2, HALF>(q, xpi, xsi, k, sc.data(), bi.data(), w0, oi, ldo);
+          i0 += 2;
+        } else {
+          qmv_tile<BITS, 1, 1, HALF>(q, xpi, xsi, k, sc.data(), bi.data(), w0, oi, ldo);
+          i0 += 1;
+        }
+      }
+    }
+  };
+  int64_t n = n0;
+  if (m <= 2) {
+    // Several packed rows per pass: independent accumulator chains and each x load reused.
+    if (m == 1)
+      for (; n + 4 <= n1; n += 4) run(std::integral_constant<int, 4>{}, n);
+    for (; n + 2 <= n1; n += 2) run(std::integral_constant<int, 2>{}, n);
+  }
+  for (; n < n1; ++n) run(std::integral_constant<int, 1>{}, n);
+}
+
+// Affine row r dequantized to f32 with the SIMD decoders (code * scale, then + bias, as the twin).
+template <typename Dec>
+void dequant_row_affine(const QView& q, const Dec& dec, int64_t r, float* out, float* sc, float* bi) {
+  row_params(q, r, 1, sc, bi);
+  const uint8_t* row = q.row(r);
+  const int64_t gs = q.spec.group_size;
+  for (int64_t g = 0; g < q.groups; ++g) {
+    __m256 s = _mm256_set1_ps(sc[g]), b = _mm256_set1_ps(bi[g]);
+    for (int64_t e = g * gs; e < (g + 1) * gs; e += 8)
+      _mm256_storeu_ps(out + e, _mm256_add_ps(_mm256_mul_ps(dec(row, e), s), b));
+  }
+}
+
+void dequant_rows_fast(const QView& q, int64_t r0, int64_t r1, float* out, float* sc, float* bi) {
+  if (q.spec.bits == 4)
+    for (int64_t r = r0; r < r1; ++r) dequant_row_affine(q, DecAffine4{}, r, out + (r - r0) * q.k, sc, bi);
+  else if (q.spec.bits == 8)
+    for (int64_t r = r0; r < r1; ++r) dequant_row_affine(q, DecAffine8{}, r, out + (r - r0) * q.k, sc, bi);
+  else
+    for (int64_t r = r0; r < r1; ++r)
+      dequant_row_affine(q, DecAffineAny(q.spec.bits, q.k), r, out + (r - r0) * q.k, sc, bi);
+}
+
+// Whether the blocked kernels apply: affine 4/8-bit, whole blocks per group (or 4-bit g32).
+bool qmv_blocked_ok(const QView& q) {
+  if (q.spec.mode != QuantMode::affine || (q.spec.bits != 4 && q.spec.bits != 8) || !q.biases) return false;
+  int64_t blk = 8 * (32 / q.spec.bits), gs = q.spec.group_size;
+  if (q.k % blk != 0 || q.k % gs != 0) return false;
+  return gs % blk == 0 || (q.spec.bits == 4 && gs == 32);
+}
+
+void qmv_blocked(const QView& q, const float* xp, const float* xs, int64_t m, float* out, int64_t ldo, int64_t n0,
+                 int64_t n1) {
+  if (q.spec.bits == 8) return qmv_range<8, false>(q, xp, xs, m, out, ldo, n0, n1);
+  if (q.spec.group_size == 32) return qmv_range<4, true>(q, xp, xs, m, out, ldo, n0, n1);
+  return qmv_range<4, false>(q, xp, xs, m, out, ldo, n0, n1);
+}
 #endif
 
 // Portable decode path: dequantize a row, then dot products.
@@ -400,6 +599,12 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
   if (transpose && m <= 8) {
     int64_t grain = std::max<int64_t>(4, 32768 / std::max<int64_t>(1, kx));
 #ifdef LOOM_AVX2
+    if (qmv_blocked_ok(q) && kx == q.k) {
+      std::vector<float> xb(m * kx), xs(m * q.groups);
+      prep_x_blocked(xp, m, kx, spec.bits, spec.group_size, xb.data(), xs.data());
+      parallel_for(n, grain, [&](int64_t b, int64_t e) { qmv_blocked(q, xb.data(), xs.data(), m, op, n, b, e); });
+      return;
+    }
     std::vector<float> xs(m * q.groups, 0.0f);  // group sums of x for the affine bias term
     if (spec.mode == QuantMode::affine)
       for (int64_t i = 0; i < m; ++i)
@@ -422,6 +627,12 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
     int64_t nb = std::min(panel, wrows - r0);
     parallel_for(nb, 8, [&](int64_t b, int64_t e) {
       std::vector<float> sc(q.groups), bi(q.groups);
+#ifdef LOOM_AVX2
+      if (spec.mode == QuantMode::affine && q.spec.group_size % 8 == 0 && q.biases) {
+        dequant_rows_fast(q, r0 + b, r0 + e, wp.data() + b * q.k, sc.data(), bi.data());
+        return;
+      }
+#endif
       for (int64_t r = b; r < e; ++r) dequant_row_f32(q, r0 + r, wp.data() + r * q.k, sc.data(), bi.data());
     });
     if (transpose) {
