@@ -65,8 +65,7 @@ class Model : public DecoderLM {
     w.swap(renamed);
     for (int64_t l = 0; l < args.num_layers; ++l) {
       std::string p = "model.layers." + std::to_string(l) + ".block_sparse_moe";
-      if (!nn::split_fused_experts(w, p, p))
-        nn::stack_experts(w, p, p, num_experts, {{"w1", "gate_proj"}, {"w2", "down_proj"}, {"w3", "up_proj"}});
+      nn::sanitize_experts(w, p, num_experts, {{"w1", "gate_proj"}, {"w2", "down_proj"}, {"w3", "up_proj"}});
     }
   }
 

@@ -86,9 +86,9 @@ class Model : public DecoderLM {
     DecoderLM::sanitize(w);
     for (int64_t l = 0; l < args.num_layers; ++l) {
       std::string p = "model.layers." + std::to_string(l) + ".mlp";
-      if (!margs.is_sparse(l) || nn::split_fused_experts(w, p, p)) continue;
-      nn::stack_experts(w, p, p, margs.num_experts,
-                        {{"gate_proj", "gate_proj"}, {"up_proj", "up_proj"}, {"down_proj", "down_proj"}});
+      if (margs.is_sparse(l))
+        nn::sanitize_experts(w, p, margs.num_experts,
+                             {{"gate_proj", "gate_proj"}, {"up_proj", "up_proj"}, {"down_proj", "down_proj"}});
     }
   }
 

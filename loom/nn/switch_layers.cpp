@@ -96,4 +96,9 @@ bool split_fused_experts(WeightDict& w, const std::string& src, const std::strin
   return true;
 }
 
+void sanitize_experts(WeightDict& w, const std::string& prefix, int64_t num_experts,
+                      const std::vector<std::pair<std::string, std::string>>& names) {
+  if (!split_fused_experts(w, prefix, prefix)) stack_experts(w, prefix, prefix, num_experts, names);
+}
+
 }  // namespace loom::nn

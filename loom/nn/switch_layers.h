@@ -80,6 +80,10 @@ bool stack_experts(WeightDict& w, const std::string& src, const std::string& dst
 // "<src>.experts.down_proj" [E, H, I] -> "<dst>.switch_mlp.{gate,up,down}_proj.weight" (views, no
 // copy). Returns whether the fused tensors were found.
 bool split_fused_experts(WeightDict& w, const std::string& src, const std::string& dst);
+// One MoE layer's experts at `prefix`, in whichever of the three layouts the checkpoint uses (v5
+// fused, per-expert, or mlx-lm's stacked switch_mlp), brought to the stacked layout.
+void sanitize_experts(WeightDict& w, const std::string& prefix, int64_t num_experts,
+                      const std::vector<std::pair<std::string, std::string>>& names);
 
 }  // namespace loom::nn
 

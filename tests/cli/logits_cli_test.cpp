@@ -9,20 +9,6 @@
 namespace loom::test {
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
-
-Result run_loom(const std::string& args) {
-  std::string cmd = std::string(LOOM_BINARY_DIR) + "/loom " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  int st = pclose(p);
-  return {WEXITSTATUS(st), out};
-}
 
 std::string join_ids(const std::vector<int32_t>& ids) {
   std::string s;
@@ -35,7 +21,7 @@ TEST(LogitsCli, MatchesTransformersFullAndTokenByToken) {
     Reference ref = load_reference(name);
     for (const std::string chunk : {"0", "1"}) {
       std::string out = std::string(LOOM_BINARY_DIR) + "/cli_logits_" + name + "_" + chunk + ".npy";
-      Result r = run_loom("logits --model " + fixture_dir(name) + " --tokens " + join_ids(ref.prompts[0]) + " --out " +
+      CliResult r = run_loom("logits --model " + fixture_dir(name) + " --tokens " + join_ids(ref.prompts[0]) + " --out " +
                           out + " --chunk " + chunk);
       ASSERT_EQ(r.status, 0) << r.output;
       EXPECT_NE(r.output.find("device cpu, compute float32"), std::string::npos) << r.output;
@@ -58,7 +44,7 @@ TEST(LogitsCli, BadInputGivesOneClearLine) {
       {"logits --model " + m + " --tokens 1 --out " + out + " --dtype int8", "--dtype"},
   };
   for (const auto& c : cases) {
-    Result r = run_loom(c.args);
+    CliResult r = run_loom(c.args);
     EXPECT_NE(r.status, 0) << c.args;
     EXPECT_NE(r.output.find("error: "), std::string::npos) << r.output;
     EXPECT_NE(r.output.find(c.expect), std::string::npos) << c.args << " -> " << r.output;
@@ -66,10 +52,10 @@ TEST(LogitsCli, BadInputGivesOneClearLine) {
 }
 
 TEST(Cli, VersionAndInfo) {
-  Result v = run_loom("--version");
+  CliResult v = run_loom("--version");
   EXPECT_EQ(v.status, 0);
   EXPECT_NE(v.output.find("loom "), std::string::npos) << v.output;
-  Result i = run_loom("info --model " + fixture_dir("qwen2") + " --json");
+  CliResult i = run_loom("info --model " + fixture_dir("qwen2") + " --json");
   ASSERT_EQ(i.status, 0) << i.output;
   auto j = nlohmann::json::parse(i.output);
   EXPECT_EQ(j["model_type"], "qwen2");

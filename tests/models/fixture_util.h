@@ -92,4 +92,32 @@ inline void expect_logits_near(const Array& got_in, const Array& ref_in, const T
 
 inline Array tokens_array(const std::vector<int32_t>& ids) { return Array::from(ids, {1, static_cast<int64_t>(ids.size())}); }
 
+// Logits [T, vocab] of one sequence fed through a fresh cache `chunk` tokens at a time.
+inline Array run_chunked(models::LanguageModel& m, const std::vector<int32_t>& ids, int64_t chunk) {
+  models::Cache cache = m.make_cache();
+  std::vector<Array> parts;
+  int64_t T = static_cast<int64_t>(ids.size());
+  for (int64_t s = 0; s < T; s += chunk) {
+    std::vector<int32_t> c(ids.begin() + s, ids.begin() + std::min(T, s + chunk));
+    parts.push_back(m.forward(tokens_array(c), cache, models::LogitsMode::all));
+  }
+  Array l = parts.size() == 1 ? parts[0] : concatenate(parts, 1);
+  return reshape(l, {T, l.shape(-1)});
+}
+
+// Runs the built `loom` binary with `args`; returns its exit status and stdout+stderr.
+struct CliResult {
+  int status;
+  std::string output;
+};
+inline CliResult run_loom(const std::string& args) {
+  std::string cmd = std::string(LOOM_BINARY_DIR) + "/loom " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int st = pclose(p);
+  return {WEXITSTATUS(st), out};
+}
+
 }  // namespace loom::test

@@ -18,17 +18,7 @@ class Fixture : public ::testing::TestWithParam<std::string> {
     ref = load_reference(GetParam());
     lm = models::load_model(fixture_dir(GetParam()));
   }
-  Array run(models::LanguageModel& m, const std::vector<int32_t>& ids, int64_t chunk) {
-    models::Cache cache = m.make_cache();
-    std::vector<Array> parts;
-    int64_t T = static_cast<int64_t>(ids.size());
-    for (int64_t s = 0; s < T; s += chunk) {
-      std::vector<int32_t> c(ids.begin() + s, ids.begin() + std::min(T, s + chunk));
-      parts.push_back(m.forward(tokens_array(c), cache, models::LogitsMode::all));
-    }
-    Array l = parts.size() == 1 ? parts[0] : concatenate(parts, 1);
-    return reshape(l, {T, l.shape(-1)});
-  }
+  Array run(models::LanguageModel& m, const std::vector<int32_t>& ids, int64_t chunk) { return run_chunked(m, ids, chunk); }
   Reference ref;
   models::LoadedModel lm;
 };

@@ -150,20 +150,6 @@ TEST(QuantModel, MalformedCheckpointsGiveClearErrors) {
   expect_load_error(tmp_dir("fp_scales"), "expected uint8");
 }
 
-struct Result {
-  int status;
-  std::string output;
-};
-
-Result run_loom(const std::string& args) {
-  std::string cmd = std::string(LOOM_BINARY_DIR) + "/loom " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  int st = pclose(p);
-  return {WEXITSTATUS(st), out};
-}
 
 TEST(Convert, QuantizedFolderLoadsToTheInMemoryModel) {
   Reference ref = load_reference("llama");
@@ -177,7 +163,7 @@ TEST(Convert, QuantizedFolderLoadsToTheInMemoryModel) {
     SCOPED_TRACE(c.flags);
     fs::path out = tmp_dir("convert");
     fs::remove_all(out);
-    Result r = run_loom("convert --hf-path " + fixture_dir("llama") + " --mlx-path " + out.string() + " " + c.flags);
+    CliResult r = run_loom("convert --hf-path " + fixture_dir("llama") + " --mlx-path " + out.string() + " " + c.flags);
     ASSERT_EQ(r.status, 0) << r.output;
     auto mem = models::load_model(fixture_dir("llama"));
     nn::quantize_module(*mem.model, all_with(c.spec));
@@ -200,7 +186,7 @@ TEST(Convert, QuantizedFolderLoadsToTheInMemoryModel) {
     EXPECT_EQ(config["quantization"]["mode"], std::string(quant_mode_name(c.spec.mode)));
     EXPECT_LT(text.find("\"architectures\""), text.find("\"vocab_size\""));
     // The destination exists now: a second run refuses and leaves it alone.
-    Result again = run_loom("convert --hf-path " + fixture_dir("llama") + " --mlx-path " + out.string() + " -q");
+    CliResult again = run_loom("convert --hf-path " + fixture_dir("llama") + " --mlx-path " + out.string() + " -q");
     EXPECT_NE(again.status, 0);
     EXPECT_NE(again.output.find("already exists"), std::string::npos) << again.output;
   }
@@ -212,7 +198,7 @@ TEST(Convert, DequantizeRoundTripAndNoPartialOutput) {
   fs::remove_all(q);
   fs::remove_all(d);
   ASSERT_EQ(run_loom("convert --hf-path " + fixture_dir("llama") + " --mlx-path " + q.string() + " -q --q-group-size 32").status, 0);
-  Result r = run_loom("convert --hf-path " + q.string() + " --mlx-path " + d.string() + " --dequantize");
+  CliResult r = run_loom("convert --hf-path " + q.string() + " --mlx-path " + d.string() + " --dequantize");
   ASSERT_EQ(r.status, 0) << r.output;
   auto twin = models::load_model(fixture_dir("llama"));
   nn::quantize_module(*twin.model, all_with({QuantMode::affine, 4, 32}));
@@ -225,13 +211,13 @@ TEST(Convert, DequantizeRoundTripAndNoPartialOutput) {
   // A failing conversion (unsupported bits) leaves neither the destination nor a temporary folder.
   fs::path bad = tmp_dir("convert_bad");
   fs::remove_all(bad);
-  Result b = run_loom("convert --hf-path " + fixture_dir("llama") + " --mlx-path " + bad.string() + " -q --q-bits 7");
+  CliResult b = run_loom("convert --hf-path " + fixture_dir("llama") + " --mlx-path " + bad.string() + " -q --q-bits 7");
   EXPECT_NE(b.status, 0);
   EXPECT_FALSE(fs::exists(bad));
   for (auto& e : fs::directory_iterator(bad.parent_path()))
     EXPECT_EQ(e.path().filename().string().find(".quant_test_convert_bad.tmp"), std::string::npos) << e.path();
   // Writing into the source folder is refused.
-  Result inside = run_loom("convert --hf-path " + q.string() + " --mlx-path " + (q / "sub").string() + " --dequantize");
+  CliResult inside = run_loom("convert --hf-path " + q.string() + " --mlx-path " + (q / "sub").string() + " --dequantize");
   EXPECT_NE(inside.status, 0);
   EXPECT_FALSE(fs::exists(q / "sub"));
 }
