@@ -135,4 +135,17 @@ void LayerNorm::members(Members& m) {
 
 Array LayerNorm::operator()(const Array& x) const { return fast::layer_norm(x, weight, bias, eps); }
 
+int64_t logical_parameters(Module& root) {
+  int64_t total = root.num_parameters();
+  for (auto& [path, mod] : root.modules()) {
+    auto* q = dynamic_cast<Quantizable*>(mod);
+    if (!q || !q->quantized()) continue;
+    const QuantizedWeight& qw = *q->quantized();
+    if (!qw.w.valid()) continue;
+    total += qw.w.shape(0) * q->quant_axis_size() - qw.w.size() - qw.scales.size() -
+             (qw.biases.valid() ? qw.biases.size() : 0);
+  }
+  return total;
+}
+
 }  // namespace loom::nn

@@ -125,4 +125,8 @@ struct LayerNorm : Module {
   void members(Members& m) override;
 };
 
+// Parameter count of a module tree as the model defines it: a quantized layer counts its logical
+// weight matrix (rows x input features), not its packed words, scales and biases.
+int64_t logical_parameters(Module& root);
+
 }  // namespace loom::nn

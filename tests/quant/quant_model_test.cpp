@@ -170,6 +170,10 @@ TEST(Convert, QuantizedFolderLoadsToTheInMemoryModel) {
     auto loaded = models::load_model(out.string());
     for (const auto& prompt : ref.prompts)
       EXPECT_EQ(max_rel(run_logits(*loaded.model, prompt), run_logits(*mem.model, prompt)), 0.0);
+    // The logical parameter count is the dense model's, not the packed words + scales + biases.
+    auto dense = models::load_model(fixture_dir("llama"));
+    EXPECT_EQ(nn::logical_parameters(*loaded.model), dense.model->num_parameters());
+    EXPECT_NE(loaded.model->num_parameters(), dense.model->num_parameters());
     // mlx-lm's layout: one shard with {"format": "mlx"}, a sorted index, sorted config keys with
     // quantization == quantization_config.
     auto st = io::SafetensorsFile::open((out / "model.safetensors").string());

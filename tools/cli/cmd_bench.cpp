@@ -15,6 +15,7 @@
 #include "loom/core/thread_pool.h"
 #include "loom/io/safetensors.h"
 #include "loom/models/loader.h"
+#include "loom/nn/layers.h"
 #include "loom/ops/ops.h"
 #include "tools/cli/commands.h"
 
@@ -99,7 +100,8 @@ void add_bench_command(CLI::App& app) {
     auto& m = *lm.model;
     int64_t wb = weight_bytes(m);
     std::printf("model: %s, %.2f B params, %.2f GB weights (%s), %d threads\n", lm.model_type.c_str(),
-                m.num_parameters() / 1e9, wb / 1e9, std::string(name(lm.weight_dtype)).c_str(), num_threads());
+                nn::logical_parameters(m) / 1e9, wb / 1e9,
+                lm.config.is_object("quantization") ? "quantized" : std::string(name(lm.weight_dtype)).c_str(), num_threads());
     std::printf("| %-8s | %-12s | %10s |\n", "test", "depth", "t/s");
     auto prefill_depth = [&](models::Cache& c) {
       if (o->d > 0) m.forward(random_tokens(o->d, m.vocab_size(), 7), c, models::LogitsMode::none);

@@ -8,6 +8,7 @@
 
 #include "loom/io/safetensors.h"
 #include "loom/models/loader.h"
+#include "loom/nn/layers.h"
 #include "tools/cli/commands.h"
 
 namespace loom::cli {
@@ -28,7 +29,7 @@ void add_info_command(CLI::App& app) {
     for (const auto& n : store.names()) dtypes[std::string(name(store.info(n).dtype))] += shape_size(store.info(n).shape);
     nlohmann::ordered_json j;
     j["model_type"] = lm.model_type;
-    j["parameters"] = lm.model->num_parameters();
+    j["parameters"] = nn::logical_parameters(*lm.model);
     j["dtypes"] = dtypes;
     j["quantization"] = lm.config.is_object("quantization") ? nlohmann::json::parse(lm.config.sub("quantization").dump())
                                                              : nlohmann::json(nullptr);
