@@ -26,30 +26,15 @@ ModelArgs model_args(const io::Config& c) {
   return a;
 }
 
-struct MixtralSparseMoeBlock : FeedForward {
-  MixtralSparseMoeBlock(const ModelArgs& a)
-      : gate(a.decoder.hidden_size, a.num_local_experts, false),
-        switch_mlp(a.decoder.hidden_size, a.decoder.intermediate_size, a.num_local_experts),
-        router{.top_k = a.num_experts_per_tok, .weights = nn::RouterWeights::softmax_of_selected} {}
-
-  Array operator()(const Array& x) const override {
-    nn::Routing r = nn::route(gate(x), router);
-    last_routing = r.indices;
-    return nn::combine_experts(switch_mlp(x, r.indices), r.weights);
-  }
-
-  nn::Linear gate;
-  nn::SwitchGLU switch_mlp;
-  nn::RouterSpec router;
-
- protected:
-  void members(nn::Members& m) override { m.child("gate", gate).child("switch_mlp", switch_mlp); }
-};
 
 class Model : public DecoderLM {
  public:
   explicit Model(const ModelArgs& a)
-      : DecoderLM(a.decoder, [a](const DecoderArgs&, int64_t) { return std::make_unique<MixtralSparseMoeBlock>(a); }),
+      : DecoderLM(a.decoder, [a](const DecoderArgs& d, int64_t) {
+                    return std::make_unique<SparseMoeBlock>(
+                        d.hidden_size, d.intermediate_size, a.num_local_experts,
+                        nn::RouterSpec{.top_k = a.num_experts_per_tok, .weights = nn::RouterWeights::softmax_of_selected});
+                  }),
         num_experts(a.num_local_experts) {}
 
   // Accepts HF per-expert tensors (experts.{e}.w1/w2/w3), transformers-v5 fused tensors under

@@ -42,32 +42,26 @@ ModelArgs model_args(const io::Config& c) {
   return a;
 }
 
-struct Qwen2MoeSparseMoeBlock : FeedForward {
+// The shared sparse block plus an always-on shared expert behind a sigmoid gate.
+struct Qwen2MoeSparseMoeBlock : SparseMoeBlock {
   explicit Qwen2MoeSparseMoeBlock(const ModelArgs& a)
-      : gate(a.decoder.hidden_size, a.num_experts, false),
-        switch_mlp(a.decoder.hidden_size, a.moe_intermediate_size, a.num_experts),
+      : SparseMoeBlock(a.decoder.hidden_size, a.moe_intermediate_size, a.num_experts,
+                       {.top_k = a.num_experts_per_tok,
+                        .weights = a.norm_topk_prob ? nn::RouterWeights::renormalized : nn::RouterWeights::scores}),
         shared_expert(a.decoder.hidden_size, a.shared_expert_intermediate_size, false),
-        shared_expert_gate(a.decoder.hidden_size, 1, false),
-        router{.top_k = a.num_experts_per_tok,
-               .weights = a.norm_topk_prob ? nn::RouterWeights::renormalized : nn::RouterWeights::scores} {}
+        shared_expert_gate(a.decoder.hidden_size, 1, false) {}
 
   Array operator()(const Array& x) const override {
-    nn::Routing r = nn::route(gate(x), router);
-    last_routing = r.indices;
-    Array y = nn::combine_experts(switch_mlp(x, r.indices), r.weights);
-    return add(y, nn::sigmoid_gated(shared_expert_gate, x, shared_expert(x)));
+    return add(SparseMoeBlock::operator()(x), nn::sigmoid_gated(shared_expert_gate, x, shared_expert(x)));
   }
 
-  nn::Linear gate;
-  nn::SwitchGLU switch_mlp;
   DecoderMLP shared_expert;
   nn::Linear shared_expert_gate;
-  nn::RouterSpec router;
 
  protected:
   void members(nn::Members& m) override {
-    m.child("gate", gate).child("switch_mlp", switch_mlp).child("shared_expert", shared_expert);
-    m.child("shared_expert_gate", shared_expert_gate);
+    SparseMoeBlock::members(m);
+    m.child("shared_expert", shared_expert).child("shared_expert_gate", shared_expert_gate);
   }
 };
 

@@ -39,33 +39,17 @@ ModelArgs model_args(const io::Config& c) {
   return a;
 }
 
-struct Qwen3MoeSparseMoeBlock : FeedForward {
-  explicit Qwen3MoeSparseMoeBlock(const ModelArgs& a)
-      : gate(a.decoder.hidden_size, a.num_experts, false),
-        switch_mlp(a.decoder.hidden_size, a.moe_intermediate_size, a.num_experts),
-        router{.top_k = a.num_experts_per_tok,
-               .weights = a.norm_topk_prob ? nn::RouterWeights::renormalized : nn::RouterWeights::scores} {}
-
-  Array operator()(const Array& x) const override {
-    nn::Routing r = nn::route(gate(x), router);
-    last_routing = r.indices;
-    return nn::combine_experts(switch_mlp(x, r.indices), r.weights);
-  }
-
-  nn::Linear gate;
-  nn::SwitchGLU switch_mlp;
-  nn::RouterSpec router;
-
- protected:
-  void members(nn::Members& m) override { m.child("gate", gate).child("switch_mlp", switch_mlp); }
-};
+nn::RouterSpec router_spec(const ModelArgs& a) {
+  return {.top_k = a.num_experts_per_tok,
+          .weights = a.norm_topk_prob ? nn::RouterWeights::renormalized : nn::RouterWeights::scores};
+}
 
 class Model : public DecoderLM {
  public:
   explicit Model(const ModelArgs& a)
       : DecoderLM(a.decoder,
                   [a](const DecoderArgs& d, int64_t layer) -> std::unique_ptr<FeedForward> {
-                    if (a.is_sparse(layer)) return std::make_unique<Qwen3MoeSparseMoeBlock>(a);
+                    if (a.is_sparse(layer)) return std::make_unique<SparseMoeBlock>(d.hidden_size, a.moe_intermediate_size, a.num_experts, router_spec(a));
                     return std::make_unique<DecoderMLP>(d.hidden_size, d.intermediate_size, false);
                   }),
         margs(a) {}

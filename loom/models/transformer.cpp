@@ -115,6 +115,17 @@ void DecoderMLP::members(nn::Members& m) { m.child("gate_proj", gate_proj).child
 
 Array DecoderMLP::operator()(const Array& x) const { return down_proj(fast::swiglu(gate_proj(x), up_proj(x))); }
 
+SparseMoeBlock::SparseMoeBlock(int64_t hidden, int64_t expert_hidden, int64_t num_experts, const nn::RouterSpec& r)
+    : gate(hidden, num_experts, false), switch_mlp(hidden, expert_hidden, num_experts), router(r) {}
+
+Array SparseMoeBlock::operator()(const Array& x) const {
+  nn::Routing r = nn::route(gate(x), router);
+  last_routing = r.indices;
+  return nn::combine_experts(switch_mlp(x, r.indices), r.weights);
+}
+
+void SparseMoeBlock::members(nn::Members& m) { m.child("gate", gate).child("switch_mlp", switch_mlp); }
+
 DecoderBlock::DecoderBlock(const DecoderArgs& a, int64_t layer, const FeedForwardFactory& ff)
     : self_attn(a, a.sliding[layer]),
       mlp(ff ? ff(a, layer) : std::make_unique<DecoderMLP>(a.hidden_size, a.intermediate_size, a.mlp_bias)),

@@ -13,6 +13,8 @@
 
 #include "loom/models/model.h"
 #include "loom/nn/layers.h"
+#include "loom/nn/moe_router.h"
+#include "loom/nn/switch_layers.h"
 #include "loom/nn/rope.h"
 
 namespace loom::io {
@@ -70,6 +72,21 @@ struct DecoderMLP : FeedForward {
   DecoderMLP(int64_t dim, int64_t hidden, bool bias);
   Array operator()(const Array& x) const override;
   nn::Linear gate_proj, down_proj, up_proj;
+
+ protected:
+  void members(nn::Members& m) override;
+};
+
+// The sparse mixture-of-experts feed-forward shared by the MoE decoders (mixtral, qwen2_moe,
+// qwen3_moe, ...): a router `gate` over the experts, SwiGLU experts stacked in `switch_mlp`, the
+// selected experts' outputs combined with the router weights.
+struct SparseMoeBlock : FeedForward {
+  SparseMoeBlock(int64_t hidden, int64_t expert_hidden, int64_t num_experts, const nn::RouterSpec& router);
+  Array operator()(const Array& x) const override;
+
+  nn::Linear gate;
+  nn::SwitchGLU switch_mlp;
+  nn::RouterSpec router;
 
  protected:
   void members(nn::Members& m) override;

@@ -15,5 +15,8 @@ std::unique_ptr<PostProcessor> make_sequence_processor(const Json& j);
 
 // Reads a ["token", id] pair (Bert/Roberta "cls" and "sep") and returns the id.
 int32_t special_pair_id(const Json& j, const char* key, const char* where);
+// `cls` $A `sep` for a single sequence: BertProcessing and RobertaProcessing (whose offset trimming
+// does not change ids) share it.
+std::unique_ptr<PostProcessor> make_cls_sep_processing(const Json& j, const char* type);
 
 }  // namespace loom::tokenizer::detail

@@ -1,24 +1,11 @@
-// RobertaProcessing: <s> $A </s> for a single sequence (offset trimming does not change ids).
+// RobertaProcessing: <s> $A </s> for a single sequence; its offset trimming does not change ids, so
+// it is the same cls/sep wrapper as BertProcessing.
 #include "loom/tokenizer/processors/processors.h"
 
 namespace loom::tokenizer::detail {
 
-namespace {
-class RobertaProcessing final : public PostProcessor {
- public:
-  explicit RobertaProcessing(const Json& j)
-      : cls_(special_pair_id(j, "cls", "RobertaProcessing")), sep_(special_pair_id(j, "sep", "RobertaProcessing")) {}
-  void process(std::vector<int32_t>& ids, bool add_special_tokens) const override {
-    if (!add_special_tokens) return;
-    ids.insert(ids.begin(), cls_);
-    ids.push_back(sep_);
-  }
-
- private:
-  int32_t cls_, sep_;
-};
-}  // namespace
-
-std::unique_ptr<PostProcessor> make_roberta_processing(const Json& j) { return std::make_unique<RobertaProcessing>(j); }
+std::unique_ptr<PostProcessor> make_roberta_processing(const Json& j) {
+  return make_cls_sep_processing(j, "RobertaProcessing");
+}
 
 }  // namespace loom::tokenizer::detail
