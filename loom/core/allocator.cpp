@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "loom/common/error.h"
+#include "loom/core/device_runtime.h"
 
 namespace loom::allocator {
 namespace {
@@ -46,8 +47,7 @@ void cpu_release(void* p, size_t cls) {
 }  // namespace
 
 std::shared_ptr<Buffer> allocate(size_t bytes, Device device) {
-  if (!device.is_cpu())
-    throw NotSupportedError(format_error("allocator", "device " + device.str() + " is not available in this build"));
+  if (!device.is_cpu()) return require_device_runtime(device, "allocator").allocate(bytes, device);
   size_t cls = size_class(bytes);
   auto& c = cpu_cache();
   void* p = nullptr;
@@ -90,19 +90,22 @@ std::shared_ptr<Buffer> wrap(void* ptr, size_t bytes, Device device, std::shared
   return buf;
 }
 
-AllocatorStats stats(Device) {
+AllocatorStats stats(Device d) {
+  if (!d.is_cpu()) return require_device_runtime(d, "allocator").stats(d);
   auto& c = cpu_cache();
   std::lock_guard<std::mutex> lock(c.mu);
   return c.st;
 }
 
-void reset_peak(Device) {
+void reset_peak(Device d) {
+  if (!d.is_cpu()) return require_device_runtime(d, "allocator").reset_peak(d);
   auto& c = cpu_cache();
   std::lock_guard<std::mutex> lock(c.mu);
   c.st.peak_bytes = c.st.active_bytes;
 }
 
-void clear_cache(Device) {
+void clear_cache(Device d) {
+  if (!d.is_cpu()) return require_device_runtime(d, "allocator").clear_cache(d);
   auto& c = cpu_cache();
   std::lock_guard<std::mutex> lock(c.mu);
   for (auto& [cls, v] : c.free_blocks)

@@ -4,6 +4,7 @@
 #include <sstream>
 
 #include "loom/common/error.h"
+#include "loom/core/device_runtime.h"
 
 namespace loom {
 
@@ -72,16 +73,29 @@ bool Array::is_contiguous() const {
 
 namespace {
 
-// Copies a strided array into contiguous bytes (host memory).
+// Copies a strided array into contiguous bytes in host memory. A device array's span (the bytes
+// between its lowest and highest element) is copied to the host first.
 std::vector<uint8_t> gather_bytes(const Array& a) {
   size_t isz = a.itemsize();
   std::vector<uint8_t> out(a.nbytes());
   if (a.size() == 0) return out;
+  const auto* base = static_cast<const uint8_t*>(a.raw_data());
+  std::vector<uint8_t> staged;
+  if (!a.device().is_cpu()) {
+    int64_t lo = 0, hi = 0;
+    for (int d = 0; d < a.ndim(); ++d) {
+      int64_t ext = a.strides()[d] * (a.shape()[d] - 1);
+      (ext < 0 ? lo : hi) += ext;
+    }
+    staged.resize(static_cast<size_t>(hi - lo + 1) * isz);
+    require_device_runtime(a.device(), "Array::to_vector")
+        .copy_bytes(staged.data(), Device::cpu(), base + lo * static_cast<int64_t>(isz), a.device(), staged.size());
+    base = staged.data() - lo * static_cast<int64_t>(isz);
+  }
   if (a.is_contiguous()) {
-    std::memcpy(out.data(), a.raw_data(), out.size());
+    std::memcpy(out.data(), base, out.size());
     return out;
   }
-  const auto* base = static_cast<const uint8_t*>(a.raw_data());
   std::vector<int64_t> idx(a.ndim(), 0);
   int64_t off = 0;
   for (int64_t n = 0; n < a.size(); ++n) {

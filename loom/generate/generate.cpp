@@ -53,7 +53,8 @@ TokenGenerator::TokenGenerator(models::LanguageModel& model, models::Cache& cach
 void TokenGenerator::step(const std::vector<int32_t>& tokens) {
   const int64_t len = static_cast<int64_t>(tokens.size());
   Array logits = model_.forward(Array::from(tokens, {1, len}), cache_, models::LogitsMode::last);
-  logits = astype(reshape(logits, {1, logits.shape(-1)}), Dtype::f32);  // [1, V]
+  // [1, V] f32 on the host: the logits processors and samplers run on the CPU.
+  logits = to_device(astype(reshape(logits, {1, logits.shape(-1)}), Dtype::f32), Device::cpu());
   for (auto& p : processors_) logits = p(history_, logits);
   Array logprobs = logits - logsumexp(logits, -1, /*keepdims=*/true);
   next_token_ = sampler_(logprobs).item<int32_t>();

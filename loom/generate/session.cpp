@@ -33,6 +33,7 @@ ModelSession load_session(const std::string& model_dir, const SessionOptions& op
   }
   models::LoadOptions lo;
   lo.dtype = options.dtype;
+  lo.device = options.device;
   ModelSession s{models::load_model(model_dir, lo), tokenizer::Tokenizer::from_folder(model_dir), {}, {}};
   s.cache_options = cache_options;
   s.chat = chat::ChatTemplateConfig::from_model_dir(model_dir);

@@ -29,6 +29,7 @@ struct ModelSession {
 
 struct SessionOptions {
   Dtype dtype = Dtype::f32;
+  Device device = Device::cpu();
   std::vector<std::string> extra_eos_tokens;  // token texts; each must be a single id
   bool use_default_chat_template = false;     // ChatML when the folder has no template
   // --max-kv-size: a RotatingKVCache of this many positions per layer keeping the first 4 tokens

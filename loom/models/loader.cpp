@@ -98,6 +98,29 @@ std::string where_from(const io::WeightStore& store, const std::string& key) {
   return store.contains(key) ? store.file_of(key) : std::string("(produced by sanitize)");
 }
 
+std::string gib(double bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f GiB", bytes / (1024.0 * 1024.0 * 1024.0));
+  return buf;
+}
+
+// Uploads the bound parameters to `device`, after checking they fit its free memory (with 5% and
+// 256 MiB spare for activations and the KV cache) — so a model too large fails before it starts.
+void upload(std::vector<nn::ParamSlot>& slots, const std::string& dir, Device device) {
+  size_t bytes = 0;
+  for (auto& s : slots) bytes += s.value->nbytes();
+  size_t free_b = 0, total_b = 0;
+  device_memory(device, free_b, total_b);
+  double need = static_cast<double>(bytes) * 1.05 + 256.0 * (1 << 20);
+  if (need > static_cast<double>(free_b))
+    throw Error(format_error("load", "the weights of " + dir + " need " + gib(static_cast<double>(bytes)) + " on " +
+                                         describe_device(device) + ", which has " + gib(static_cast<double>(free_b)) +
+                                         " free of " + gib(static_cast<double>(total_b)) +
+                                         " (quantize the model or use --device cpu)"));
+  for (auto& s : slots) *s.value = to_device(*s.value, device);
+  synchronize(device);
+}
+
 void bind_weights(LanguageModel& model, WeightMap& weights, const io::WeightStore& store, const std::string& dir,
           const LoadOptions& opt) {
   auto slots = model.parameters();
@@ -124,6 +147,7 @@ void bind_weights(LanguageModel& model, WeightMap& weights, const io::WeightStor
     }
     *slot.value = v;
   }
+  if (!opt.device.is_cpu()) upload(slots, dir, opt.device);
 }
 
 }  // namespace

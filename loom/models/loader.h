@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 
+#include "loom/core/device.h"
 #include "loom/core/dtype.h"
 #include "loom/core/quant.h"
 #include "loom/io/config.h"
@@ -19,6 +20,9 @@ struct LoadOptions {
   // Activation dtype. f32 (default) keeps bf16/f16 weights as stored (kernels convert on the fly);
   // bf16/f16 also casts f32 weights to it.
   Dtype dtype = Dtype::f32;
+  // Where the weights live and the model computes. A non-CPU device gets every parameter uploaded
+  // once after the strict match, after a preflight that the weights fit its free memory.
+  Device device = Device::cpu();
 };
 
 struct LoadedModel {

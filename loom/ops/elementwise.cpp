@@ -11,7 +11,6 @@ namespace loom {
 using ops_detail::device_of;
 
 namespace {
-Device target(StreamOrDevice s) { return s.has_device ? s.device : default_device(); }
 
 bool is_comparison(BinaryOp op) {
   switch (op) {
@@ -35,18 +34,18 @@ Array zeros(const Shape& shape, Dtype dtype, StreamOrDevice s) { return full(sha
 Array ones(const Shape& shape, Dtype dtype, StreamOrDevice s) { return full(shape, 1.0, dtype, s); }
 
 Array full(const Shape& shape, double value, Dtype dtype, StreamOrDevice s) {
-  Array out = Array::empty(shape, dtype, target(s));
+  Array out = Array::empty(shape, dtype, ops_detail::target_device(s));
   device_of({&out}, "full");
-  cpu::fill(out, value);
+  LOOM_KERNEL(out.device(), fill)(out, value);
   return out;
 }
 
 Array arange(double start, double stop, double step, Dtype dtype, StreamOrDevice s) {
   if (step == 0) throw ValueError(format_error("arange", "step must not be zero"));
   int64_t n = std::max<int64_t>(0, static_cast<int64_t>(std::ceil((stop - start) / step)));
-  Array out = Array::empty({n}, dtype, target(s));
+  Array out = Array::empty({n}, dtype, ops_detail::target_device(s));
   device_of({&out}, "arange");
-  cpu::arange(out, start, step);
+  LOOM_KERNEL(out.device(), arange)(out, start, step);
   return out;
 }
 
@@ -66,28 +65,30 @@ Array unary(UnaryOp op, const Array& a, StreamOrDevice) {
   if (op == UnaryOp::logical_not) out_dt = Dtype::bool_;
   else if (float_only(op) && !is_floating(a.dtype())) out_dt = Dtype::f32;
   Array out = Array::empty(a.shape(), out_dt, a.device());
-  cpu::unary(op, a, out);
+  LOOM_KERNEL(out.device(), unary)(op, a, out);
   return out;
 }
 
-Array binary(BinaryOp op, const Array& a, const Array& b, StreamOrDevice) {
-  ops_detail::require_valid(a, "binary", "first operand");
-  ops_detail::require_valid(b, "binary", "second operand");
-  device_of({&a, &b}, "binary");
+Array binary(BinaryOp op, const Array& a_in, const Array& b_in, StreamOrDevice) {
+  ops_detail::require_valid(a_in, "binary", "first operand");
+  ops_detail::require_valid(b_in, "binary", "second operand");
+  Array a = a_in, b = b_in;
+  Device dev = ops_detail::unify_devices({&a, &b}, "binary");
   Shape shape = broadcast_shapes(a.shape(), b.shape());
   Dtype dt = promote_types(a.dtype(), b.dtype());
   if (op == BinaryOp::divide && !is_floating(dt)) dt = Dtype::f32;
   Dtype out_dt = is_comparison(op) ? Dtype::bool_ : dt;
-  Array out = Array::empty(shape, out_dt, a.device());
-  cpu::binary(op, broadcast_to(a, shape), broadcast_to(b, shape), out);
+  Array out = Array::empty(shape, out_dt, dev);
+  LOOM_KERNEL(dev, binary)(op, broadcast_to(a, shape), broadcast_to(b, shape), out);
   return out;
 }
 
-Array where(const Array& cond, const Array& a, const Array& b, StreamOrDevice) {
-  device_of({&cond, &a, &b}, "where");
+Array where(const Array& cond_in, const Array& a_in, const Array& b_in, StreamOrDevice) {
+  Array cond = cond_in, a = a_in, b = b_in;
+  Device dev = ops_detail::unify_devices({&cond, &a, &b}, "where");
   Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape()), b.shape());
-  Array out = Array::empty(shape, promote_types(a.dtype(), b.dtype()), a.device());
-  cpu::where(broadcast_to(cond, shape), broadcast_to(a, shape), broadcast_to(b, shape), out);
+  Array out = Array::empty(shape, promote_types(a.dtype(), b.dtype()), dev);
+  LOOM_KERNEL(dev, where)(broadcast_to(cond, shape), broadcast_to(a, shape), broadcast_to(b, shape), out);
   return out;
 }
 

@@ -28,7 +28,7 @@ Array rms_norm(const Array& x_in, const Array& weight, float eps, StreamOrDevice
   check_norm_weight(x_in, weight, "rms_norm", "weight");
   Array x = contiguous(x_in);
   Array out = Array::empty(x.shape(), x.dtype(), x.device());
-  cpu::rms_norm(x, weight.valid() ? contiguous(weight) : weight, eps, out);
+  LOOM_KERNEL(out.device(), rms_norm)(x, weight.valid() ? contiguous(weight) : weight, eps, out);
   return out;
 }
 
@@ -43,7 +43,7 @@ std::pair<Array, Array> add_rms_norm(const Array& x_in, const Array& r_in, const
   Dtype dt = promote_types(x.dtype(), r.dtype());
   Array out = Array::empty(x.shape(), dt, x.device());
   Array sum = Array::empty(x.shape(), dt, x.device());
-  cpu::add_rms_norm(x, r, weight.valid() ? contiguous(weight) : weight, eps, out, sum);
+  LOOM_KERNEL(out.device(), add_rms_norm)(x, r, weight.valid() ? contiguous(weight) : weight, eps, out, sum);
   return {out, sum};
 }
 
@@ -55,14 +55,16 @@ Array layer_norm(const Array& x_in, const Array& weight, const Array& bias, floa
   check_norm_weight(x_in, bias, "layer_norm", "bias");
   Array x = contiguous(x_in);
   Array out = Array::empty(x.shape(), x.dtype(), x.device());
-  cpu::layer_norm(x, weight, bias, eps, out);
+  LOOM_KERNEL(out.device(), layer_norm)(x, weight, bias, eps, out);
   return out;
 }
 
 namespace {
-Array rope_impl(const Array& x_in, const RopeSpec& spec, int64_t offset, const Array& offsets) {
+Array rope_impl(const Array& x_in, const RopeSpec& spec_in, int64_t offset, const Array& offsets_in) {
   ops_detail::require_valid(x_in, "rope", "input");
-  device_of({&x_in, &offsets}, "rope");
+  Array xd = x_in, offsets = offsets_in;
+  RopeSpec spec = spec_in;
+  ops_detail::unify_devices({&xd, &offsets, &spec.freqs}, "rope");
   check_float(x_in, "rope");
   if (x_in.ndim() < 2) throw ValueError(format_error("rope", "input must be [..., L, D], got " + shape_str(x_in.shape())));
   if (spec.dims <= 0 || spec.dims % 2 || spec.dims > x_in.shape(-1))
@@ -76,7 +78,7 @@ Array rope_impl(const Array& x_in, const RopeSpec& spec, int64_t offset, const A
                                               shape_str(x_in.shape())));
   Array x = contiguous(x_in);
   Array out = Array::empty(x.shape(), x.dtype(), x.device());
-  cpu::rope(x, spec, offset, offsets, out);
+  LOOM_KERNEL(out.device(), rope)(x, spec, offset, offsets, out);
   return out;
 }
 }  // namespace
@@ -94,7 +96,7 @@ Array swiglu(const Array& gate, const Array& up, StreamOrDevice) {
     throw ValueError(format_error("swiglu", "gate " + shape_str(gate.shape()) + " and up " + shape_str(up.shape()) + " differ"));
   Array g = contiguous(gate), u = contiguous(up);
   Array out = Array::empty(g.shape(), promote_types(g.dtype(), u.dtype()), g.device());
-  cpu::swiglu(g, u, out);
+  LOOM_KERNEL(out.device(), swiglu)(g, u, out);
   return out;
 }
 
@@ -105,11 +107,15 @@ Array scaled_dot_product_attention(const Array& q, const Array& k, const Array& 
   return scaled_dot_product_attention(q, KVBlocks{{k}, {v}, k.ndim() == 4 ? k.shape(2) : 0}, spec, pos, mask, s);
 }
 
-Array scaled_dot_product_attention(const Array& q_in, const KVBlocks& kv, const AttentionSpec& spec,
-                                   const AttentionPositions& pos, const Array& mask_in, StreamOrDevice) {
+Array scaled_dot_product_attention(const Array& q_in, const KVBlocks& kv, const AttentionSpec& spec_in,
+                                   const AttentionPositions& pos_in, const Array& mask_in, StreamOrDevice) {
   const char* op = "scaled_dot_product_attention";
   ops_detail::require_valid(q_in, op, "queries");
-  device_of({&q_in, &mask_in}, op);
+  Array mask_dev = mask_in;
+  AttentionSpec spec = spec_in;
+  AttentionPositions pos = pos_in;
+  Array qd = q_in;
+  ops_detail::unify_devices({&qd, &mask_dev, &spec.sinks, &pos.q_offsets, &pos.kv_start}, op);
   check_float(q_in, op);
   if (q_in.ndim() != 4) throw ValueError(format_error(op, "queries must be [B, Hq, L, D], got " + shape_str(q_in.shape())));
   if (kv.keys.empty() || kv.keys.size() != kv.values.size())
@@ -145,10 +151,10 @@ Array scaled_dot_product_attention(const Array& q_in, const KVBlocks& kv, const 
     if (p->valid() && (p->ndim() != 1 || p->shape(0) != B))
       throw ValueError(format_error(op, "per-row positions must be [B] = [" + std::to_string(B) + "], got " + shape_str(p->shape())));
   Array mask;
-  if (mask_in.valid()) mask = broadcast_to(mask_in, {B, Hq, L, kv.length});
+  if (mask_dev.valid()) mask = broadcast_to(mask_dev, {B, Hq, L, kv.length});
   Array q = contiguous(q_in);
   Array out = Array::empty({B, Hq, L, kv.values[0].shape(3)}, q.dtype(), q.device());
-  cpu::attention(q, kb, vb, kv.length, spec, pos, mask, out);
+  LOOM_KERNEL(out.device(), attention)(q, kb, vb, kv.length, spec, pos, mask, out);
   return out;
 }
 

@@ -2,7 +2,7 @@
 // kernels in backend/cpu/gather_mm.cpp.
 #include "loom/ops/gather.h"
 
-#include "loom/backend/cpu/gather_kernels.h"
+#include "loom/backend/cpu/kernels.h"
 #include "loom/common/error.h"
 #include "loom/ops/dispatch.h"
 #include "loom/ops/ops.h"
@@ -66,7 +66,7 @@ Array gather_mm(const Array& a_in, const Array& b_in, const Array& lhs_indices, 
   Shape out_shape = batch;
   out_shape.insert(out_shape.end(), {M, N});
   Array out = Array::empty(out_shape, promote_types(a.dtype(), b.dtype()), a.device());
-  if (out.size() > 0) cpu::gather_mm(a, bv, li, ri, out);
+  if (out.size() > 0) LOOM_KERNEL(out.device(), gather_mm)(a, bv, li, ri, out);
   (void)s;
   return out;
 }
@@ -82,7 +82,7 @@ Array argpartition(const Array& a, int kth, int axis, StreamOrDevice s) {
                                                       std::to_string(n)));
   Array moved = contiguous(astype(moveaxis(a, ax, -1, s), Dtype::f32, s), s);
   Array out = Array::empty(moved.shape(), Dtype::u32, a.device());
-  cpu::argpartition_last(moved, kth, out);
+  LOOM_KERNEL(out.device(), argpartition_last)(moved, kth, out);
   return moveaxis(out, -1, ax, s);
 }
 

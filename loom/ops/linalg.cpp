@@ -44,7 +44,7 @@ Array matmul(const Array& a_in, const Array& b_in, StreamOrDevice s) {
   if (!blas_layout(b)) b = contiguous(b);
   Dtype dt = promote_types(a.dtype(), b.dtype());
   Array out = Array::empty(so, dt, a.device());
-  cpu::matmul(a, b, out);
+  LOOM_KERNEL(out.device(), matmul)(a, b, out);
   if (a_in.ndim() == 1) out = squeeze(out, -2, s);
   if (b_in.ndim() == 1) out = squeeze(out, -1, s);
   return out;

@@ -10,6 +10,7 @@
 
 #include "loom/core/array.h"
 #include "loom/core/specs.h"
+#include "loom/ops/device.h"
 
 namespace loom {
 

@@ -2,7 +2,7 @@
 // allocation, device switch. The kernels live in backend/cpu/quantized.cpp.
 #include "loom/ops/quantized.h"
 
-#include "loom/backend/cpu/quant_kernels.h"
+#include "loom/backend/cpu/kernels.h"
 #include "loom/common/error.h"
 #include "loom/ops/dispatch.h"
 #include "loom/ops/ops.h"
@@ -81,11 +81,11 @@ QuantizedArrays quantize(const Array& w_in, const QuantSpec& spec, const Array& 
   wqs.back() = w.shape(-1) * spec.bits / 32;
   ss.back() = w.shape(-1) / spec.group_size;
   QuantizedArrays out;
-  out.wq = Array::empty(wqs, Dtype::u32);
+  out.wq = Array::empty(wqs, Dtype::u32, w.device());
   bool affine = spec.mode == QuantMode::affine;
-  out.scales = Array::empty(ss, affine ? w.dtype() : Dtype::u8);
-  if (affine) out.biases = Array::empty(ss, w.dtype());
-  cpu::quantize(w, spec, g, out.wq, out.scales, out.biases);
+  out.scales = Array::empty(ss, affine ? w.dtype() : Dtype::u8, w.device());
+  if (affine) out.biases = Array::empty(ss, w.dtype(), w.device());
+  LOOM_KERNEL(w.device(), quantize)(w, spec, g, out.wq, out.scales, out.biases);
   return out;
 }
 
@@ -102,8 +102,8 @@ Array dequantize(const Array& wq, const Array& scales_in, const Array& biases_in
   Array biases = affine ? contiguous(astype(biases_in, sdt)) : Array();
   Shape os = wq.shape();
   os.back() = wq.shape(-1) * 32 / spec.bits;
-  Array out = Array::empty(os, odt);
-  cpu::dequantize(contiguous(wq), scales, biases, spec, g, out);
+  Array out = Array::empty(os, odt, wq.device());
+  LOOM_KERNEL(out.device(), dequantize)(contiguous(wq), scales, biases, spec, g, out);
   return out;
 }
 
@@ -135,8 +135,8 @@ Array quantized_matmul(const Array& x_in, const Array& wq_in, const Array& scale
   Array biases = affine ? contiguous(astype(biases_in, Dtype::f32)) : Array();
   Shape os = x_in.shape();
   os.back() = outer;
-  Array out = Array::empty(os, Dtype::f32);
-  cpu::quantized_matmul(x, contiguous(wq_in), scales, biases, transpose, spec, g, out);
+  Array out = Array::empty(os, Dtype::f32, wq_in.device());
+  LOOM_KERNEL(out.device(), quantized_matmul)(x, contiguous(wq_in), scales, biases, transpose, spec, g, out);
   return odt == Dtype::f32 ? out : astype(out, odt);
 }
 

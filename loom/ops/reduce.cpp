@@ -54,7 +54,7 @@ Array reduce(ReduceOp op, const Array& a, const std::vector<int>& axes, bool kee
   if (p.n == 0 && (op == ReduceOp::max || op == ReduceOp::min))
     throw ValueError(format_error(name, "cannot reduce over an empty axis"));
   Array out = Array::empty(p.out_shape, dt, a.device());
-  cpu::reduce_last(op, p.rows, out);
+  LOOM_KERNEL(out.device(), reduce_last)(op, p.rows, out);
   return out;
 }
 
@@ -62,7 +62,7 @@ Array arg_reduce(ArgReduceOp op, const Array& a, int axis, bool keepdims, const 
   Prepared p = prepare(a, {axis}, keepdims, name);
   if (p.n == 0) throw ValueError(format_error(name, "cannot reduce over an empty axis"));
   Array out = Array::empty(p.out_shape, Dtype::u32, a.device());
-  cpu::arg_reduce_last(op, p.rows, out);
+  LOOM_KERNEL(out.device(), arg_reduce_last)(op, p.rows, out);
   return out;
 }
 
@@ -84,7 +84,7 @@ Array mean(const Array& a, const std::vector<int>& axes, bool keepdims, StreamOr
   Array x = is_floating(a.dtype()) ? a : astype(a, Dtype::f32);
   Prepared p = prepare(x, axes, keepdims, "mean");
   Array out = Array::empty(p.out_shape, x.dtype(), x.device());
-  cpu::reduce_last(ReduceOp::sum, p.rows, out);
+  LOOM_KERNEL(out.device(), reduce_last)(ReduceOp::sum, p.rows, out);
   return out * (1.0 / static_cast<double>(std::max<int64_t>(1, p.n)));
 }
 Array argmax(const Array& a, int axis, bool keepdims, StreamOrDevice) {
@@ -100,14 +100,14 @@ Array softmax(const Array& a, int axis, StreamOrDevice s) {
   Array moved = contiguous(moveaxis(a, ax, -1, s), s);
   Dtype dt = is_floating(a.dtype()) ? a.dtype() : Dtype::f32;
   Array out = Array::empty(moved.shape(), dt, a.device());
-  cpu::softmax_last(moved, out);
+  LOOM_KERNEL(out.device(), softmax_last)(moved, out);
   return moveaxis(out, -1, ax, s);
 }
 
 Array logsumexp(const Array& a, int axis, bool keepdims, StreamOrDevice) {
   Prepared p = prepare(a, {axis}, keepdims, "logsumexp");
   Array out = Array::empty(p.out_shape, is_floating(a.dtype()) ? a.dtype() : Dtype::f32, a.device());
-  cpu::logsumexp_last(p.rows, out);
+  LOOM_KERNEL(out.device(), logsumexp_last)(p.rows, out);
   return out;
 }
 

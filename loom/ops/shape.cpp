@@ -23,7 +23,7 @@ Array contiguous(const Array& a, StreamOrDevice) {
   if (a.is_contiguous() && a.offset() >= 0) return a;
   device_of({&a}, "contiguous");
   Array out = Array::empty(a.shape(), a.dtype(), a.device());
-  cpu::copy(a, out);
+  LOOM_KERNEL(out.device(), copy)(a, out);
   return out;
 }
 
@@ -32,13 +32,8 @@ Array astype(const Array& a, Dtype dtype, StreamOrDevice) {
   if (a.dtype() == dtype) return a;
   device_of({&a}, "astype");
   Array out = Array::empty(a.shape(), dtype, a.device());
-  cpu::copy(a, out);
+  LOOM_KERNEL(out.device(), copy)(a, out);
   return out;
-}
-
-Array to_device(const Array& a, Device d) {
-  if (a.device() == d) return a;
-  throw NotSupportedError(format_error("to_device", "device " + d.str() + " is not supported by this build"));
 }
 
 Array reshape(const Array& a, Shape shape, StreamOrDevice s) {
@@ -186,15 +181,15 @@ Array slice_axis(const Array& a, int axis, int64_t start, int64_t stop, StreamOr
 }
 
 void assign(const Array& dst, const Array& src) {
-  device_of({&dst, &src}, "assign");
-  Array b = broadcast_to(src, dst.shape());
-  Array d = dst;
-  cpu::copy_into(b, d);
+  Array d = dst, source = src;
+  Device dev = ops_detail::unify_devices({&d, &source}, "assign");
+  Array b = broadcast_to(source, dst.shape());
+  LOOM_KERNEL(dev, copy_into)(b, d);
 }
 
 Array slice_update(const Array& dst, const Array& src, const Shape& start, StreamOrDevice s) {
   Array out = Array::empty(dst.shape(), dst.dtype(), dst.device());
-  cpu::copy(dst, out);
+  LOOM_KERNEL(out.device(), copy)(dst, out);
   Shape stop(start.size());
   for (size_t i = 0; i < start.size(); ++i) stop[i] = start[i] + (i < src.shape().size() ? src.shape()[i] : 1);
   assign(slice(out, start, stop, {}, s), src);
@@ -255,23 +250,27 @@ std::vector<Array> split(const Array& a, int parts, int axis, StreamOrDevice s) 
   return split(a, idx, ax, s);
 }
 
-Array take(const Array& a, const Array& indices, int axis, StreamOrDevice s) {
-  device_of({&a, &indices}, "take");
-  if (is_floating(indices.dtype()))
-    throw ValueError(format_error("take", "indices must be integers, got " + std::string(name(indices.dtype()))));
+Array take(const Array& a, const Array& indices_in, int axis, StreamOrDevice s) {
+  if (is_floating(indices_in.dtype()))
+    throw ValueError(format_error("take", "indices must be integers, got " + std::string(name(indices_in.dtype()))));
   int ax = normalize_axis(axis, a.ndim(), "take");
   int64_t n = a.shape()[ax];
-  for (int64_t v : indices.to_vector<int64_t>())
-    if (v < -n || v >= n)
-      throw ValueError(format_error("take", "index " + std::to_string(v) + " is out of range for axis " +
-                                                std::to_string(ax) + " of size " + std::to_string(n)));
+  // Host indices (token ids) are checked here; device ones come from ops that keep them in range,
+  // and the CUDA kernel clamps rather than reading outside the table.
+  if (indices_in.device().is_cpu())
+    for (int64_t v : indices_in.to_vector<int64_t>())
+      if (v < -n || v >= n)
+        throw ValueError(format_error("take", "index " + std::to_string(v) + " is out of range for axis " +
+                                                  std::to_string(ax) + " of size " + std::to_string(n)));
+  Array table = a, indices = indices_in;
+  ops_detail::unify_devices({&table, &indices}, "take");
   // Move the axis first, gather rows, move it back.
   Array moved = contiguous(moveaxis(a, ax, 0, s), s);
   Shape inner(moved.shape().begin() + 1, moved.shape().end());
   Shape out_shape = indices.shape();
   out_shape.insert(out_shape.end(), inner.begin(), inner.end());
   Array out = Array::empty(out_shape, a.dtype(), a.device());
-  cpu::take_rows(moved, indices, out);
+  LOOM_KERNEL(out.device(), take_rows)(moved, indices, out);
   if (ax == 0) return out;
   // out is [idx..., a.shape without axis]; move the index dims to position ax.
   int k = indices.ndim();

@@ -1,7 +1,8 @@
 // Every architecture against HF transformers on its tiny random fixture (tools/refgen/make_fixtures.py):
 // logits of a full pass, token-by-token and chunked decode through the cache, a left-padded batch
 // of two prompts, greedy tokens, the v4-style config, bf16 compute, and a steady-state decode step
-// that allocates nothing new.
+// that allocates nothing new. Built twice: here for the CPU, and in tests/cuda with
+// LOOM_TEST_DEVICE="cuda" (the same checks on the GPU, skipped where none is usable).
 #include <filesystem>
 #include <fstream>
 
@@ -9,14 +10,28 @@
 #include "loom/io/config.h"
 #include "tests/models/fixture_util.h"
 
+#ifndef LOOM_TEST_DEVICE
+#define LOOM_TEST_DEVICE "cpu"
+#endif
+
 namespace loom::test {
 namespace {
+
+const Device kDevice = parse_device(LOOM_TEST_DEVICE);
+
+models::LoadedModel load_on_device(const std::string& dir, Dtype dtype = Dtype::f32) {
+  models::LoadOptions opt;
+  opt.dtype = dtype;
+  opt.device = kDevice;
+  return models::load_model(dir, opt);
+}
 
 class Fixture : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
+    if (!device_available(kDevice)) GTEST_SKIP() << "no " << kDevice.str() << " device";
     ref = load_reference(GetParam());
-    lm = models::load_model(fixture_dir(GetParam()));
+    lm = load_on_device(fixture_dir(GetParam()));
   }
   Array run(models::LanguageModel& m, const std::vector<int32_t>& ids, int64_t chunk) { return run_chunked(m, ids, chunk); }
   Reference ref;
@@ -96,16 +111,15 @@ TEST_P(Fixture, V4StyleConfigGivesSameLogits) {
   std::ofstream(dir / "config.json") << j.dump(2);
   fs::copy_file(fs::path(fixture_dir(GetParam())) / "model.safetensors", dir / "model.safetensors",
                 fs::copy_options::overwrite_existing);
-  models::LoadedModel v4 = models::load_model(dir.string());
+  models::LoadedModel v4 = load_on_device(dir.string());
   expect_logits_near(run(*v4.model, ref.prompts[0], 1 << 20), ref.logits[0], kF32, "v4 config");
 }
 
 TEST_P(Fixture, Bf16ComputeWithinBf16Tolerance) {
-  models::LoadOptions opt;
-  opt.dtype = Dtype::bf16;
-  models::LoadedModel m = models::load_model(fixture_dir(GetParam()), opt);
+  models::LoadedModel m = load_on_device(fixture_dir(GetParam()), Dtype::bf16);
   Array got = run(*m.model, ref.prompts[0], 1 << 20);
   EXPECT_EQ(got.dtype(), Dtype::bf16);
+  EXPECT_EQ(got.device(), kDevice);
   ASSERT_GT(ref.hf_bf16_mean_rel, 0) << "reference.json lacks hf_bf16 (run tools/refgen/bf16_baseline.py)";
   Tolerance tol = bf16_tolerance(ref);
   expect_logits_near(got, ref.logits[0], tol, "bf16 compute");
@@ -115,9 +129,9 @@ TEST_P(Fixture, SteadyStateDecodeAllocatesNothingNew) {
   models::Cache cache = lm.model->make_cache();
   lm.model->forward(tokens_array(ref.prompts[0]), cache, models::LogitsMode::last);
   for (int i = 0; i < 3; ++i) lm.model->forward(tokens_array({3}), cache, models::LogitsMode::last);
-  uint64_t before = allocator::stats().system_allocs;
+  uint64_t before = allocator::stats(kDevice).system_allocs;
   for (int i = 0; i < 20; ++i) lm.model->forward(tokens_array({3}), cache, models::LogitsMode::last);
-  EXPECT_EQ(allocator::stats().system_allocs, before) << "decode steps made new system allocations";
+  EXPECT_EQ(allocator::stats(kDevice).system_allocs, before) << "decode steps made new system allocations";
 }
 
 INSTANTIATE_TEST_SUITE_P(Architectures, Fixture,

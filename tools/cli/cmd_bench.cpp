@@ -14,6 +14,7 @@
 #include "loom/common/error.h"
 #include "loom/core/thread_pool.h"
 #include "loom/io/safetensors.h"
+#include "tools/cli/common.h"
 #include "loom/models/loader.h"
 #include "loom/nn/layers.h"
 #include "loom/ops/ops.h"
@@ -66,7 +67,7 @@ int64_t weight_bytes(models::LanguageModel& m) {
 
 void add_bench_command(CLI::App& app) {
   struct Opts {
-    std::string model, dtype = "float32";
+    std::string model, dtype = "auto", device = "auto";
     int p = 512, n = 128, d = 0, reps = 1, threads = 0;
     bool bandwidth = false;
   };
@@ -81,7 +82,8 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-d,--depth", o->d, "Tokens of context already in the cache before each test");
   cmd->add_option("-r,--repetitions", o->reps, "Repetitions (best is reported)");
   cmd->add_option("-t,--threads", o->threads, "Threads (0 = all cores)");
-  cmd->add_option("--dtype", o->dtype, "Compute dtype");
+  cmd->add_option("--dtype", o->dtype, kDtypeHelp);
+  cmd->add_option("--device", o->device, kDeviceHelp);
   cmd->add_flag("--bandwidth", o->bandwidth, "Also measure memory read bandwidth and the tg bound it implies");
   cmd->callback([o] {
     if (o->threads > 0) set_num_threads(o->threads);
@@ -95,16 +97,19 @@ void add_bench_command(CLI::App& app) {
       return;
     }
     models::LoadOptions opt;
-    opt.dtype = dtype_from_name(o->dtype);
+    opt.device = resolve_device(o->device);
+    opt.dtype = resolve_dtype(o->dtype, opt.device);
     models::LoadedModel lm = models::load_model(o->model, opt);
     auto& m = *lm.model;
     int64_t wb = weight_bytes(m);
-    std::printf("model: %s, %.2f B params, %.2f GB weights (%s), %d threads\n", lm.model_type.c_str(),
-                nn::logical_parameters(m) / 1e9, wb / 1e9,
-                lm.config.is_object("quantization") ? "quantized" : std::string(name(lm.weight_dtype)).c_str(), num_threads());
+    std::printf("model: %s, %.2f B params, %.2f GB weights (%s), device %s, compute %s, %d threads\n",
+                lm.model_type.c_str(), nn::logical_parameters(m) / 1e9, wb / 1e9,
+                lm.config.is_object("quantization") ? "quantized" : std::string(name(lm.weight_dtype)).c_str(),
+                describe_device(opt.device).c_str(), std::string(name(opt.dtype)).c_str(), num_threads());
     std::printf("| %-8s | %-12s | %10s |\n", "test", "depth", "t/s");
     auto prefill_depth = [&](models::Cache& c) {
       if (o->d > 0) m.forward(random_tokens(o->d, m.vocab_size(), 7), c, models::LogitsMode::none);
+      synchronize(opt.device);
     };
     if (o->p > 0) {
       double best = 0;
@@ -114,6 +119,7 @@ void add_bench_command(CLI::App& app) {
         Array toks = random_tokens(o->p, m.vocab_size(), 1 + r);
         auto t = Clock::now();
         m.forward(toks, c, models::LogitsMode::last);
+        synchronize(opt.device);
         best = std::max(best, o->p / seconds_since(t));
       }
       std::printf("| pp%-6d | %-12d | %10.2f |\n", o->p, o->d, best);
@@ -125,11 +131,13 @@ void add_bench_command(CLI::App& app) {
         prefill_depth(c);
         Array tok = random_tokens(1, m.vocab_size(), 3);
         m.forward(tok, c, models::LogitsMode::last);  // warm-up step
+        synchronize(opt.device);
         auto t = Clock::now();
         for (int i = 0; i < o->n; ++i) {
           Array logits = m.forward(tok, c, models::LogitsMode::last);
           tok = reshape(astype(argmax(logits, -1), Dtype::i32), {1, 1});
         }
+        synchronize(opt.device);
         best = std::max(best, o->n / seconds_since(t));
       }
       std::printf("| tg%-6d | %-12d | %10.2f |\n", o->n, o->d, best);

@@ -18,7 +18,7 @@ namespace loom::cli {
 
 void add_cache_prompt_command(CLI::App& app) {
   struct Opts {
-    std::string model, prompt, out, dtype = "float32";
+    std::string model, prompt, out, dtype = "auto", device = "auto";
     int prefill_step_size = 2048, threads = 0;
     bool ignore_chat_template = false, use_default_chat_template = false;
   };
@@ -30,13 +30,15 @@ void add_cache_prompt_command(CLI::App& app) {
   cmd->add_flag("--ignore-chat-template", o->ignore_chat_template, "Cache the raw prompt");
   cmd->add_flag("--use-default-chat-template", o->use_default_chat_template, "Use ChatML when the model has no template");
   cmd->add_option("--prefill-step-size", o->prefill_step_size, "Prompt tokens per prefill step");
-  cmd->add_option("--dtype", o->dtype, "Compute dtype: float32 (default), bfloat16, float16");
+  cmd->add_option("--dtype", o->dtype, kDtypeHelp);
+  cmd->add_option("--device", o->device, kDeviceHelp);
   cmd->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   cmd->callback([o] {
     if (o->threads > 0) set_num_threads(o->threads);
     if (o->prefill_step_size < 1) throw ValueError(format_error("cache-prompt", "--prefill-step-size must be >= 1"));
     generate::SessionOptions so;
-    so.dtype = parse_compute_dtype(o->dtype);
+    so.device = resolve_device(o->device);
+    so.dtype = resolve_dtype(o->dtype, so.device);
     so.use_default_chat_template = o->use_default_chat_template;
     generate::ModelSession s = generate::load_session(o->model, so);
     std::string prompt = o->prompt;

@@ -28,7 +28,7 @@ void print_help() {
 
 void add_chat_command(CLI::App& app) {
   struct Opts {
-    std::string model, dtype = "float32";
+    std::string model, dtype = "auto", device = "auto";
     std::optional<std::string> system_prompt;
     float temp = 0.0f, top_p = 1.0f, min_p = 0.0f, xtc_probability = 0.0f, xtc_threshold = 0.0f;
     int top_k = 0, max_tokens = 256, threads = 0;
@@ -48,14 +48,16 @@ void add_chat_command(CLI::App& app) {
   cmd->add_option("--seed", o->seed, "PRNG seed");
   cmd->add_option("-m,--max-tokens", o->max_tokens, "Maximum tokens per answer");
   cmd->add_option("--max-kv-size", o->max_kv_size, "Rotating KV cache size (not yet supported)");
-  cmd->add_option("--dtype", o->dtype, "Compute dtype: float32 (default), bfloat16, float16");
+  cmd->add_option("--dtype", o->dtype, kDtypeHelp);
+  cmd->add_option("--device", o->device, kDeviceHelp);
   cmd->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   cmd->callback([o] {
     if (o->max_kv_size)
       throw NotSupportedError(format_error("chat", "--max-kv-size: the rotating KV cache is not yet supported"));
     if (o->threads > 0) set_num_threads(o->threads);
     generate::SessionOptions so;
-    so.dtype = parse_compute_dtype(o->dtype);
+    so.device = resolve_device(o->device);
+    so.dtype = resolve_dtype(o->dtype, so.device);
     generate::ModelSession s = generate::load_session(o->model, so);
     if (!s.has_chat_template())
       throw ValueError(format_error("chat", "the model folder has no chat template"));

@@ -20,7 +20,7 @@ namespace loom::cli {
 namespace {
 
 struct GenerateOpts {
-  std::string model, adapter_path, prompt = "hello", prompt_cache_file, dtype = "float32", device = "cpu";
+  std::string model, adapter_path, prompt = "hello", prompt_cache_file, dtype = "auto", device = "auto";
   std::optional<std::string> system_prompt, prefill_response, chat_template_config;
   int max_tokens = 100, top_k = 0, min_tokens_to_keep = 1, threads = 0, prefill_step_size = 2048;
   float temp = 0.0f, top_p = 1.0f, min_p = 0.0f, xtc_probability = 0.0f, xtc_threshold = 0.0f;
@@ -43,15 +43,14 @@ void run_generate(const GenerateOpts& o) {
     throw NotSupportedError(format_error("generate", "--adapter-path: LoRA adapters are not yet supported"));
   if (o.kv_bits)
     throw NotSupportedError(format_error("generate", "--kv-bits: the quantized KV cache is not yet supported"));
-  Device dev = parse_device(o.device);
-  if (!dev.is_cpu()) throw NotSupportedError(format_error("generate", "device " + dev.str() + " is not available in this build"));
   if (o.threads > 0) set_num_threads(o.threads);
   if (o.model.empty())
     throw ValueError(format_error("generate", "--model is required (the default Hub model needs Hub downloads, "
                                               "which are not yet implemented)"));
 
   generate::SessionOptions so;
-  so.dtype = parse_compute_dtype(o.dtype);
+  so.device = resolve_device(o.device);
+  so.dtype = resolve_dtype(o.dtype, so.device);
   so.extra_eos_tokens = o.extra_eos_token;
   so.use_default_chat_template = o.use_default_chat_template;
   if (o.max_kv_size) so.max_kv_size = *o.max_kv_size;
@@ -151,8 +150,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--quantized-kv-start", o->quantized_kv_start, "Step from which the KV cache is quantized");
   cmd->add_option("--prefill-step-size", o->prefill_step_size, "Prompt tokens per prefill step");
   cmd->add_flag("--verbose", o->verbose, "Print separators around the answer");
-  cmd->add_option("--device", o->device, "Device: cpu (default) or cuda");
-  cmd->add_option("--dtype", o->dtype, "Compute dtype: float32 (default), bfloat16, float16");
+  cmd->add_option("--device", o->device, kDeviceHelp);
+  cmd->add_option("--dtype", o->dtype, kDtypeHelp);
   cmd->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   cmd->callback([o] { run_generate(*o); });
 }

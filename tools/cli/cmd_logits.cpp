@@ -17,7 +17,7 @@ namespace loom::cli {
 
 void add_logits_command(CLI::App& app) {
   struct Opts {
-    std::string model, tokens, out, dtype = "float32", device = "cpu";
+    std::string model, tokens, out, dtype = "float32", device = "auto";
     int chunk = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -26,21 +26,21 @@ void add_logits_command(CLI::App& app) {
   cmd->add_option("--tokens", o->tokens, "Comma-separated token ids, e.g. 1,2,3")->required();
   cmd->add_option("--out", o->out, "Output .npy file")->required();
   cmd->add_option("--chunk", o->chunk, "Feed tokens through the cache N at a time (0 = one full pass)");
-  cmd->add_option("--dtype", o->dtype, "Compute dtype: float32 (default) or bfloat16");
-  cmd->add_option("--device", o->device, "Device: cpu (default) or cuda");
+  cmd->add_option("--dtype", o->dtype, "Compute dtype: float32 (default), bfloat16, float16");
+  cmd->add_option("--device", o->device, kDeviceHelp);
   cmd->callback([o] {
     std::vector<int32_t> ids = parse_token_list(o->tokens);
-    Device dev = parse_device(o->device);
-    if (!dev.is_cpu()) throw NotSupportedError(format_error("logits", "device " + dev.str() + " is not available in this build"));
+    Device dev = resolve_device(o->device);
     if (o->chunk < 0) throw ValueError(format_error("logits", "--chunk must be >= 0"));
     models::LoadOptions opt;
     opt.dtype = parse_compute_dtype(o->dtype);
+    opt.device = dev;
     models::LoadedModel lm = models::load_model(o->model, opt);
     for (int32_t id : ids)
       if (id >= lm.model->vocab_size())
         throw ValueError(format_error("logits", "token id " + std::to_string(id) + " is outside the vocabulary of " +
                                                     std::to_string(lm.model->vocab_size())));
-    std::fprintf(stderr, "loom: device %s, compute %s\n", dev.str().c_str(), std::string(name(opt.dtype)).c_str());
+    std::fprintf(stderr, "loom: device %s, compute %s\n", describe_device(dev).c_str(), std::string(name(opt.dtype)).c_str());
     models::Cache cache = lm.model->make_cache();
     int64_t T = static_cast<int64_t>(ids.size());
     int64_t step = o->chunk > 0 ? o->chunk : T;

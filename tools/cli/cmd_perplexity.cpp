@@ -19,7 +19,7 @@ namespace loom::cli {
 
 void add_perplexity_command(CLI::App& app) {
   struct Opts {
-    std::string model, file, dtype = "float32";
+    std::string model, file, dtype = "auto", device = "auto";
     int sequence_length = 512, threads = 0;
     int64_t max_tokens = 0;
   };
@@ -29,7 +29,8 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("--file", o->file, "UTF-8 text file")->required();
   cmd->add_option("--sequence-length", o->sequence_length, "Tokens per window (default 512)");
   cmd->add_option("--max-tokens", o->max_tokens, "Evaluate at most this many tokens (0 = all)");
-  cmd->add_option("--dtype", o->dtype, "Compute dtype: float32 (default), bfloat16, float16");
+  cmd->add_option("--dtype", o->dtype, kDtypeHelp);
+  cmd->add_option("--device", o->device, kDeviceHelp);
   cmd->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   cmd->callback([o] {
     if (o->threads > 0) set_num_threads(o->threads);
@@ -39,7 +40,8 @@ void add_perplexity_command(CLI::App& app) {
     std::stringstream ss;
     ss << in.rdbuf();
     generate::SessionOptions so;
-    so.dtype = parse_compute_dtype(o->dtype);
+    so.device = resolve_device(o->device);
+    so.dtype = resolve_dtype(o->dtype, so.device);
     generate::ModelSession s = generate::load_session(o->model, so);
     std::vector<int32_t> ids = s.tokenizer.encode(ss.str(), /*add_special_tokens=*/true);
     if (o->max_tokens > 0 && static_cast<int64_t>(ids.size()) > o->max_tokens) ids.resize(o->max_tokens);

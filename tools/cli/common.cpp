@@ -4,6 +4,8 @@
 #include <cstdlib>
 
 #include "loom/common/error.h"
+#include "loom/core/device_runtime.h"
+#include "loom/ops/device.h"
 
 namespace loom::cli {
 
@@ -30,6 +32,18 @@ Dtype parse_compute_dtype(const std::string& s) {
   if (dt != Dtype::f32 && dt != Dtype::bf16 && dt != Dtype::f16)
     throw ValueError(format_error("cli", "--dtype must be float32, bfloat16 or float16, got '" + s + "'"));
   return dt;
+}
+
+Device resolve_device(const std::string& s) {
+  if (s == "auto") return best_device();
+  Device d = parse_device(s);
+  if (!device_available(d)) require_device_runtime(d, "cli");  // throws, saying why
+  return d;
+}
+
+Dtype resolve_dtype(const std::string& s, Device device) {
+  if (s == "auto") return device.is_cuda() ? Dtype::bf16 : Dtype::f32;
+  return parse_compute_dtype(s);
 }
 
 }  // namespace loom::cli

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "loom/core/device.h"
 #include "loom/core/dtype.h"
 
 namespace loom::cli {
@@ -12,5 +13,13 @@ namespace loom::cli {
 std::vector<int32_t> parse_token_list(const std::string& s);
 // Parses --dtype values (float32, bfloat16, float16).
 Dtype parse_compute_dtype(const std::string& s);
+// --device: "auto" (the first CUDA GPU when one is usable, else cpu), "cpu", "cuda", "cuda:N"; a device
+// this build or machine lacks is an error saying why.
+Device resolve_device(const std::string& s);
+// --dtype with "auto": bfloat16 on CUDA, float32 on the CPU (DESIGN.md's precision policy).
+Dtype resolve_dtype(const std::string& s, Device device);
+// Help texts of the two options, shared by every command that loads a model.
+inline constexpr const char* kDeviceHelp = "Device: auto (default: cuda when a GPU is usable, else cpu), cpu, cuda, cuda:N";
+inline constexpr const char* kDtypeHelp = "Compute dtype: auto (default: bfloat16 on cuda, float32 on cpu), float32, bfloat16, float16";
 
 }  // namespace loom::cli

@@ -8,7 +8,7 @@
 #include <numeric>
 #include <vector>
 
-#include "loom/backend/cpu/gather_kernels.h"
+#include "loom/backend/cpu/kernels.h"
 #include "loom/backend/cpu/simd.h"
 #include "loom/core/thread_pool.h"
 

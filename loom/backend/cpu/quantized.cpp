@@ -17,7 +17,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "loom/backend/cpu/quant_kernels.h"
+#include "loom/backend/cpu/kernels.h"
 #include "loom/backend/cpu/simd.h"
 #include "loom/core/thread_pool.h"
 

@@ -1,0 +1,93 @@
+// Shared helpers of the CUDA kernels (backend/cuda/*.cu only): error checks, the per-device stream,
+// strided views passed by value, dtype dispatch and float conversion of the element types.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <string>
+
+#include "loom/common/error.h"
+#include "loom/core/array.h"
+
+namespace loom::cuda {
+
+// Throws loom::Error "[cuda] <what>: <cuda error string>" when e is not cudaSuccess.
+void check(cudaError_t e, const char* what);
+#define LOOM_CUDA_CHECK(expr) ::loom::cuda::check((expr), #expr)
+// Checks the last launch (cudaGetLastError) and names the kernel in the error.
+void check_launch(const char* kernel);
+
+// Makes d the current device and returns its stream (one non-blocking stream per device; every
+// kernel and copy of loom queues on it, so buffers freed on the host are safe to reuse in order).
+cudaStream_t stream_for(Device d);
+inline cudaStream_t stream_of(const Array& a) { return stream_for(a.device()); }
+
+// Grid size for n threads in blocks of `threads` (at least 1 block, capped for grid-stride loops).
+inline unsigned grid_for(int64_t n, int threads) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b < 1) b = 1;
+  if (b > (1 << 20)) b = 1 << 20;
+  return static_cast<unsigned>(b);
+}
+
+// An array's shape and strides (elements), at most kMaxDims dims, passed to kernels by value.
+constexpr int kMaxDims = 8;
+struct StridedView {
+  int ndim = 0;
+  int64_t shape[kMaxDims] = {};
+  int64_t strides[kMaxDims] = {};
+  // Element offset of the linear (row-major) index i.
+  __host__ __device__ int64_t offset(int64_t i) const {
+    int64_t off = 0;
+    for (int d = ndim - 1; d >= 0; --d) {
+      int64_t q = i / shape[d];
+      off += (i - q * shape[d]) * strides[d];
+      i = q;
+    }
+    return off;
+  }
+};
+// The view of `a` with size-1 dims dropped and mergeable neighbours merged (throws past kMaxDims).
+StridedView view_of(const Array& a);
+
+// Element types: float, __half, __nv_bfloat16 compute through float.
+template <typename T> __device__ __forceinline__ float to_f(T v) { return static_cast<float>(v); }
+template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v) { return static_cast<T>(v); }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// Calls f(T{}) with T the CUDA type of a floating dtype (f32, f16, bf16); throws for others.
+template <typename F>
+void dispatch_float(Dtype dt, const char* op, F&& f) {
+  switch (dt) {
+    case Dtype::f32: f(float{}); return;
+    case Dtype::f16: f(__half{}); return;
+    case Dtype::bf16: f(__nv_bfloat16{}); return;
+    default:
+      throw NotSupportedError(format_error(op, std::string("CUDA kernel has no ") + std::string(name(dt)) + " variant"));
+  }
+}
+
+// Calls f(T{}) with T the storage type of any compute dtype (bool as uint8_t, f16/bf16 as CUDA types).
+template <typename F>
+void dispatch_all(Dtype dt, const char* op, F&& f) {
+  switch (dt) {
+    case Dtype::bool_: f(uint8_t{}); return;
+    case Dtype::u8: f(uint8_t{}); return;
+    case Dtype::i8: f(int8_t{}); return;
+    case Dtype::i16: f(int16_t{}); return;
+    case Dtype::u16: f(uint16_t{}); return;
+    case Dtype::i32: f(int32_t{}); return;
+    case Dtype::u32: f(uint32_t{}); return;
+    case Dtype::i64: f(int64_t{}); return;
+    case Dtype::u64: f(uint64_t{}); return;
+    default: dispatch_float(dt, op, f);
+  }
+}
+
+}  // namespace loom::cuda

@@ -1,0 +1,236 @@
+// CUDA runtime: device discovery, one stream per device, and the caching allocator behind every
+// device Array. Freed blocks go back to a per-size-class free list (stream-ordered reuse on the
+// device's single stream), so steady decode calls cudaMalloc no more once warm.
+#include "loom/backend/cuda/common.cuh"
+#include "loom/backend/cuda/runtime.h"
+
+#include <map>
+#include <mutex>
+#include <vector>
+
+namespace loom::cuda {
+
+void check(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return;
+  cudaGetLastError();  // clear sticky-free errors so the next call starts clean
+  throw Error(format_error("cuda", std::string(what) + ": " + cudaGetErrorString(e)));
+}
+
+void check_launch(const char* kernel) {
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) throw Error(format_error(kernel, std::string("kernel launch failed: ") + cudaGetErrorString(e)));
+}
+
+namespace {
+
+constexpr int kMaxDevices = 16;
+
+int probe_device_count() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n > kMaxDevices ? kMaxDevices : n;
+}
+
+size_t size_class(size_t bytes) {
+  if (bytes <= 256) return 256;
+  if (bytes <= (size_t{1} << 20)) {
+    size_t c = 256;
+    while (c < bytes) c <<= 1;
+    return c;
+  }
+  constexpr size_t mb = size_t{1} << 20;
+  if (bytes <= (size_t{64} << 20)) return (bytes + mb - 1) / mb * mb;
+  constexpr size_t big = size_t{2} << 20;  // large blocks round to 2 MiB
+  return (bytes + big - 1) / big * big;
+}
+
+std::string mib(size_t b) { return std::to_string((b + (1 << 19)) >> 20) + " MiB"; }
+
+struct PerDevice {
+  std::once_flag init;
+  cudaStream_t stream = nullptr;
+  std::mutex mu;
+  std::map<size_t, std::vector<void*>> free_blocks;
+  AllocatorStats st;
+};
+
+class CudaRuntime final : public DeviceRuntime {
+ public:
+  int device_count() override {
+    static int n = probe_device_count();
+    return n;
+  }
+
+  PerDevice& dev(Device d) {
+    if (d.index < 0 || d.index >= device_count())
+      throw NotSupportedError(format_error("cuda", "device " + d.str() + " does not exist (" +
+                                                       std::to_string(device_count()) + " visible)"));
+    PerDevice& p = devices_[d.index];
+    std::call_once(p.init, [&] {
+      LOOM_CUDA_CHECK(cudaSetDevice(d.index));
+      LOOM_CUDA_CHECK(cudaStreamCreateWithFlags(&p.stream, cudaStreamNonBlocking));
+    });
+    return p;
+  }
+
+  cudaStream_t stream(Device d) {
+    PerDevice& p = dev(d);
+    LOOM_CUDA_CHECK(cudaSetDevice(d.index));
+    return p.stream;
+  }
+
+  std::shared_ptr<Buffer> allocate(size_t bytes, Device d) override {
+    PerDevice& p = dev(d);
+    size_t cls = size_class(bytes);
+    void* ptr = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(p.mu);
+      p.st.allocs++;
+      auto it = p.free_blocks.find(cls);
+      if (it != p.free_blocks.end() && !it->second.empty()) {
+        ptr = it->second.back();
+        it->second.pop_back();
+        p.st.cached_bytes -= cls;
+      }
+    }
+    if (!ptr) ptr = system_alloc(p, d, bytes, cls);
+    {
+      std::lock_guard<std::mutex> lock(p.mu);
+      p.st.active_bytes += cls;
+      if (p.st.active_bytes > p.st.peak_bytes) p.st.peak_bytes = p.st.active_bytes;
+    }
+    auto buf = std::make_shared<Buffer>();
+    buf->ptr = ptr;
+    buf->size = bytes;
+    buf->device = d;
+    PerDevice* pp = &p;
+    buf->release = [pp, cls](void* q, size_t) {
+      std::lock_guard<std::mutex> lock(pp->mu);
+      pp->st.active_bytes -= cls;
+      pp->st.cached_bytes += cls;
+      pp->free_blocks[cls].push_back(q);
+    };
+    return buf;
+  }
+
+  void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) override {
+    if (bytes == 0) return;
+    Device d = dst_dev.is_cuda() ? dst_dev : src_dev;
+    cudaStream_t s = stream(d);
+    LOOM_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, s));
+    LOOM_CUDA_CHECK(cudaStreamSynchronize(s));
+  }
+
+  void synchronize(Device d) override { LOOM_CUDA_CHECK(cudaStreamSynchronize(stream(d))); }
+
+  AllocatorStats stats(Device d) override {
+    PerDevice& p = dev(d);
+    std::lock_guard<std::mutex> lock(p.mu);
+    return p.st;
+  }
+  void reset_peak(Device d) override {
+    PerDevice& p = dev(d);
+    std::lock_guard<std::mutex> lock(p.mu);
+    p.st.peak_bytes = p.st.active_bytes;
+  }
+  void clear_cache(Device d) override {
+    PerDevice& p = dev(d);
+    LOOM_CUDA_CHECK(cudaStreamSynchronize(stream(d)));
+    std::lock_guard<std::mutex> lock(p.mu);
+    release_cached(p);
+  }
+
+ private:
+  static void release_cached(PerDevice& p) {
+    for (auto& [cls, v] : p.free_blocks)
+      for (void* q : v) cudaFree(q);
+    p.free_blocks.clear();
+    p.st.cached_bytes = 0;
+  }
+
+  void* system_alloc(PerDevice& p, Device d, size_t bytes, size_t cls) {
+    LOOM_CUDA_CHECK(cudaSetDevice(d.index));
+    void* ptr = nullptr;
+    cudaError_t e = cudaMalloc(&ptr, cls);
+    if (e == cudaErrorMemoryAllocation) {  // give the cache back and try once more
+      cudaGetLastError();
+      LOOM_CUDA_CHECK(cudaStreamSynchronize(p.stream));
+      {
+        std::lock_guard<std::mutex> lock(p.mu);
+        release_cached(p);
+      }
+      e = cudaMalloc(&ptr, cls);
+    }
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      size_t free_b = 0, total_b = 0;
+      cudaMemGetInfo(&free_b, &total_b);
+      AllocatorStats st = stats(d);
+      throw Error(format_error("cuda", "out of memory on " + d.str() + ": allocating " + mib(bytes) + " with " +
+                                           mib(st.active_bytes) + " held by loom, " + mib(free_b) + " free of " +
+                                           mib(total_b)));
+    }
+    check(e, "cudaMalloc");
+    std::lock_guard<std::mutex> lock(p.mu);
+    p.st.system_allocs++;
+    return ptr;
+  }
+
+  PerDevice devices_[kMaxDevices];
+};
+
+CudaRuntime& rt() {
+  static CudaRuntime* r = new CudaRuntime();  // leaked on purpose: buffers may die after static destructors
+  return *r;
+}
+
+}  // namespace
+
+cudaStream_t stream_for(Device d) { return rt().stream(d); }
+
+StridedView view_of(const Array& a) {
+  StridedView v;
+  // Drop size-1 dims, then merge a dim into its inner neighbour when strides chain.
+  int64_t shp[32], str[32];
+  int n = 0;
+  for (int d = 0; d < a.ndim(); ++d) {
+    if (a.shape()[d] == 1) continue;
+    if (n > 0 && str[n - 1] == a.strides()[d] * a.shape()[d]) {
+      shp[n - 1] *= a.shape()[d];
+      str[n - 1] = a.strides()[d];
+      continue;
+    }
+    if (n == 32) break;
+    shp[n] = a.shape()[d];
+    str[n] = a.strides()[d];
+    ++n;
+  }
+  if (n > kMaxDims)
+    throw NotSupportedError(format_error("cuda", "array view of shape " + shape_str(a.shape()) + " has more than " +
+                                                     std::to_string(kMaxDims) + " non-mergeable dims"));
+  v.ndim = n;
+  for (int i = 0; i < n; ++i) {
+    v.shape[i] = shp[i];
+    v.strides[i] = str[i];
+  }
+  return v;
+}
+
+DeviceRuntime* runtime() { return &rt(); }
+int device_count() { return rt().device_count(); }
+
+std::string device_name(int index) {
+  cudaDeviceProp prop{};
+  LOOM_CUDA_CHECK(cudaGetDeviceProperties(&prop, index));
+  return prop.name;
+}
+
+void memory_info(int index, size_t& free_bytes, size_t& total_bytes) {
+  LOOM_CUDA_CHECK(cudaSetDevice(index));
+  LOOM_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+}
+
+}  // namespace loom::cuda
