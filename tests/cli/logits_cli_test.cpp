@@ -22,7 +22,7 @@ TEST(LogitsCli, MatchesTransformersFullAndTokenByToken) {
     for (const std::string chunk : {"0", "1"}) {
       std::string out = std::string(LOOM_BINARY_DIR) + "/cli_logits_" + name + "_" + chunk + ".npy";
       CliResult r = run_loom("logits --model " + fixture_dir(name) + " --tokens " + join_ids(ref.prompts[0]) + " --out " +
-                          out + " --chunk " + chunk);
+                          out + " --chunk " + chunk + " --device cpu");
       ASSERT_EQ(r.status, 0) << r.output;
       EXPECT_NE(r.output.find("device cpu, compute float32"), std::string::npos) << r.output;
       Array got = io::load_npy(out);
@@ -42,6 +42,9 @@ TEST(LogitsCli, BadInputGivesOneClearLine) {
       {"logits --model " + m + " --tokens 1,999 --out " + out, "outside the vocabulary"},
       {"logits --model /nonexistent/model --tokens 1 --out " + out, "/nonexistent/model"},
       {"logits --model " + m + " --tokens 1 --out " + out + " --dtype int8", "--dtype"},
+      {"logits --model " + m + " --tokens 1 --out " + out + " --device tpu", "unknown device 'tpu'"},
+      // No machine here has eight GPUs; a CPU-only build says it has no CUDA backend.
+      {"logits --model " + m + " --tokens 1 --out " + out + " --device cuda:7", "cuda:7 is not available"},
   };
   for (const auto& c : cases) {
     CliResult r = run_loom(c.args);
