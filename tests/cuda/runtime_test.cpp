@@ -90,7 +90,7 @@ TEST(CudaRuntime, MixedDevicesNeedSmallHostOperands) {
   LOOM_REQUIRE_CUDA();
   Array g = on_gpu(test::rand_array({3, 4}, 2));
   // A weak scalar and a small host array join a device op (uploaded)...
-  Array r = multiply(g, 2.0);
+  Array r = g * 2.0;
   EXPECT_EQ(r.device(), kGpu);
   Array h = test::rand_array({4}, 3);
   EXPECT_EQ(add(g, h).device(), kGpu);

@@ -1,0 +1,814 @@
+// Quantization kernels on CUDA (CPU twin: backend/cpu/quantized.cpp; formats in loom/core/quant.h).
+//  - quantize: one thread per group, mirroring the twin operation by operation (IEEE division and rint,
+//    comparisons written as std::min/std::max evaluate them, the twin's own float -> bf16/f16 rounding), so
+//    codes, scales and biases are bit-identical. The one approximation: log2 of an mx scale is computed in
+//    double and rounded (glibc's log2f is not correctly rounded in every case; a difference needs a scale
+//    whose log2 sits within an ulp of a rounding boundary).
+//  - dequantize: one thread per output element (coalesced writes), the twin's formula and rounding order:
+//    f32 affine = fma(q, scale, bias) as the twin's compiled code evaluates it, half affine = round(round(q *
+//    scale) + bias), fp modes = value * scale rounded once.
+//  - quantized_matmul with W.T and M <= 8 (decode): qgemv_kernel, one warp per R packed rows (R = 8, or 4
+//    for more than 4 activation rows). Lanes split K into "packs" of 32 codes (= `bits` words): a warp-wide
+//    load reads 32 consecutive packs of a row (16-byte loads for 2/4/8-bit codes, bypassing L1), and the 32
+//    activations a lane loads per pack (L1/L2-resident) serve all R rows. Codes become floats exactly (f16
+//    magic numbers for 4/8-bit and E2M1, two codes per integer op; the 2^23 trick for other widths; E4M3 by
+//    bit placement), each half pack's dot product is scaled once, and the affine bias enters as bias *
+//    sum(x over the half pack). A shuffle reduction ends each row. Bytes moved ~= N * K * bits / 8 + the f32
+//    scales (and biases) + x from L2. Measured on an H200, W [14336, 4096], M = 1: 4-bit ~23 us (~1.6 TB/s
+//    with the scales), 8-bit ~37 us (~1.8 TB/s): issue-bound on decode + f32 FMA work, not yet at
+//    bandwidth (tensor-core MMA over exact bf16 codes with split f32 activations would be the next step).
+//  - quantized_matmul otherwise (prefill, or W without transpose): panels of W dequantized to f32 (bounded
+//    scratch) and multiplied by cuBLAS in f32 (detail::sgemm_rowmajor in matmul.cu).
+#include <algorithm>
+#include <bit>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "loom/backend/cuda/blas.cuh"
+#include "loom/backend/cuda/common.cuh"
+#include "loom/backend/cuda/kernels.h"
+
+namespace loom::cuda {
+
+namespace {
+
+// Float dtypes as kernel arguments.
+enum FloatCode : int { kF32 = 0, kBF16 = 1, kF16 = 2 };
+
+int float_code(Dtype dt, const char* op) {
+  switch (dt) {
+    case Dtype::f32:
+      return kF32;
+    case Dtype::bf16:
+      return kBF16;
+    case Dtype::f16:
+      return kF16;
+    default:
+      throw NotSupportedError(format_error(op, "the CUDA kernel has no " + std::string(name(dt)) + " variant"));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Scalar conversions, bit for bit those of loom/core (dtype.h/.cpp) and quant_codec.
+
+__device__ __forceinline__ uint16_t f32_to_bf16_bits(float f) {
+  uint32_t u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((u >> 16) | 0x40);  // NaN stays NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+__device__ __forceinline__ uint16_t f32_to_f16_bits(float f) {
+  const uint32_t u = __float_as_uint(f);
+  const uint32_t sign = (u >> 16) & 0x8000u;
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);
+  if (a < 0x38800000u) {  // half subnormal or zero: scale the unit 2^-24 to 1, round half to even
+    const uint32_t r = static_cast<uint32_t>(rintf(__fmul_rn(__uint_as_float(a), 16777216.0f)));
+    return static_cast<uint16_t>(sign | r);
+  }
+  const uint32_t exp = ((a >> 23) - 112) << 10, man = (a >> 13) & 0x3ffu, rest = a & 0x1fffu;
+  uint32_t h = exp | man;
+  if (rest > 0x1000u || (rest == 0x1000u && (h & 1u))) ++h;
+  return static_cast<uint16_t>(sign | h);
+}
+
+__device__ __forceinline__ float bf16_bits_to_f32(uint16_t b) {
+  return __uint_as_float(static_cast<uint32_t>(b) << 16);
+}
+__device__ __forceinline__ float f16_bits_to_f32(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+
+// Rounds v to the float dtype `code` and back (the twin's rd()).
+__device__ __forceinline__ float rd(float v, int code) {
+  if (code == kBF16) return bf16_bits_to_f32(f32_to_bf16_bits(v));
+  if (code == kF16) return f16_bits_to_f32(f32_to_f16_bits(v));
+  return v;
+}
+
+__device__ __forceinline__ float load_code(const void* base, int code, int64_t i) {
+  if (code == kF32) return static_cast<const float*>(base)[i];
+  const uint16_t b = static_cast<const uint16_t*>(base)[i];
+  return code == kBF16 ? bf16_bits_to_f32(b) : f16_bits_to_f32(b);
+}
+
+__device__ __forceinline__ void store_code(void* base, int code, int64_t i, float v) {
+  if (code == kF32)
+    static_cast<float*>(base)[i] = v;
+  else
+    static_cast<uint16_t*>(base)[i] = code == kBF16 ? f32_to_bf16_bits(v) : f32_to_f16_bits(v);
+}
+
+// E2M1 code -> value: the 3 magnitude bits placed at float bit 22 give 2^(e-127)(1+m/2) (or m*2^-127 for
+// e = 0); times 2^126 rebiases exactly (subnormals are kept: nvcc's default -ftz=false). Equals kE2M1[c].
+__device__ __forceinline__ float e2m1_value(uint32_t c) {
+  return __uint_as_float(((c & 7u) << 22) | ((c & 8u) << 28)) * 0x1p126f;
+}
+
+__device__ __forceinline__ float e4m3_value(uint32_t v) {
+  return __uint_as_float(((v & 0x7Fu) << 20) | ((v & 0x80u) << 24)) * 0x1p120f;
+}
+
+__device__ __forceinline__ float e8m0_value(uint32_t s) { return __uint_as_float(s == 0 ? 0x00400000u : s << 23); }
+
+// quant_codec::float_to_e4m3 step by step.
+__device__ __forceinline__ uint8_t float_to_e4m3(float f) {
+  uint32_t u = __float_as_uint(f);
+  const uint32_t sign = u & 0x80000000u;
+  u ^= sign;
+  uint8_t r;
+  if (u >= (543u << 21)) {
+    r = 0x7E;
+  } else if (u < (121u << 23)) {
+    r = static_cast<uint8_t>(__float_as_uint(__fadd_rn(__uint_as_float(u), __uint_as_float(141u << 23))) -
+                             (141u << 23));
+  } else {
+    const uint32_t mant_odd = (u >> 20) & 1u;
+    r = static_cast<uint8_t>((u + ((static_cast<uint32_t>(7 - 127) << 23) + 0x7FFFFu) + mant_odd) >> 20);
+  }
+  return r | static_cast<uint8_t>(sign >> 24);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// quantize
+
+struct QuantizeArgs {
+  int mode;  // QuantMode as int
+  int bits, gs;
+  int wcode;  // dtype of w (the fp quantizers round through it)
+  int scode;  // dtype of affine scales/biases
+  int64_t rows, k, groups, words;
+  float enc;  // nvfp4 encode factor 448 * 6 / global_scale, else 1
+};
+
+// Appends codes to a word-aligned LSB-first bit stream.
+struct BitWriter {
+  uint32_t* dst;
+  int bits;
+  uint32_t cur = 0;
+  int fill = 0;
+  __device__ void put(uint32_t c) {
+    cur |= c << fill;
+    fill += bits;
+    if (fill >= 32) {
+      *dst++ = cur;
+      fill -= 32;
+      cur = fill ? c >> (bits - fill) : 0u;
+    }
+  }
+  __device__ void flush() {
+    if (fill) *dst = cur;
+  }
+};
+
+// First index of the E2M1 value nearest v, distances computed in dtype `code` (ties to the lower index).
+__device__ __forceinline__ uint32_t nearest_e2m1(float v, int code) {
+  uint32_t best = 0;
+  float bd = fabsf(rd(__fsub_rn(v, e2m1_value(0)), code));
+#pragma unroll
+  for (uint32_t j = 1; j < 16; ++j) {
+    const float d = fabsf(rd(__fsub_rn(v, e2m1_value(j)), code));
+    if (d < bd) {
+      bd = d;
+      best = j;
+    }
+  }
+  return best;
+}
+
+template <typename T>
+__global__ void quantize_kernel(const T* w, QuantizeArgs q, uint32_t* wq, void* scales, void* biases) {
+  const int64_t total = q.rows * q.groups;
+  for (int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; t < total;
+       t += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = t / q.groups, g = t - r * q.groups;
+    const T* src = w + r * q.k + g * q.gs;
+    BitWriter out{wq + r * q.words + g * q.gs * q.bits / 32, q.bits};
+    if (q.mode == static_cast<int>(QuantMode::affine)) {
+      const float n_bins = static_cast<float>((1 << q.bits) - 1), eps = 1e-7f;
+      float w_min = INFINITY, w_max = -INFINITY;
+      for (int j = 0; j < q.gs; ++j) {
+        const float v = to_f(src[j]);
+        w_max = (w_max < v) ? v : w_max;  // std::max(w_max, v)
+        w_min = (v < w_min) ? v : w_min;  // std::min(w_min, v)
+      }
+      const bool mask = fabsf(w_min) > fabsf(w_max);
+      const float spread = __fdiv_rn(__fsub_rn(w_max, w_min), n_bins);
+      float scale = (spread < eps) ? eps : spread;
+      scale = mask ? scale : -scale;
+      const float edge = mask ? w_min : w_max;
+      const float q0 = rintf(__fdiv_rn(edge, scale));
+      float bias = 0.0f;
+      if (q0 != 0.0f) {
+        scale = __fdiv_rn(edge, q0);
+        bias = edge;
+      }
+      for (int j = 0; j < q.gs; ++j) {
+        float c = rintf(__fdiv_rn(__fsub_rn(to_f(src[j]), bias), scale));
+        c = (c < 0.0f) ? 0.0f : c;
+        c = (n_bins < c) ? n_bins : c;
+        out.put(static_cast<uint32_t>(c));
+      }
+      store_code(scales, q.scode, t, scale);
+      store_code(biases, q.scode, t, bias);
+    } else {
+      float amax = 0.0f;
+      for (int j = 0; j < q.gs; ++j) {
+        const float a = fabsf(to_f(src[j]));
+        amax = (amax < a) ? a : amax;
+      }
+      const float maxval = q.bits == 4 ? 6.0f : 448.0f;
+      const float s = rd(__fdiv_rn(amax, maxval), q.wcode);
+      uint8_t sbyte;
+      if (q.mode == static_cast<int>(QuantMode::nvfp4)) {
+        sbyte = float_to_e4m3(__fmul_rn(s, q.enc));
+        const float d = rd(e4m3_value(sbyte), q.wcode);
+        for (int j = 0; j < q.gs; ++j)
+          out.put(nearest_e2m1(__fmul_rn(rd(__fdiv_rn(to_f(src[j]), d), q.wcode), q.enc), kF32));
+      } else {
+        const int e =
+            s == 0.0f ? 0 : static_cast<int>(rintf(rd(static_cast<float>(log2(static_cast<double>(s))), q.wcode)));
+        sbyte = static_cast<uint8_t>(e + 127);
+        const float p2 = rd(ldexpf(1.0f, e), q.wcode);
+        for (int j = 0; j < q.gs; ++j) {
+          const float v = rd(__fdiv_rn(to_f(src[j]), p2), q.wcode);
+          out.put(q.bits == 4 ? nearest_e2m1(v, q.wcode) : float_to_e4m3(v));
+        }
+      }
+      static_cast<uint8_t*>(scales)[t] = sbyte;
+    }
+    out.flush();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// dequantize
+
+struct DequantArgs {
+  const uint32_t* wq;
+  const void* scales;
+  const void* biases;
+  int mode, bits, gs;
+  int scode;  // dtype of affine scales/biases
+  int64_t rows, k, groups, words;
+  float gmul;  // nvfp4 global factor global_scale / (448 * 6), else 1
+};
+
+// Code e of a packed row (LSB-first stream; a code may straddle two words).
+__device__ __forceinline__ uint32_t code_at(const uint32_t* row, int64_t e, int bits) {
+  const int64_t bit = e * bits;
+  const int64_t w = bit >> 5;
+  const int sh = static_cast<int>(bit & 31);
+  uint32_t v = __ldg(row + w) >> sh;
+  if (sh + bits > 32) v |= __ldg(row + w + 1) << (32 - sh);
+  return v & ((1u << bits) - 1u);
+}
+
+// Element e of row r of the dequantized matrix as the twin computes it, for output dtype ocode; `f32`
+// receives the f32 value (what an f32 output stores).
+template <int OCODE>
+__device__ __forceinline__ float dequant_value(const DequantArgs& a, int64_t r, int64_t e) {
+  const uint32_t c = code_at(a.wq + r * a.words, e, a.bits);
+  const int64_t gi = r * a.groups + e / a.gs;
+  if (a.mode == static_cast<int>(QuantMode::affine)) {
+    const float s = load_code(a.scales, a.scode, gi), b = load_code(a.biases, a.scode, gi);
+    const float q = static_cast<float>(c);
+    if constexpr (OCODE == kF32)
+      return __fmaf_rn(q, s, b);
+    else
+      return __fadd_rn(rd(__fmul_rn(q, s), OCODE), b);  // MLX rounds q*s, then q*s + b, to the dtype
+  }
+  const uint32_t sb = static_cast<const uint8_t*>(a.scales)[gi];
+  if (a.mode == static_cast<int>(QuantMode::nvfp4)) return __fmul_rn(e2m1_value(c), __fmul_rn(e4m3_value(sb), a.gmul));
+  if (a.mode == static_cast<int>(QuantMode::mxfp4)) return __fmul_rn(e2m1_value(c), e8m0_value(sb));
+  return __fmul_rn(e4m3_value(c), e8m0_value(sb));
+}
+
+template <int OCODE>
+__global__ void dequantize_kernel(DequantArgs a, void* out) {
+  const int64_t total = a.rows * a.k;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / a.k;
+    store_code(out, OCODE, i, dequant_value<OCODE>(a, r, i - r * a.k));
+  }
+}
+
+DequantArgs dequant_args(const Array& wq, const Array& scales, const Array& biases, const QuantSpec& spec,
+                         float global_scale, const char* op) {
+  DequantArgs a{};
+  a.wq = wq.data<uint32_t>();
+  a.scales = scales.raw_data();
+  a.biases = biases.valid() ? biases.raw_data() : nullptr;
+  a.mode = static_cast<int>(spec.mode);
+  a.bits = spec.bits;
+  a.gs = spec.group_size;
+  a.scode = spec.mode == QuantMode::affine ? float_code(scales.dtype(), op) : kF32;
+  a.words = wq.shape(-1);
+  a.k = a.words * 32 / spec.bits;
+  a.rows = a.words ? wq.size() / a.words : 0;
+  a.groups = scales.shape(-1);
+  a.gmul = global_scale > 0 ? global_scale / (448.0f * 6.0f) : 1.0f;
+  if (spec.mode == QuantMode::affine && (!biases.valid() || biases.dtype() != scales.dtype()))
+    throw Error(format_error(op, "affine biases must match the scales' dtype"));
+  return a;
+}
+
+void launch_dequantize(const DequantArgs& a, void* out, int ocode, cudaStream_t s) {
+  const int64_t total = a.rows * a.k;
+  if (total == 0) return;
+  const unsigned blocks = grid_for(total, 256);
+  if (ocode == kF32)
+    dequantize_kernel<kF32><<<blocks, 256, 0, s>>>(a, out);
+  else if (ocode == kBF16)
+    dequantize_kernel<kBF16><<<blocks, 256, 0, s>>>(a, out);
+  else
+    dequantize_kernel<kF16><<<blocks, 256, 0, s>>>(a, out);
+  check_launch("dequantize_kernel");
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Decode: fused dequantize + GEMV (see the file comment for the plan).
+
+constexpr int kQmvThreads = 128;
+
+struct QmvArgs {
+  const float* x;         // [m, k], 16-byte aligned rows
+  const uint32_t* wq;     // [n, words]
+  const float* scales;    // affine: f32 [n, groups]
+  const float* biases;    // affine: f32 [n, groups]
+  const uint8_t* sbytes;  // fp modes: [n, groups]
+  float* out;             // [m, n]
+  int m;
+  int64_t n, k, words, groups;
+  int gs, gs_log2;  // group size (a power of two) and its log2
+  float gmul;
+  bool vec;  // rows 16-byte aligned: packs of 2/4/8 words load as vectors
+};
+
+__device__ __forceinline__ uint4 ld_stream16(const uint32_t* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
+__device__ __forceinline__ uint2 ld_stream8(const uint32_t* p) {
+  uint2 v;
+  asm("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];" : "=r"(v.x), "=r"(v.y) : "l"(p));
+  return v;
+}
+
+// Two 16-bit halves of a word as an exact float pair. Decoders build halves whose value is the code (1024 +
+// code with 0x6400's exponent, then minus 1024; or an E2M1 value): one integer op yields two codes and
+// the f16 arithmetic is exact, which matters because the integer pipe (half the FP32 rate on Hopper)
+// otherwise bounds the decode GEMV.
+__device__ __forceinline__ float2 offset_pair(uint32_t bits) {  // halves 1024 + a, 1024 + b -> (a, b)
+  __half2 h;
+  memcpy(&h, &bits, 4);
+  return __half22float2(__hsub2(h, __half2half2(__ushort_as_half(0x6400))));
+}
+
+// Decoders: a pack is 32 consecutive codes = kWords uint32 words; decode8 yields codes 8c .. 8c+7 as
+// exact floats (c a compile-time constant after unrolling, so the word indexing stays in registers).
+template <int BITS>
+struct DecAffine {
+  static constexpr int kWords = BITS;
+  static constexpr bool kAffine = true;
+  __device__ static void decode8(const uint32_t (&w)[kWords], int c, float (&q)[8]) {
+    if constexpr (BITS == 4) {
+      // Word c holds codes 8c .. 8c+7; codes i and i+4 sit 16 bits apart, so one mask takes both.
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float2 f = offset_pair(((w[c] >> (4 * i)) & 0x000F000Fu) | 0x64006400u);
+        q[i] = f.x;
+        q[i + 4] = f.y;
+      }
+    } else if constexpr (BITS == 8) {
+      // Words 2c, 2c+1 hold bytes of codes 8c .. 8c+7; a byte permute puts bytes 0, 2 (or 1, 3) under 0x64.
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const float2 e = offset_pair(__byte_perm(w[2 * c + j], 0x64u, 0x4240));
+        const float2 o = offset_pair(__byte_perm(w[2 * c + j], 0x64u, 0x4341));
+        q[4 * j] = e.x;
+        q[4 * j + 1] = o.x;
+        q[4 * j + 2] = e.y;
+        q[4 * j + 3] = o.y;
+      }
+    } else {
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int bit = (8 * c + i) * BITS, wi = bit >> 5, sh = bit & 31;
+        uint32_t v = w[wi] >> sh;
+        if (sh + BITS > 32) v = __funnelshift_r(w[wi], w[wi + 1 < kWords ? wi + 1 : wi], sh);
+        // 2^23 + code has the code in its mantissa; subtracting 2^23 leaves it exactly.
+        q[i] = __fsub_rn(__uint_as_float(0x4B000000u | (v & ((1u << BITS) - 1u))), 8388608.0f);
+      }
+    }
+  }
+};
+
+struct DecFp4 {
+  static constexpr int kWords = 4;
+  static constexpr bool kAffine = false;
+  // E2M1 as f16: the magnitude bits at f16 bits 9-11 read 2^(e-15)(1+m/2) (or m * 2^-15), times 2^14 gives
+  // the E2M1 value exactly; the sign goes to bit 15. Codes i and i+4 of word c decode together.
+  __device__ static void decode8(const uint32_t (&w)[kWords], int c, float (&q)[8]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t v = w[c];
+      const uint32_t mag = (i < 3 ? v << (9 - 4 * i) : v >> (4 * i - 9)) & 0x0E000E00u;
+      const uint32_t sign = (v << (12 - 4 * i)) & 0x80008000u;
+      __half2 h;
+      const uint32_t bits = mag | sign;
+      memcpy(&h, &bits, 4);
+      const float2 f = __half22float2(__hmul2(h, __half2half2(__ushort_as_half(0x7400))));  // 2^14
+      q[i] = f.x;
+      q[i + 4] = f.y;
+    }
+  }
+};
+
+struct DecFp8 {
+  static constexpr int kWords = 8;
+  static constexpr bool kAffine = false;
+  __device__ static void decode8(const uint32_t (&w)[kWords], int c, float (&q)[8]) {
+#pragma unroll
+    for (int i = 0; i < 8; ++i) q[i] = e4m3_value(w[2 * c + i / 4] >> (8 * (i % 4)));
+  }
+};
+
+// The pack p of a row into registers: vector loads when legal (bypassing L1, every byte is used once),
+// else word loads; `half` loads only the first 16 codes (an nvfp4 row whose length is 16 mod 32).
+template <int W>
+__device__ __forceinline__ void load_pack(const uint32_t* row, int64_t p, bool vec, bool half, uint32_t (&w)[W]) {
+  const uint32_t* src = row + p * W;
+  if (half) {
+#pragma unroll
+    for (int i = 0; i < W; ++i) w[i] = i < W / 2 ? __ldg(src + i) : 0u;
+    return;
+  }
+  if constexpr (W % 4 == 0) {
+    if (vec) {
+#pragma unroll
+      for (int i = 0; i < W / 4; ++i) {
+        const uint4 v = ld_stream16(src + 4 * i);
+        w[4 * i] = v.x;
+        w[4 * i + 1] = v.y;
+        w[4 * i + 2] = v.z;
+        w[4 * i + 3] = v.w;
+      }
+      return;
+    }
+  } else if constexpr (W == 2) {
+    if (vec) {
+      const uint2 v = ld_stream8(src);
+      w[0] = v.x;
+      w[1] = v.y;
+      return;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < W; ++i) w[i] = __ldg(src + i);
+}
+
+// Scale (and bias) of group g of row r.
+template <class D>
+__device__ __forceinline__ void group_params(const QmvArgs& a, int64_t r, int64_t g, bool nv, float& s, float& b) {
+  const int64_t i = r * a.groups + g;
+  if constexpr (D::kAffine) {
+    s = __ldg(a.scales + i);
+    b = __ldg(a.biases + i);
+  } else {
+    const uint32_t sb = __ldg(a.sbytes + i);
+    s = nv ? __fmul_rn(e4m3_value(sb), a.gmul) : e8m0_value(sb);
+    b = 0.0f;
+  }
+}
+
+// Packed rows per warp: each x value a lane loads serves R rows (measured on an H200: more rows pay off as
+// activation rows grow, until registers run out).
+template <int MT>
+constexpr int qmv_rows() {
+  return MT <= 4 ? 8 : 4;
+}
+
+// Scales (and biases) of both half packs of pack p for R rows.
+template <class D, int R>
+__device__ __forceinline__ void pack_params(const QmvArgs& a, bool nv, int64_t p, const int64_t (&row)[R],
+                                            float (&s)[R][2], float (&b)[R][2]) {
+  const int64_t g = (p * 32) >> a.gs_log2;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    group_params<D>(a, row[r], g, nv, s[r][0], b[r][0]);
+    if (a.gs == 16) {
+      group_params<D>(a, row[r], g + 1 < a.groups ? g + 1 : g, nv, s[r][1], b[r][1]);
+    } else {
+      s[r][1] = s[r][0];
+      b[r][1] = b[r][0];
+    }
+  }
+}
+
+// acc[r][m] += (row r of pack p) . (x[m] over the pack), for the codes already in w.
+template <class D, int MT, int R>
+__device__ __forceinline__ void qmv_pack(int64_t p, bool half, const uint32_t (&w)[R][D::kWords],
+                                         const float (&s)[R][2], const float (&b)[R][2], const float* const (&xr)[MT],
+                                         float (&acc)[R][MT]) {
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {  // half packs: 16 codes each, so nvfp4's 16-code groups fit
+    if (h == 1 && half) break;
+    float dot[R][MT], xs[MT];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      xs[m] = 0.0f;
+#pragma unroll
+      for (int r = 0; r < R; ++r) dot[r][m] = 0.0f;
+    }
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const int chunk = 2 * h + c;  // codes 8 * chunk .. 8 * chunk + 7 of the pack
+      float xv[MT][8];
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        const float4* xp = reinterpret_cast<const float4*>(xr[m] + p * 32 + chunk * 8);
+        const float4 u0 = __ldg(xp), u1 = __ldg(xp + 1);
+        xv[m][0] = u0.x, xv[m][1] = u0.y, xv[m][2] = u0.z, xv[m][3] = u0.w;
+        xv[m][4] = u1.x, xv[m][5] = u1.y, xv[m][6] = u1.z, xv[m][7] = u1.w;
+        if constexpr (D::kAffine)
+          xs[m] += ((xv[m][0] + xv[m][1]) + (xv[m][2] + xv[m][3])) + ((xv[m][4] + xv[m][5]) + (xv[m][6] + xv[m][7]));
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float q[8];
+        D::decode8(w[r], chunk, q);
+#pragma unroll
+        for (int m = 0; m < MT; ++m)
+#pragma unroll
+          for (int i = 0; i < 8; ++i) dot[r][m] = fmaf(xv[m][i], q[i], dot[r][m]);
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        acc[r][m] = fmaf(s[r][h], dot[r][m], acc[r][m]);
+        if constexpr (D::kAffine) acc[r][m] = fmaf(b[r][h], xs[m], acc[r][m]);
+      }
+  }
+}
+
+// One warp per R packed rows (or, when N is small, the block's 4 warps per R rows, splitting the packs:
+// `ks` warps per row group); lane l takes packs l, l + 32 ks, ... of all R rows (a warp-wide load reads 32
+// consecutive packs of a row, R packs per lane in flight); shuffles (and shared memory when ks = 4) reduce.
+template <class D, int MT, int R>
+__global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, int ks) {
+  constexpr int W = D::kWords;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (kQmvThreads / 32 / ks) + warp / ks) * R;
+  if (n0 >= a.n) return;  // uniform over the block when ks > 1
+  const int part = warp % ks;
+  const int64_t packs = (a.k + 31) >> 5;
+  int64_t row[R];
+  const uint32_t* wr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    row[r] = min(n0 + r, a.n - 1);  // past-the-end rows repeat the last (results dropped)
+    wr[r] = a.wq + row[r] * a.words;
+  }
+  const float* xr[MT];
+#pragma unroll
+  for (int m = 0; m < MT; ++m) xr[m] = a.x + (m < a.m ? m : 0) * a.k;
+  float acc[R][MT];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < MT; ++m) acc[r][m] = 0.0f;
+
+  // Packs of the R rows are loaded, then decoded. (Prefetching the next pack into registers, or two
+  // packs per step, measured no faster on an H200: the extra registers cost occupancy.)
+  for (int64_t p = part * 32 + lane; p < packs; p += 32 * ks) {
+    const bool half = a.k - p * 32 < 32;  // only nvfp4 rows of 16 mod 32 codes end in half a pack
+    uint32_t w[R][W];
+    float s[R][2], b[R][2];
+#pragma unroll
+    for (int r = 0; r < R; ++r) load_pack<W>(wr[r], p, a.vec, half, w[r]);
+    pack_params<D, R>(a, nv, p, row, s, b);
+    qmv_pack<D, MT, R>(p, half, w, s, b, xr, acc);
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) acc[r][m] += __shfl_xor_sync(0xffffffffu, acc[r][m], o);
+    }
+  if (ks > 1) {
+    __shared__ float red[kQmvThreads / 32][R * MT];
+    if (lane == 0) {
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int m = 0; m < MT; ++m) red[warp][r * MT + m] = acc[r][m];
+    }
+    __syncthreads();
+    if (threadIdx.x < R * MT) {
+      const int r = threadIdx.x / MT, m = threadIdx.x % MT;
+      float v = 0.0f;
+      for (int i = 0; i < ks; ++i) v += red[i][threadIdx.x];
+      if (m < a.m && n0 + r < a.n) a.out[m * a.n + n0 + r] = v;
+    }
+    return;
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int m = 0; m < MT; ++m)
+        if (m < a.m && n0 + r < a.n) a.out[m * a.n + n0 + r] = acc[r][m];
+  }
+}
+
+int multiprocessors() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    LOOM_CUDA_CHECK(cudaGetDevice(&dev));
+    LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+    return v > 0 ? v : 1;
+  }();
+  return n;
+}
+
+template <class D, int MT, int R = qmv_rows<MT>()>
+void launch_qgemv_mt(const QmvArgs& a, bool nv, cudaStream_t s) {
+  // With fewer than 8 row-group warps per multiprocessor, the 4 warps of a block share each row group.
+  const int64_t groups = (a.n + R - 1) / R;
+  const int ks = groups < int64_t{8} * multiprocessors() ? kQmvThreads / 32 : 1;
+  const int64_t per_block = kQmvThreads / 32 / ks;
+  const int64_t blocks = (groups + per_block - 1) / per_block;
+  if (blocks > INT32_MAX) throw NotSupportedError(format_error("quantized_matmul", "too many output columns"));
+  qgemv_kernel<D, MT, R><<<static_cast<unsigned>(blocks), kQmvThreads, 0, s>>>(a, nv, ks);
+  check_launch("qgemv_kernel");
+}
+
+template <class D>
+void launch_qgemv(const QmvArgs& a, bool nv, cudaStream_t s) {
+  if (a.m == 1)
+    launch_qgemv_mt<D, 1>(a, nv, s);
+  else if (a.m == 2)
+    launch_qgemv_mt<D, 2>(a, nv, s);
+  else if (a.m <= 4)
+    launch_qgemv_mt<D, 4>(a, nv, s);
+  else
+    launch_qgemv_mt<D, 8>(a, nv, s);
+}
+
+bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Rows of W dequantized to f32 at a time in the prefill path (128 MiB).
+constexpr int64_t kPanelElems = int64_t{1} << 25;
+
+}  // namespace
+
+void quantize(const Array& w, const QuantSpec& spec, float global_scale, Array& wq, Array& scales, Array& biases) {
+  const char* op = "quantize";
+  QuantizeArgs q{};
+  q.mode = static_cast<int>(spec.mode);
+  q.bits = spec.bits;
+  q.gs = spec.group_size;
+  q.wcode = float_code(w.dtype(), op);
+  q.scode = spec.mode == QuantMode::affine ? float_code(scales.dtype(), op) : kF32;
+  q.k = w.shape(-1);
+  q.rows = q.k ? w.size() / q.k : 0;
+  q.groups = q.k / q.gs;
+  q.words = wq.shape(-1);
+  q.enc = global_scale > 0 ? 448.0f * 6.0f / global_scale : 1.0f;  // the twin's expression, in float
+  const int64_t total = q.rows * q.groups;
+  if (total == 0) return;
+  if (spec.mode == QuantMode::affine && (!biases.valid() || biases.dtype() != scales.dtype()))
+    throw Error(format_error(op, "affine biases must match the scales' dtype"));
+  cudaStream_t s = stream_of(wq);
+  void* bp = biases.valid() ? biases.raw_data() : nullptr;
+  dispatch_float(w.dtype(), op, [&](auto t) {
+    using T = decltype(t);
+    quantize_kernel<T><<<grid_for(total, 128), 128, 0, s>>>(w.data<T>(), q, wq.data<uint32_t>(), scales.raw_data(), bp);
+  });
+  check_launch("quantize_kernel");
+}
+
+void dequantize(const Array& wq, const Array& scales, const Array& biases, const QuantSpec& spec, float global_scale,
+                Array& out) {
+  const char* op = "dequantize";
+  DequantArgs a = dequant_args(wq, scales, biases, spec, global_scale, op);
+  launch_dequantize(a, out.raw_data(), float_code(out.dtype(), op), stream_of(out));
+}
+
+void quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
+                      const QuantSpec& spec, float global_scale, Array& out) {
+  const char* op = "quantized_matmul";
+  if (x.dtype() != Dtype::f32 || out.dtype() != Dtype::f32)
+    throw Error(format_error(op, "the CUDA kernel takes float32 activations and output"));
+  if (spec.mode == QuantMode::affine && (scales.dtype() != Dtype::f32 || biases.dtype() != Dtype::f32))
+    throw Error(format_error(op, "the CUDA kernel takes float32 affine scales and biases"));
+  const int64_t kx = x.shape(-1), m = kx ? x.size() / kx : 0;
+  const int64_t words = wq.shape(-1), kq = words * 32 / spec.bits, wrows = wq.shape(0);
+  const int64_t n = transpose ? wrows : kq;
+  if (m == 0 || n == 0) return;
+  cudaStream_t s = stream_of(out);
+  if (kx == 0) {
+    LOOM_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.nbytes(), s));
+    return;
+  }
+  const float gmul = global_scale > 0 ? global_scale / (448.0f * 6.0f) : 1.0f;
+
+  if (transpose && m <= 8) {
+    // The activations' rows are read as float4: give them a 16-byte aligned home if they lack one.
+    Array xa = x;
+    if (!aligned16(x.raw_data())) {
+      xa = Array::empty(x.shape(), Dtype::f32, x.device());
+      LOOM_CUDA_CHECK(cudaMemcpyAsync(xa.raw_data(), x.raw_data(), x.nbytes(), cudaMemcpyDeviceToDevice, s));
+    }
+    QmvArgs a{};
+    a.x = xa.data<float>();
+    a.wq = wq.data<uint32_t>();
+    const bool affine = spec.mode == QuantMode::affine;
+    a.scales = affine ? scales.data<float>() : nullptr;
+    a.biases = affine ? biases.data<float>() : nullptr;
+    a.sbytes = affine ? nullptr : scales.data<uint8_t>();
+    a.out = out.data<float>();
+    a.m = static_cast<int>(m);
+    a.n = n;
+    a.k = kq;
+    a.words = words;
+    a.groups = scales.shape(-1);
+    a.gs = spec.group_size;
+    a.gs_log2 = std::countr_zero(static_cast<unsigned>(spec.group_size));
+    a.gmul = gmul;
+    a.vec = aligned16(wq.raw_data()) && (words * 4) % 16 == 0;
+    switch (spec.mode) {
+      case QuantMode::affine:
+        switch (spec.bits) {
+          case 2:
+            launch_qgemv<DecAffine<2>>(a, false, s);
+            return;
+          case 3:
+            launch_qgemv<DecAffine<3>>(a, false, s);
+            return;
+          case 4:
+            launch_qgemv<DecAffine<4>>(a, false, s);
+            return;
+          case 5:
+            launch_qgemv<DecAffine<5>>(a, false, s);
+            return;
+          case 6:
+            launch_qgemv<DecAffine<6>>(a, false, s);
+            return;
+          case 8:
+            launch_qgemv<DecAffine<8>>(a, false, s);
+            return;
+          default:
+            break;
+        }
+        break;
+      case QuantMode::mxfp4:
+        launch_qgemv<DecFp4>(a, false, s);
+        return;
+      case QuantMode::nvfp4:
+        launch_qgemv<DecFp4>(a, true, s);
+        return;
+      case QuantMode::mxfp8:
+        launch_qgemv<DecFp8>(a, false, s);
+        return;
+    }
+    throw NotSupportedError(format_error(op, "no CUDA decode kernel for " + quant_spec_str(spec)));
+  }
+
+  // Prefill / W without transpose: f32 panels of W (rows of the packed matrix), then cuBLAS.
+  DequantArgs da = dequant_args(wq, scales, biases, spec, global_scale, op);
+  const int64_t panel = std::min(wrows, std::max<int64_t>(64, kPanelElems / std::max<int64_t>(1, kq)));
+  Array wp = Array::empty({panel, kq}, Dtype::f32, out.device());
+  for (int64_t r0 = 0; r0 < wrows; r0 += panel) {
+    const int64_t nb = std::min(panel, wrows - r0);
+    DequantArgs pa = da;
+    pa.wq += r0 * words;
+    pa.scales = static_cast<const char*>(da.scales) + r0 * da.groups * static_cast<int64_t>(scales.itemsize());
+    if (pa.biases)
+      pa.biases = static_cast<const char*>(da.biases) + r0 * da.groups * static_cast<int64_t>(biases.itemsize());
+    pa.rows = nb;
+    launch_dequantize(pa, wp.raw_data(), kF32, s);
+    if (transpose) {
+      // out[:, r0:r0+nb] = x [m, k] @ panel[nb, k]^T
+      detail::sgemm_rowmajor(out.device(), false, true, m, nb, kx, x.data<float>(), kx, wp.data<float>(), kq, 0.0f,
+                             out.data<float>() + r0, n, op);
+    } else {
+      // out += x[:, r0:r0+nb] @ panel[nb, n]
+      detail::sgemm_rowmajor(out.device(), false, false, m, n, nb, x.data<float>() + r0, kx, wp.data<float>(), kq,
+                             r0 == 0 ? 0.0f : 1.0f, out.data<float>(), n, op);
+    }
+  }
+}
+
+}  // namespace loom::cuda
