@@ -65,6 +65,8 @@ Array gather_mm(const Array& a_in, const Array& b_in, const Array& lhs_indices, 
   Array bv(b.buffer(), b3, bs, b.offset(), b.dtype());
   Shape out_shape = batch;
   out_shape.insert(out_shape.end(), {M, N});
+  // Index lists made here (arange on the default device) or given on the host join a device op.
+  ops_detail::unify_devices({&a, &bv, &li, &ri}, "gather_mm");
   Array out = Array::empty(out_shape, promote_types(a.dtype(), b.dtype()), a.device());
   if (out.size() > 0) LOOM_KERNEL(out.device(), gather_mm)(a, bv, li, ri, out);
   (void)s;

@@ -90,6 +90,21 @@ inline void expect_logits_near(const Array& got_in, const Array& ref_in, const T
   }
 }
 
+// The device the architecture tests run on: the CPU, or the GPU when a test binary is built with
+// LOOM_TEST_DEVICE="cuda" (tests/cuda builds the fixture tests a second time that way).
+#ifndef LOOM_TEST_DEVICE
+#define LOOM_TEST_DEVICE "cpu"
+#endif
+inline Device test_device() { return parse_device(LOOM_TEST_DEVICE); }
+
+// Loads a model folder onto the test device, computing in `dtype`.
+inline models::LoadedModel load_on_device(const std::string& dir, Dtype dtype = Dtype::f32) {
+  models::LoadOptions opt;
+  opt.dtype = dtype;
+  opt.device = test_device();
+  return models::load_model(dir, opt);
+}
+
 inline Array tokens_array(const std::vector<int32_t>& ids) { return Array::from(ids, {1, static_cast<int64_t>(ids.size())}); }
 
 // Logits [T, vocab] of one sequence fed through a fresh cache `chunk` tokens at a time.

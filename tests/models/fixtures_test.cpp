@@ -10,21 +10,10 @@
 #include "loom/io/config.h"
 #include "tests/models/fixture_util.h"
 
-#ifndef LOOM_TEST_DEVICE
-#define LOOM_TEST_DEVICE "cpu"
-#endif
-
 namespace loom::test {
 namespace {
 
-const Device kDevice = parse_device(LOOM_TEST_DEVICE);
-
-models::LoadedModel load_on_device(const std::string& dir, Dtype dtype = Dtype::f32) {
-  models::LoadOptions opt;
-  opt.dtype = dtype;
-  opt.device = kDevice;
-  return models::load_model(dir, opt);
-}
+const Device kDevice = test_device();
 
 class Fixture : public ::testing::TestWithParam<std::string> {
  protected:

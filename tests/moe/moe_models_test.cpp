@@ -3,6 +3,7 @@
 // tensors transformers 5 saves, the transformers-v5 fused tensors, and mlx-lm's stacked switch_mlp
 // (the latter two written here from the first). Per layout: logits, the router's decisions exactly,
 // token-by-token decode == full pass, a left-padded batch == each prompt alone; bf16 compute once.
+// Built twice: here for the CPU, and in tests/cuda with LOOM_TEST_DEVICE="cuda".
 #include <unistd.h>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +17,8 @@
 namespace loom::test {
 namespace {
 namespace fs = std::filesystem;
+
+const Device kDevice = test_device();
 
 struct MoEFixture {
   std::string name;
@@ -80,11 +83,12 @@ std::string write_layout(const MoEFixture& f, const std::string& layout) {
 class MoE : public ::testing::TestWithParam<std::tuple<int, std::string>> {
  protected:
   void SetUp() override {
+    if (!device_available(kDevice)) GTEST_SKIP() << "no " << kDevice.str() << " device";
     fx = kFixtures[std::get<0>(GetParam())];
     ref = load_reference(fx.name);
     std::ifstream in(fixture_dir(fx.name) + "/reference.json");
     raw = nlohmann::json::parse(in);
-    lm = models::load_model(write_layout(fx, std::get<1>(GetParam())));
+    lm = load_on_device(write_layout(fx, std::get<1>(GetParam())));
   }
   Array run(models::LanguageModel& m, const std::vector<int32_t>& ids, int64_t chunk) { return run_chunked(m, ids, chunk); }
   MoEFixture fx;
@@ -162,15 +166,14 @@ INSTANTIATE_TEST_SUITE_P(Layouts, MoE,
 // qwen3_moe has no hf_bf16: transformers 5.17's own bf16 forward fails on it (grouped_mm needs expert
 // widths whose rows are 16-byte multiples; its moe_intermediate_size is 12).
 TEST(MoEBf16, ComputeWithinBf16Tolerance) {
+  if (!device_available(kDevice)) GTEST_SKIP() << "no " << kDevice.str() << " device";
   for (const auto& f : {kFixtures[0], kFixtures[2]}) {
     Reference ref = load_reference(f.name);
     if (ref.hf_bf16_mean_rel <= 0) {
       ADD_FAILURE() << f.name << ": reference.json lacks hf_bf16 (run tools/refgen/bf16_baseline.py)";
       continue;
     }
-    models::LoadOptions opt;
-    opt.dtype = Dtype::bf16;
-    models::LoadedModel m = models::load_model(fixture_dir(f.name), opt);
+    models::LoadedModel m = load_on_device(fixture_dir(f.name), Dtype::bf16);
     models::Cache cache = m.model->make_cache();
     Array got = m.model->forward(tokens_array(ref.prompts[0]), cache, models::LogitsMode::all);
     EXPECT_EQ(got.dtype(), Dtype::bf16);
