@@ -4,7 +4,11 @@
 
 #include <unistd.h>
 
+#include <cstring>
+#include <map>
 #include <mutex>
+#include <tuple>
+#include <unordered_map>
 
 #include "loom/backend/cuda/runtime.h"
 #include "loom/core/device_runtime.h"
@@ -58,6 +62,76 @@ Array to_device(const Array& a, Device d) {
 }
 
 namespace ops_detail {
+namespace {
+
+// Uploads of small host operands, cached so a decode step does not copy the same constants to the
+// device again and again: single values by (device, dtype, bits) — weak scalars such as 0.5 or -inf
+// are made afresh by every op but take few distinct values — and other host arrays by buffer
+// identity while that buffer lives (RoPE frequencies, sinks: made once, used every step). A cached
+// entry is valid only while its host buffer is alive and the view is the same; host arrays are not
+// written after they first meet a device op (token ids and positions are made fresh each step).
+class UploadCache {
+ public:
+  Array get(const Array& a, Device d) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (a.size() == 1) {
+      uint64_t bits = 0;
+      std::memcpy(&bits, a.raw_data(), a.itemsize());
+      ScalarKey key{d.index, static_cast<int>(a.dtype()), bits};
+      auto it = scalars_.find(key);
+      Array v;
+      if (it != scalars_.end()) {
+        v = it->second;
+      } else {
+        v = to_device(reshape(a, {}), d);
+        if (scalars_.size() < kMaxScalars) scalars_.emplace(key, v);
+      }
+      return Array(v.buffer(), a.shape(), Strides(a.ndim(), 0), v.offset(), v.dtype());
+    }
+    const Buffer* key = a.buffer().get();
+    auto it = arrays_.find(key);
+    if (it != arrays_.end() && !it->second.host.expired() && it->second.device == d &&
+        it->second.host.lock().get() == key && it->second.offset == a.offset() && it->second.shape == a.shape() &&
+        it->second.strides == a.strides() && it->second.dtype == a.dtype())
+      return it->second.copy;
+    if (arrays_.size() >= kMaxArrays) evict_expired();
+    Array copy = to_device(a, d);
+    if (arrays_.size() < kMaxArrays) arrays_[key] = {a.buffer(), d, a.offset(), a.shape(), a.strides(), a.dtype(), copy};
+    return copy;
+  }
+
+ private:
+  static constexpr size_t kMaxScalars = 4096, kMaxArrays = 1024;
+  struct ScalarKey {
+    int device, dtype;
+    uint64_t bits;
+    bool operator<(const ScalarKey& o) const {
+      return std::tie(device, dtype, bits) < std::tie(o.device, o.dtype, o.bits);
+    }
+  };
+  struct Entry {
+    std::weak_ptr<Buffer> host;
+    Device device;
+    int64_t offset;
+    Shape shape;
+    Strides strides;
+    Dtype dtype;
+    Array copy;
+  };
+  void evict_expired() {
+    for (auto it = arrays_.begin(); it != arrays_.end();) it = it->second.host.expired() ? arrays_.erase(it) : std::next(it);
+  }
+  std::mutex mu_;
+  std::map<ScalarKey, Array> scalars_;
+  std::unordered_map<const Buffer*, Entry> arrays_;
+};
+
+UploadCache& upload_cache() {
+  static UploadCache* c = new UploadCache();  // leaked on purpose: device buffers may outlive statics
+  return *c;
+}
+
+}  // namespace
 
 Device device_of(std::initializer_list<const Array*> arrays, const char* op) {
   Device d = Device::cpu();
@@ -86,7 +160,7 @@ Device unify_devices(std::initializer_list<Array*> arrays, const char* op) {
   for (Array* a : arrays) {
     if (!a->valid() || a->device() == d) continue;
     if (a->device().is_cpu() && a->size() <= kHostUploadLimit) {
-      *a = to_device(*a, d);
+      *a = upload_cache().get(*a, d);
       continue;
     }
     throw ValueError(format_error(op, "arrays on different devices: " + d.str() + " and " + a->device().str() + " " +

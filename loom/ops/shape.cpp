@@ -182,6 +182,9 @@ Array slice_axis(const Array& a, int axis, int64_t start, int64_t stop, StreamOr
 
 void assign(const Array& dst, const Array& src) {
   Array d = dst, source = src;
+  // The destination stays where it is (an upload of it would take the write); only a small host
+  // source may join a device destination.
+  if (d.device().is_cpu()) device_of({&d, &source}, "assign");
   Device dev = ops_detail::unify_devices({&d, &source}, "assign");
   Array b = broadcast_to(source, dst.shape());
   LOOM_KERNEL(dev, copy_into)(b, d);

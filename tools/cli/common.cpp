@@ -35,9 +35,9 @@ Dtype parse_compute_dtype(const std::string& s) {
 }
 
 Device resolve_device(const std::string& s) {
-  if (s == "auto") return best_device();
-  Device d = parse_device(s);
+  Device d = s == "auto" ? best_device() : parse_device(s);
   if (!device_available(d)) require_device_runtime(d, "cli");  // throws, saying why
+  set_default_device(d);  // arrays the model makes on the fly (positions, masks) start there too
   return d;
 }
 

@@ -14,7 +14,7 @@ std::vector<int32_t> parse_token_list(const std::string& s);
 // Parses --dtype values (float32, bfloat16, float16).
 Dtype parse_compute_dtype(const std::string& s);
 // --device: "auto" (the first CUDA GPU when one is usable, else cpu), "cpu", "cuda", "cuda:N"; a device
-// this build or machine lacks is an error saying why.
+// this build or machine lacks is an error saying why. Also makes it the process's default device.
 Device resolve_device(const std::string& s);
 // --dtype with "auto": bfloat16 on CUDA, float32 on the CPU (DESIGN.md's precision policy).
 Dtype resolve_dtype(const std::string& s, Device device);

@@ -90,4 +90,16 @@ void dispatch_all(Dtype dt, const char* op, F&& f) {
   }
 }
 
+// Calls f(B{}) with B the unsigned integer of `itemsize` bytes (1, 2, 4, else 8): the element type
+// of kernels that only move element bits.
+template <typename F>
+void dispatch_bits(size_t itemsize, F&& f) {
+  switch (itemsize) {
+    case 1: f(uint8_t{}); return;
+    case 2: f(uint16_t{}); return;
+    case 4: f(uint32_t{}); return;
+    default: f(uint64_t{}); return;
+  }
+}
+
 }  // namespace loom::cuda

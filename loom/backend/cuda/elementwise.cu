@@ -5,11 +5,12 @@
 //  - a "same" kernel per common element type (inputs and output share it; comparisons write bool),
 //    with a 16-byte vectorized variant when everything is contiguous (or a broadcast scalar),
 //  - an "any" kernel that loads and stores every dtype through a runtime switch, for mixed dtypes.
-// Every kernel indexes its operands through StridedView (FastView below), so broadcast (zero) strides and
-// non-contiguous views need no copies.
+// Every kernel indexes its operands through StridedView (FastView of elementwise.cuh), so broadcast (zero)
+// strides and non-contiguous views need no copies.
 #include <cstdint>
 
 #include "loom/backend/cuda/common.cuh"
+#include "loom/backend/cuda/elementwise.cuh"
 #include "loom/backend/cuda/kernels.h"
 
 namespace loom::cuda {
@@ -17,170 +18,7 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// ---- dtype-generic loads and stores (convert_span of loom/core/convert.cpp, one element) --------
-
-__host__ __device__ constexpr bool integral_dtype(Dtype dt) {
-  return static_cast<int>(dt) <= static_cast<int>(Dtype::u64);
-}
-
-__device__ __forceinline__ float f8e4m3_to_f(uint8_t v) {
-  uint32_t exp = (v >> 3) & 0xf, man = v & 0x7;
-  if (exp == 0xf && man == 0x7) return __int_as_float(0x7fc00000);
-  float r = exp == 0 ? ldexpf(static_cast<float>(man), -9) : ldexpf(1.0f + man / 8.0f, static_cast<int>(exp) - 7);
-  return (v >> 7) ? -r : r;
-}
-
-// Element i as double, as convert_span's load_double.
-__device__ double load_d(const void* p, Dtype dt, int64_t i) {
-  switch (dt) {
-    case Dtype::bool_: return static_cast<const uint8_t*>(p)[i] ? 1.0 : 0.0;
-    case Dtype::u8: return static_cast<const uint8_t*>(p)[i];
-    case Dtype::i8: return static_cast<const int8_t*>(p)[i];
-    case Dtype::i16: return static_cast<const int16_t*>(p)[i];
-    case Dtype::u16: return static_cast<const uint16_t*>(p)[i];
-    case Dtype::i32: return static_cast<const int32_t*>(p)[i];
-    case Dtype::u32: return static_cast<const uint32_t*>(p)[i];
-    case Dtype::i64: return static_cast<double>(static_cast<const int64_t*>(p)[i]);
-    case Dtype::u64: return static_cast<double>(static_cast<const uint64_t*>(p)[i]);
-    case Dtype::f16: return __half2float(static_cast<const __half*>(p)[i]);
-    case Dtype::bf16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case Dtype::f32: return static_cast<const float*>(p)[i];
-    case Dtype::f64: return static_cast<const double*>(p)[i];
-    case Dtype::f8_e4m3: return f8e4m3_to_f(static_cast<const uint8_t*>(p)[i]);
-    case Dtype::f8_e5m2:
-      return __half2float(__ushort_as_half(static_cast<unsigned short>(static_cast<const uint8_t*>(p)[i] << 8)));
-  }
-  return 0;
-}
-
-// Element i as float (the CPU's load_row into a float buffer: integers go through double).
-__device__ __forceinline__ float load_f(const void* p, Dtype dt, int64_t i) {
-  switch (dt) {
-    case Dtype::f32: return static_cast<const float*>(p)[i];
-    case Dtype::f16: return __half2float(static_cast<const __half*>(p)[i]);
-    case Dtype::bf16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    default: return static_cast<float>(load_d(p, dt, i));
-  }
-}
-
-// Float -> integer as convert_span casts: truncation through int64, NaN -> 0; values outside int64
-// are UB in C++ and give INT64_MIN on x86 (cvttsd2si), which we reproduce.
-__device__ __forceinline__ int64_t f2i(double v) {
-  if (v != v) return 0;
-  if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0)) return INT64_MIN;
-  return static_cast<int64_t>(v);
-}
-
-// Element i as int64 (the CPU's load_row into an int64 buffer). Integers load exactly here; the
-// CPU's route through double only differs above 2^53.
-__device__ int64_t load_i(const void* p, Dtype dt, int64_t i) {
-  switch (dt) {
-    case Dtype::bool_: return static_cast<const uint8_t*>(p)[i] ? 1 : 0;
-    case Dtype::u8: return static_cast<const uint8_t*>(p)[i];
-    case Dtype::i8: return static_cast<const int8_t*>(p)[i];
-    case Dtype::i16: return static_cast<const int16_t*>(p)[i];
-    case Dtype::u16: return static_cast<const uint16_t*>(p)[i];
-    case Dtype::i32: return static_cast<const int32_t*>(p)[i];
-    case Dtype::u32: return static_cast<const uint32_t*>(p)[i];
-    case Dtype::i64: return static_cast<const int64_t*>(p)[i];
-    case Dtype::u64: return static_cast<int64_t>(static_cast<const uint64_t*>(p)[i]);
-    default: return f2i(load_d(p, dt, i));
-  }
-}
-
-// Stores an int64 result: wraps into narrower integers, != 0 for bool, (float)(double) for floats.
-__device__ void store_i(void* p, Dtype dt, int64_t i, int64_t v) {
-  switch (dt) {
-    case Dtype::bool_: static_cast<uint8_t*>(p)[i] = v != 0; return;
-    case Dtype::u8: static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v); return;
-    case Dtype::i8: static_cast<int8_t*>(p)[i] = static_cast<int8_t>(v); return;
-    case Dtype::i16: static_cast<int16_t*>(p)[i] = static_cast<int16_t>(v); return;
-    case Dtype::u16: static_cast<uint16_t*>(p)[i] = static_cast<uint16_t>(v); return;
-    case Dtype::i32: static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v); return;
-    case Dtype::u32: static_cast<uint32_t*>(p)[i] = static_cast<uint32_t>(v); return;
-    case Dtype::i64: static_cast<int64_t*>(p)[i] = v; return;
-    case Dtype::u64: static_cast<uint64_t*>(p)[i] = static_cast<uint64_t>(v); return;
-    case Dtype::f16: static_cast<__half*>(p)[i] = __float2half_rn(static_cast<float>(static_cast<double>(v))); return;
-    case Dtype::bf16:
-      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(static_cast<float>(static_cast<double>(v)));
-      return;
-    case Dtype::f32: static_cast<float*>(p)[i] = static_cast<float>(static_cast<double>(v)); return;
-    case Dtype::f64: static_cast<double*>(p)[i] = static_cast<double>(v); return;
-    default: return;  // f8: refused on the host
-  }
-}
-
-// Stores a float result (the CPU's store_row from a float buffer).
-__device__ __forceinline__ void store_f(void* p, Dtype dt, int64_t i, float v) {
-  switch (dt) {
-    case Dtype::f32: static_cast<float*>(p)[i] = v; return;
-    case Dtype::f16: static_cast<__half*>(p)[i] = __float2half_rn(v); return;
-    case Dtype::bf16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v); return;
-    case Dtype::f64: static_cast<double*>(p)[i] = v; return;
-    case Dtype::bool_: static_cast<uint8_t*>(p)[i] = v != 0; return;
-    default: if (integral_dtype(dt)) store_i(p, dt, i, f2i(v)); return;
-  }
-}
-
-// An operand's StridedView (from view_of) with precomputed divisors. Indexing divides the linear
-// index by every extent, and integer division is slow on the GPU (a 64-bit one costs ~70
-// instructions), so when extents and indices fit 31 bits it multiplies-high and shifts instead.
-struct FastView {
-  StridedView v;
-  uint32_t magic[kMaxDims];
-  uint32_t shift[kMaxDims];
-  bool small;  // every extent and linear index < 2^31: the magic path applies
-};
-
-FastView fast_view(const Array& a) {
-  FastView f{view_of(a), {}, {}, a.size() < (int64_t{1} << 31)};
-  for (int d = 0; d < f.v.ndim && f.small; ++d) {
-    // q = (umulhi(x, magic) + x) >> shift equals x / n for x, n < 2^31 (Granlund-Montgomery).
-    uint64_t n = static_cast<uint64_t>(f.v.shape[d]);
-    uint32_t s = 0;
-    while ((uint64_t{1} << s) < n) ++s;
-    f.shift[d] = s;
-    f.magic[d] = static_cast<uint32_t>(((uint64_t{1} << 32) * ((uint64_t{1} << s) - n)) / n + 1);
-  }
-  return f;
-}
-
-// Element offset of linear (row-major) index i: StridedView::offset, with shortcuts for 0-d and
-// 1-d views (a contiguous operand is 1-d with stride 1, a broadcast scalar 1-d with stride 0), and
-// no division for the outermost dim.
-__device__ __forceinline__ int64_t at(const FastView& f, int64_t i) {
-  const StridedView& v = f.v;
-  if (v.ndim == 1) return i * v.strides[0];
-  if (v.ndim == 0) return 0;
-  int64_t off = 0;
-  if (f.small) {
-    uint32_t x = static_cast<uint32_t>(i);
-    for (int d = v.ndim - 1; d > 0; --d) {
-      uint32_t q = (__umulhi(x, f.magic[d]) + x) >> f.shift[d];
-      off += static_cast<int64_t>(x - q * static_cast<uint32_t>(v.shape[d])) * v.strides[d];
-      x = q;
-    }
-    return off + static_cast<int64_t>(x) * v.strides[0];
-  }
-  for (int d = v.ndim - 1; d > 0; --d) {
-    int64_t q = i / v.shape[d];
-    off += (i - q * v.shape[d]) * v.strides[d];
-    i = q;
-  }
-  return off + i * v.strides[0];
-}
-
-#define LOOM_GRID_STRIDE(i, n) \
-  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < (n); i += int64_t{gridDim.x} * blockDim.x)
-
 // ---- the ops ---------------------------------------------------------------------------------------
-
-// x86's conversion of an out-of-range or NaN float to int64 (the CPU twin's static_cast<int64_t>
-// of such a value is UB and compiles to cvttss2si/cvttsd2si, which gives INT64_MIN).
-__device__ __forceinline__ int64_t f2i_x86(double v) {
-  if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0)) return INT64_MIN;
-  return static_cast<int64_t>(v);
-}
 
 __device__ __forceinline__ float unary_f(UnaryOp op, float v) {
   switch (op) {
@@ -249,15 +87,14 @@ __device__ __noinline__ int64_t pow_i(int64_t a, int64_t b) {
   return r;
 }
 
-__device__ __forceinline__ float binary_f(BinaryOp op, float a, float b) {
+// The binary ops whose logic is the same in both compute types V (float and int64): maximum,
+// minimum (for float the CPU's NaN behaviour: NaN only when b is NaN), comparisons and logical ops
+// (1 or 0 in V). 0 for the arithmetic ops, which binary_f and binary_i handle before calling this.
+template <typename V>
+__device__ __forceinline__ V binary_select_compare(BinaryOp op, V a, V b) {
   switch (op) {
-    case BinaryOp::add: return a + b;
-    case BinaryOp::subtract: return a - b;
-    case BinaryOp::multiply: return a * b;
-    case BinaryOp::divide: return a / b;
-    case BinaryOp::maximum: return a > b ? a : b;  // the CPU's NaN behaviour: NaN only when b is NaN
+    case BinaryOp::maximum: return a > b ? a : b;
     case BinaryOp::minimum: return a < b ? a : b;
-    case BinaryOp::power: return pow_f(a, b);
     case BinaryOp::equal: return a == b;
     case BinaryOp::not_equal: return a != b;
     case BinaryOp::less: return a < b;
@@ -266,8 +103,19 @@ __device__ __forceinline__ float binary_f(BinaryOp op, float a, float b) {
     case BinaryOp::greater_equal: return a >= b;
     case BinaryOp::logical_and: return (a != 0) && (b != 0);
     case BinaryOp::logical_or: return (a != 0) || (b != 0);
+    default: return 0;
   }
-  return 0;
+}
+
+__device__ __forceinline__ float binary_f(BinaryOp op, float a, float b) {
+  switch (op) {
+    case BinaryOp::add: return a + b;
+    case BinaryOp::subtract: return a - b;
+    case BinaryOp::multiply: return a * b;
+    case BinaryOp::divide: return a / b;
+    case BinaryOp::power: return pow_f(a, b);
+    default: return binary_select_compare(op, a, b);
+  }
 }
 
 // Integer binary ops in int64: wrapping arithmetic, x / 0 = 0 (the CPU's rule), C++ truncating
@@ -279,19 +127,9 @@ __device__ __forceinline__ int64_t binary_i(BinaryOp op, int64_t a, int64_t b) {
     case BinaryOp::subtract: return static_cast<int64_t>(ua - ub);
     case BinaryOp::multiply: return static_cast<int64_t>(ua * ub);
     case BinaryOp::divide: return b == 0 ? 0 : b == -1 ? static_cast<int64_t>(0 - ua) : a / b;
-    case BinaryOp::maximum: return a > b ? a : b;
-    case BinaryOp::minimum: return a < b ? a : b;
     case BinaryOp::power: return pow_i(a, b);
-    case BinaryOp::equal: return a == b;
-    case BinaryOp::not_equal: return a != b;
-    case BinaryOp::less: return a < b;
-    case BinaryOp::less_equal: return a <= b;
-    case BinaryOp::greater: return a > b;
-    case BinaryOp::greater_equal: return a >= b;
-    case BinaryOp::logical_and: return (a != 0) && (b != 0);
-    case BinaryOp::logical_or: return (a != 0) || (b != 0);
+    default: return binary_select_compare(op, a, b);
   }
-  return 0;
 }
 
 // ---- typed element access for the "same" kernels ---------------------------------------------------
@@ -318,33 +156,8 @@ __device__ __forceinline__ O binary_elem(BinaryOp op, T a, T b) {
   else return compute_store<O>(binary_i(op, compute_load(a), compute_load(b)));
 }
 
-// 16 bytes of T, for vectorized loads and stores.
-template <typename T>
-struct alignas(16) Pack {
-  static constexpr int kN = 16 / sizeof(T);
-  T v[kN];
-};
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 bool is_contiguous_view(const FastView& f) { return f.v.ndim == 0 || (f.v.ndim == 1 && f.v.strides[0] == 1); }
 bool is_scalar_view(const FastView& f) { return f.v.ndim == 0 || (f.v.ndim == 1 && f.v.strides[0] == 0); }
-
-// Threads of the strided kernels take runs of kRun consecutive linear indices when a run never
-// leaves the innermost dim of any operand: offsets are then computed once per run and advance by
-// each operand's innermost stride. Runs fit when kRun divides n and every innermost extent.
-constexpr int kRun = 4;
-bool runs_fit(int64_t n, std::initializer_list<const FastView*> views) {
-  if (n % kRun != 0) return false;
-  for (const FastView* f : views)
-    if (f->v.ndim > 1 && f->v.shape[f->v.ndim - 1] % kRun != 0) return false;
-  return true;
-}
-__device__ __forceinline__ int64_t inner_stride(const FastView& f) { return f.v.ndim ? f.v.strides[f.v.ndim - 1] : 0; }
-
-// Grid-stride loop over runs of R elements: i0 is the run's first linear index.
-#define LOOM_RUNS(i0, R, n)                                                                          \
-  for (int64_t run_ = blockIdx.x * int64_t{blockDim.x} + threadIdx.x, i0 = run_ * (R); run_ < (n) / (R); \
-       run_ += int64_t{gridDim.x} * blockDim.x, i0 = run_ * (R))
 
 // ---- unary ----------------------------------------------------------------------------------------
 
@@ -491,11 +304,6 @@ __global__ void swiglu_any_kernel(const void* __restrict__ g, Dtype gdt, const v
 
 // ---- host side -------------------------------------------------------------------------------------
 
-void refuse_f8_output(const Array& out, const char* op) {
-  if (out.dtype() == Dtype::f8_e4m3 || out.dtype() == Dtype::f8_e5m2)
-    throw NotSupportedError(format_error(op, "conversion to " + std::string(name(out.dtype())) + " is not supported"));
-}
-
 // Calls f(T{}) for the element types with "same" kernels; false for the rest (bool excluded: its
 // arithmetic must be stored as != 0, which the any-kernels do).
 template <typename F>
@@ -522,11 +330,10 @@ unsigned vec_grid(int64_t n, int pack) {
 void unary(UnaryOp op, const Array& in, Array& out) {
   int64_t n = out.size();
   if (n == 0) return;
-  refuse_f8_output(out, "unary");
+  refuse_f8_output(out.dtype(), "unary");
   cudaStream_t stream = stream_of(out);
   FastView iv = fast_view(in), ov = fast_view(out);
-  bool same = in.dtype() == out.dtype() &&
-              (in.dtype() == Dtype::f32 || in.dtype() == Dtype::f16 || in.dtype() == Dtype::bf16);
+  bool same = in.dtype() == out.dtype() && is_model_float(in.dtype());
   if (same) {
     dispatch_float(in.dtype(), "unary", [&](auto t) {
       using T = decltype(t);
@@ -552,7 +359,7 @@ void unary(UnaryOp op, const Array& in, Array& out) {
 void binary(BinaryOp op, const Array& a, const Array& b, Array& out) {
   int64_t n = out.size();
   if (n == 0) return;
-  refuse_f8_output(out, "binary");
+  refuse_f8_output(out.dtype(), "binary");
   cudaStream_t stream = stream_of(out);
   FastView av = fast_view(a), bv = fast_view(b), ov = fast_view(out);
   bool launched = false;
@@ -595,7 +402,7 @@ void binary(BinaryOp op, const Array& a, const Array& b, Array& out) {
 void where(const Array& cond, const Array& a, const Array& b, Array& out) {
   int64_t n = out.size();
   if (n == 0) return;
-  refuse_f8_output(out, "where");
+  refuse_f8_output(out.dtype(), "where");
   cudaStream_t stream = stream_of(out);
   FastView cv = fast_view(cond), av = fast_view(a), bv = fast_view(b), ov = fast_view(out);
   bool byte_cond = cond.dtype() == Dtype::bool_ || cond.dtype() == Dtype::u8 || cond.dtype() == Dtype::i8;
@@ -614,12 +421,7 @@ void where(const Array& cond, const Array& a, const Array& b, Array& out) {
       else
         where_bits_kernel<B, 1><<<grid_for(n, kThreads), kThreads, 0, stream>>>(c, cv, ap, av, bp, bv, outp, ov, n);
     };
-    switch (out.itemsize()) {
-      case 1: launch(uint8_t{}); break;
-      case 2: launch(uint16_t{}); break;
-      case 4: launch(uint32_t{}); break;
-      default: launch(uint64_t{}); break;
-    }
+    dispatch_bits(out.itemsize(), launch);
   } else {
     where_any_kernel<<<grid_for(n, kThreads), kThreads, 0, stream>>>(
         cond.raw_data(), cond.dtype(), cv, a.raw_data(), a.dtype(), av, b.raw_data(), b.dtype(), bv, out.raw_data(),
@@ -632,10 +434,9 @@ void swiglu(const Array& gate, const Array& up, Array& out) {
   // gate, up and out are contiguous with one shape (the ops layer makes them so), as on the CPU.
   int64_t n = out.size();
   if (n == 0) return;
-  refuse_f8_output(out, "swiglu");
+  refuse_f8_output(out.dtype(), "swiglu");
   cudaStream_t stream = stream_of(out);
-  bool same = gate.dtype() == out.dtype() && up.dtype() == out.dtype() &&
-              (out.dtype() == Dtype::f32 || out.dtype() == Dtype::f16 || out.dtype() == Dtype::bf16) &&
+  bool same = gate.dtype() == out.dtype() && up.dtype() == out.dtype() && is_model_float(out.dtype()) &&
               aligned16(gate.raw_data()) && aligned16(up.raw_data()) && aligned16(out.raw_data());
   if (same) {
     dispatch_float(out.dtype(), "swiglu", [&](auto t) {

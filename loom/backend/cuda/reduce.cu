@@ -10,126 +10,11 @@
 #include <cstdint>
 
 #include "loom/backend/cuda/common.cuh"
+#include "loom/backend/cuda/elementwise.cuh"
 #include "loom/backend/cuda/kernels.h"
 
 namespace loom::cuda {
 namespace {
-
-// ---- dtype-generic loads and stores (convert_span of loom/core/convert.cpp, one element) --------
-
-__host__ __device__ constexpr bool integral_dtype(Dtype dt) {
-  return static_cast<int>(dt) <= static_cast<int>(Dtype::u64);
-}
-
-__device__ __forceinline__ float f8e4m3_to_f(uint8_t v) {
-  uint32_t exp = (v >> 3) & 0xf, man = v & 0x7;
-  if (exp == 0xf && man == 0x7) return __int_as_float(0x7fc00000);
-  float r = exp == 0 ? ldexpf(static_cast<float>(man), -9) : ldexpf(1.0f + man / 8.0f, static_cast<int>(exp) - 7);
-  return (v >> 7) ? -r : r;
-}
-
-__device__ double load_d(const void* p, Dtype dt, int64_t i) {
-  switch (dt) {
-    case Dtype::bool_: return static_cast<const uint8_t*>(p)[i] ? 1.0 : 0.0;
-    case Dtype::u8: return static_cast<const uint8_t*>(p)[i];
-    case Dtype::i8: return static_cast<const int8_t*>(p)[i];
-    case Dtype::i16: return static_cast<const int16_t*>(p)[i];
-    case Dtype::u16: return static_cast<const uint16_t*>(p)[i];
-    case Dtype::i32: return static_cast<const int32_t*>(p)[i];
-    case Dtype::u32: return static_cast<const uint32_t*>(p)[i];
-    case Dtype::i64: return static_cast<double>(static_cast<const int64_t*>(p)[i]);
-    case Dtype::u64: return static_cast<double>(static_cast<const uint64_t*>(p)[i]);
-    case Dtype::f16: return __half2float(static_cast<const __half*>(p)[i]);
-    case Dtype::bf16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    case Dtype::f32: return static_cast<const float*>(p)[i];
-    case Dtype::f64: return static_cast<const double*>(p)[i];
-    case Dtype::f8_e4m3: return f8e4m3_to_f(static_cast<const uint8_t*>(p)[i]);
-    case Dtype::f8_e5m2:
-      return __half2float(__ushort_as_half(static_cast<unsigned short>(static_cast<const uint8_t*>(p)[i] << 8)));
-  }
-  return 0;
-}
-
-// Element i as float (the CPU's row_as_float: integers go through double).
-__device__ __forceinline__ float load_f(const void* p, Dtype dt, int64_t i) {
-  switch (dt) {
-    case Dtype::f32: return static_cast<const float*>(p)[i];
-    case Dtype::f16: return __half2float(static_cast<const __half*>(p)[i]);
-    case Dtype::bf16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    default: return static_cast<float>(load_d(p, dt, i));
-  }
-}
-
-// Float -> integer as convert_span: truncation through int64, NaN -> 0, out of int64 -> INT64_MIN
-// (x86's result for that UB cast).
-__device__ __forceinline__ int64_t f2i(double v) {
-  if (v != v) return 0;
-  if (!(v >= -9223372036854775808.0 && v < 9223372036854775808.0)) return INT64_MIN;
-  return static_cast<int64_t>(v);
-}
-
-// Integers exactly (the CPU's route through double differs only above 2^53), floats by f2i.
-__device__ int64_t load_i(const void* p, Dtype dt, int64_t i) {
-  switch (dt) {
-    case Dtype::bool_: return static_cast<const uint8_t*>(p)[i] ? 1 : 0;
-    case Dtype::u8: return static_cast<const uint8_t*>(p)[i];
-    case Dtype::i8: return static_cast<const int8_t*>(p)[i];
-    case Dtype::i16: return static_cast<const int16_t*>(p)[i];
-    case Dtype::u16: return static_cast<const uint16_t*>(p)[i];
-    case Dtype::i32: return static_cast<const int32_t*>(p)[i];
-    case Dtype::u32: return static_cast<const uint32_t*>(p)[i];
-    case Dtype::i64: return static_cast<const int64_t*>(p)[i];
-    case Dtype::u64: return static_cast<int64_t>(static_cast<const uint64_t*>(p)[i]);
-    default: return f2i(load_d(p, dt, i));
-  }
-}
-
-// convert_span's stores: floats round once to float (then f16/bf16), integers wrap (from int64)
-// or truncate (from double), bool is != 0. f8 outputs are refused on the host.
-__device__ void store_d(void* p, Dtype dt, int64_t i, double v);
-__device__ void store_i(void* p, Dtype dt, int64_t i, int64_t v) {
-  switch (dt) {
-    case Dtype::bool_: static_cast<uint8_t*>(p)[i] = v != 0; return;
-    case Dtype::u8: static_cast<uint8_t*>(p)[i] = static_cast<uint8_t>(v); return;
-    case Dtype::i8: static_cast<int8_t*>(p)[i] = static_cast<int8_t>(v); return;
-    case Dtype::i16: static_cast<int16_t*>(p)[i] = static_cast<int16_t>(v); return;
-    case Dtype::u16: static_cast<uint16_t*>(p)[i] = static_cast<uint16_t>(v); return;
-    case Dtype::i32: static_cast<int32_t*>(p)[i] = static_cast<int32_t>(v); return;
-    case Dtype::u32: static_cast<uint32_t*>(p)[i] = static_cast<uint32_t>(v); return;
-    case Dtype::i64: static_cast<int64_t*>(p)[i] = v; return;
-    case Dtype::u64: static_cast<uint64_t*>(p)[i] = static_cast<uint64_t>(v); return;
-    default: store_d(p, dt, i, static_cast<double>(v)); return;
-  }
-}
-__device__ void store_d(void* p, Dtype dt, int64_t i, double v) {
-  switch (dt) {
-    case Dtype::bool_: static_cast<uint8_t*>(p)[i] = v != 0; return;
-    case Dtype::f16: static_cast<__half*>(p)[i] = __float2half_rn(static_cast<float>(v)); return;
-    case Dtype::bf16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(static_cast<float>(v)); return;
-    case Dtype::f32: static_cast<float*>(p)[i] = static_cast<float>(v); return;
-    case Dtype::f64: static_cast<double*>(p)[i] = v; return;
-    case Dtype::f8_e4m3: case Dtype::f8_e5m2: return;
-    default: store_i(p, dt, i, f2i(v)); return;
-  }
-}
-
-// StridedView::offset without division for 0-d/1-d views and with 32-bit division where it fits.
-__device__ __forceinline__ int64_t at(const StridedView& v, int64_t i) {
-  if (v.ndim == 1) return i * v.strides[0];
-  if (v.ndim == 0) return 0;
-  int64_t off = 0;
-  for (int d = v.ndim - 1; d >= 0; --d) {
-    int64_t s = v.shape[d], q;
-    if ((i | s) < (int64_t{1} << 31)) {
-      q = static_cast<uint32_t>(i) / static_cast<uint32_t>(s);
-    } else {
-      q = i / s;
-    }
-    off += (i - q * s) * v.strides[d];
-    i = q;
-  }
-  return off;
-}
 
 // ---- typed row access ------------------------------------------------------------------------------
 // The common float dtypes get typed loads and stores; everything else goes through the runtime
@@ -214,20 +99,17 @@ __device__ __forceinline__ void scan_row(const In& in, int64_t base, int64_t n, 
 // Elements before the first 16-byte boundary and after the last full pack are read one by one.
 template <bool kBlock, typename T, typename F>
 __device__ __forceinline__ void scan_row(const TypedIn<T>& in, int64_t base, int64_t n, F&& f) {
-  constexpr int kN = 16 / sizeof(T), kPacks = kBlock ? 4 : 1;  // warp rows are short (<= 1024)
-  struct alignas(16) Pack {
-    T v[kN];
-  };
+  constexpr int kN = Pack<T>::kN, kPacks = kBlock ? 4 : 1;  // warp rows are short (<= 1024)
   const T* row = in.p + base;
   const int64_t rank = Team<kBlock>::rank(), size = Team<kBlock>::size();
   auto addr = reinterpret_cast<uintptr_t>(row);
   int64_t head = addr % sizeof(T) != 0 ? n : static_cast<int64_t>((16 - addr % 16) % 16 / sizeof(T));
   if (head > n) head = n;
   for (int64_t i = rank; i < head; i += size) f(i, to_f(row[i]));
-  const Pack* packs = reinterpret_cast<const Pack*>(row + head);
+  const Pack<T>* packs = reinterpret_cast<const Pack<T>*>(row + head);
   int64_t np = (n - head) / kN, p = rank;
   for (; p + (kPacks - 1) * size < np; p += kPacks * size) {
-    Pack x[kPacks];
+    Pack<T> x[kPacks];
 #pragma unroll
     for (int u = 0; u < kPacks; ++u) x[u] = packs[p + u * size];
 #pragma unroll
@@ -236,7 +118,7 @@ __device__ __forceinline__ void scan_row(const TypedIn<T>& in, int64_t base, int
       for (int k = 0; k < kN; ++k) f(head + (p + u * size) * kN + k, to_f(x[u].v[k]));
   }
   for (; p < np; p += size) {
-    Pack x = packs[p];
+    Pack<T> x = packs[p];
 #pragma unroll
     for (int k = 0; k < kN; ++k) f(head + p * kN + k, to_f(x.v[k]));
   }
@@ -256,10 +138,7 @@ __device__ __forceinline__ void map_row(const In& in, const Out& out, int64_t ba
 }
 template <bool kBlock, typename T, typename G>
 __device__ __forceinline__ void map_row(const TypedIn<T>& in, const TypedOut<T>& out, int64_t base, int64_t n, G&& g) {
-  constexpr int kN = 16 / sizeof(T);
-  struct alignas(16) Pack {
-    T v[kN];
-  };
+  constexpr int kN = Pack<T>::kN;
   const T* src = in.p + base;
   T* dst = out.p + base;
   auto addr = reinterpret_cast<uintptr_t>(src);
@@ -272,10 +151,10 @@ __device__ __forceinline__ void map_row(const TypedIn<T>& in, const TypedOut<T>&
   if (head > n) head = n;
   for (int64_t i = rank; i < head; i += size) dst[i] = from_f<T>(g(to_f(src[i])));
   int64_t np = (n - head) / kN;
-  const Pack* ps = reinterpret_cast<const Pack*>(src + head);
-  Pack* pd = reinterpret_cast<Pack*>(dst + head);
+  const Pack<T>* ps = reinterpret_cast<const Pack<T>*>(src + head);
+  Pack<T>* pd = reinterpret_cast<Pack<T>*>(dst + head);
   for (int64_t p = rank; p < np; p += size) {
-    Pack x = ps[p];
+    Pack<T> x = ps[p];
 #pragma unroll
     for (int k = 0; k < kN; ++k) x.v[k] = from_f<T>(g(to_f(x.v[k])));
     pd[p] = x;
@@ -484,8 +363,7 @@ __global__ void logsumexp_kernel(In in, Out out, int64_t rows, int64_t n) {
 // Index r of `indices` as a table row: negative indices wrap once (as the CPU), then the result is
 // clamped into [0, rows) because device indices are not validated on the host (the CPU twin
 // trusts them; a host-side check in ops/take covers CPU indices).
-__device__ __forceinline__ int64_t table_row(const void* idx, Dtype idt, const StridedView& iv, int64_t r,
-                                             int64_t rows) {
+__device__ __forceinline__ int64_t table_row(const void* idx, Dtype idt, const FastView& iv, int64_t r, int64_t rows) {
   int64_t v = load_i(idx, idt, at(iv, r));
   if (v < 0) v += rows;
   return v < 0 ? 0 : v >= rows ? rows - 1 : v;
@@ -494,7 +372,7 @@ __device__ __forceinline__ int64_t table_row(const void* idx, Dtype idt, const S
 // Same dtype, block per index (long rows): B is the element, or a 16-byte unit when rows allow.
 template <typename B>
 __global__ void take_rows_block_kernel(const B* __restrict__ table, int64_t rows, int64_t inner, const void* idx,
-                                       Dtype idt, StridedView iv, B* __restrict__ out, int64_t n_idx) {
+                                       Dtype idt, FastView iv, B* __restrict__ out, int64_t n_idx) {
   for (int64_t r = blockIdx.x; r < n_idx; r += gridDim.x) {
     const B* src = table + table_row(idx, idt, iv, r, rows) * inner;
     B* dst = out + r * inner;
@@ -505,8 +383,8 @@ __global__ void take_rows_block_kernel(const B* __restrict__ table, int64_t rows
 // Same dtype, flat over out's elements (short rows, e.g. a gather of scalars).
 template <typename B>
 __global__ void take_rows_flat_kernel(const B* __restrict__ table, int64_t rows, int64_t inner, const void* idx,
-                                      Dtype idt, StridedView iv, B* __restrict__ out, int64_t total) {
-  for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < total; t += int64_t{gridDim.x} * blockDim.x) {
+                                      Dtype idt, FastView iv, B* __restrict__ out, int64_t total) {
+  LOOM_GRID_STRIDE(t, total) {
     int64_t r = t / inner, j = t - r * inner;
     out[t] = table[table_row(idx, idt, iv, r, rows) * inner + j];
   }
@@ -514,10 +392,10 @@ __global__ void take_rows_flat_kernel(const B* __restrict__ table, int64_t rows,
 
 // Converting gather (table and out dtypes differ; the ops layer never asks, the API allows it).
 __global__ void take_rows_any_kernel(const void* __restrict__ table, Dtype tdt, int64_t rows, int64_t inner,
-                                     const void* idx, Dtype idt, StridedView iv, void* __restrict__ out, Dtype odt,
+                                     const void* idx, Dtype idt, FastView iv, void* __restrict__ out, Dtype odt,
                                      int64_t total) {
   bool ints = integral_dtype(tdt) && integral_dtype(odt);
-  for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < total; t += int64_t{gridDim.x} * blockDim.x) {
+  LOOM_GRID_STRIDE(t, total) {
     int64_t r = t / inner, j = t - r * inner;
     int64_t s = table_row(idx, idt, iv, r, rows) * inner + j;
     if (ints) store_i(out, odt, t, load_i(table, tdt, s));
@@ -542,13 +420,6 @@ void launch_rows(int64_t rows, int64_t n, Launch&& launch) {
   }
 }
 
-void refuse_f8_output(const Array& out, const char* op) {
-  if (out.dtype() == Dtype::f8_e4m3 || out.dtype() == Dtype::f8_e5m2)
-    throw NotSupportedError(format_error(op, "conversion to " + std::string(name(out.dtype())) + " is not supported"));
-}
-
-bool is_model_float(Dtype dt) { return dt == Dtype::f32 || dt == Dtype::f16 || dt == Dtype::bf16; }
-
 // Calls f(in, out) with typed accessors when `in` and `out` share one of f32/f16/bf16, else with
 // the runtime-dtype accessors.
 template <typename F>
@@ -570,7 +441,7 @@ int64_t last_dim(const Array& in) { return in.ndim() ? in.shape().back() : 1; }
 void reduce_last(ReduceOp op, const Array& in, Array& out) {
   int64_t n = last_dim(in), rows = out.size();
   if (rows == 0) return;
-  refuse_f8_output(out, "reduce");
+  refuse_f8_output(out.dtype(), "reduce");
   cudaStream_t stream = stream_of(out);
   if (!is_floating(in.dtype())) {
     launch_rows(rows, n, [&](auto warp, unsigned grid, int threads) {
@@ -636,7 +507,7 @@ void softmax_last(const Array& in, Array& out) {
   int64_t n = last_dim(in);
   int64_t rows = n == 0 ? 0 : in.size() / n;
   if (rows == 0) return;
-  refuse_f8_output(out, "softmax");
+  refuse_f8_output(out.dtype(), "softmax");
   cudaStream_t stream = stream_of(out);
   with_float_io(in, out, "softmax", [&](auto io_in, auto io_out) {
     launch_rows(rows, n, [&](auto warp, unsigned grid, int threads) {
@@ -652,7 +523,7 @@ void logsumexp_last(const Array& in, Array& out) {
   // twin leaves such outputs unwritten.
   int64_t n = last_dim(in), rows = out.size();
   if (rows == 0) return;
-  refuse_f8_output(out, "logsumexp");
+  refuse_f8_output(out.dtype(), "logsumexp");
   cudaStream_t stream = stream_of(out);
   with_float_io(in, out, "logsumexp", [&](auto io_in, auto io_out) {
     launch_rows(rows, n, [&](auto warp, unsigned grid, int threads) {
@@ -669,14 +540,14 @@ void take_rows(const Array& table, const Array& indices, Array& out) {
   int64_t inner = table.ndim() > 1 ? shape_size(Shape(table.shape().begin() + 1, table.shape().end())) : 1;
   int64_t total = n_idx * inner;
   if (total == 0) return;
-  refuse_f8_output(out, "take");
+  refuse_f8_output(out.dtype(), "take");
   cudaStream_t stream = stream_of(out);
   if (rows == 0) {
     // Nothing to gather from (only unvalidated device indices get here): zeros, not a wild read.
     LOOM_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.nbytes(), stream));
     return;
   }
-  StridedView iv = view_of(indices);
+  FastView iv = fast_view(indices);
   if (table.dtype() != out.dtype()) {
     take_rows_any_kernel<<<grid_for(total, 256), 256, 0, stream>>>(table.raw_data(), table.dtype(), rows, inner,
                                                                     indices.raw_data(), indices.dtype(), iv,
@@ -686,8 +557,7 @@ void take_rows(const Array& table, const Array& indices, Array& out) {
   }
   // Same dtype: move element bits, as 16-byte units when every row starts 16-byte aligned.
   int64_t row_bytes = inner * static_cast<int64_t>(table.itemsize());
-  bool wide = row_bytes % 16 == 0 && reinterpret_cast<uintptr_t>(table.raw_data()) % 16 == 0 &&
-              reinterpret_cast<uintptr_t>(out.raw_data()) % 16 == 0;
+  bool wide = row_bytes % 16 == 0 && aligned16(table.raw_data()) && aligned16(out.raw_data());
   auto launch = [&](auto unit, int64_t units_per_row) {
     using B = decltype(unit);
     const B* src = static_cast<const B*>(table.raw_data());
@@ -702,16 +572,8 @@ void take_rows(const Array& table, const Array& indices, Array& out) {
                                                                           indices.dtype(), iv, dst, units);
     }
   };
-  if (wide) {
-    launch(uint4{}, row_bytes / 16);
-  } else {
-    switch (table.itemsize()) {
-      case 1: launch(uint8_t{}, inner); break;
-      case 2: launch(uint16_t{}, inner); break;
-      case 4: launch(uint32_t{}, inner); break;
-      default: launch(uint64_t{}, inner); break;
-    }
-  }
+  if (wide) launch(uint4{}, row_bytes / 16);
+  else dispatch_bits(table.itemsize(), [&](auto bits) { launch(bits, inner); });
   check_launch("take_rows");
 }
 
