@@ -19,6 +19,7 @@ pkg_check_modules(OPENBLAS REQUIRED IMPORTED_TARGET openblas)
 pkg_check_modules(PCRE2 REQUIRED IMPORTED_TARGET libpcre2-8)
 pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
 pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
+pkg_check_modules(CURL REQUIRED IMPORTED_TARGET libcurl)
 include("${CMAKE_CURRENT_LIST_DIR}/loomTargets.cmake")
 ]=])
 configure_package_config_file(${PROJECT_BINARY_DIR}/loomConfig.cmake.in ${PROJECT_BINARY_DIR}/loomConfig.cmake
@@ -36,7 +37,7 @@ includedir=\${prefix}/${CMAKE_INSTALL_INCLUDEDIR}
 Name: loom
 Description: mlx-lm model architectures in C++ on CPU and NVIDIA GPUs
 Version: ${PROJECT_VERSION}
-Requires.private: openblas libpcre2-8 libutf8proc sentencepiece
+Requires.private: openblas libpcre2-8 libutf8proc sentencepiece libcurl
 Libs: -L\${libdir} ${_loom_pc_libs}
 Cflags: -I\${includedir}
 ")

@@ -1,5 +1,7 @@
 #include "loom/generate/session.h"
 
+#include "loom/hub/hub.h"
+
 #include <filesystem>
 
 #include "loom/common/error.h"
@@ -16,13 +18,9 @@ constexpr const char* kChatML =
 
 }  // namespace
 
-ModelSession load_session(const std::string& model_dir, const SessionOptions& options) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(model_dir))
-    throw NotSupportedError(format_error(
-        "model", "'" + model_dir + "' is not a local model folder; Hugging Face Hub downloads are not yet "
-                                   "implemented in loom, so pass a folder with config.json, *.safetensors and "
-                                   "tokenizer.json"));
+ModelSession load_session(const std::string& model, const SessionOptions& options) {
+  // A local folder, or a Hub repo id downloaded (or found) in the Hugging Face cache.
+  const std::string model_dir = hub::resolve_model_path(model);
   models::CacheOptions cache_options;
   if (options.max_kv_size) {
     if (*options.max_kv_size <= cache_options.keep)

@@ -37,8 +37,8 @@ struct SessionOptions {
   std::optional<int64_t> max_kv_size;
 };
 
-// Loads model + tokenizer from a local folder. A path that is not a folder (e.g. "org/name") is an
-// error saying Hub downloads are not implemented yet.
+// Loads model + tokenizer from a local folder, or from a Hub repo id ("org/name"), downloaded into the
+// Hugging Face cache (loom/hub) when not there yet.
 ModelSession load_session(const std::string& model_dir, const SessionOptions& options);
 
 struct PromptSpec {

@@ -130,14 +130,19 @@ Array quantized_matmul(const Array& x_in, const Array& wq_in, const Array& scale
   if (!is_floating(odt) || !is_compute_dtype(odt))
     throw ValueError(format_error(op, "only floating point activations are supported, got " + std::string(name(x_in.dtype()))));
   bool affine = spec.mode == QuantMode::affine;
-  Array x = contiguous(astype(x_in, Dtype::f32));
-  Array scales = affine ? contiguous(astype(scales_in, Dtype::f32)) : contiguous(scales_in);
-  Array biases = affine ? contiguous(astype(biases_in, Dtype::f32)) : Array();
+  // The kernels take f32/bf16/f16 activations and scales as stored (no per-call conversion of the
+  // model's scales); affine scales and biases share one dtype.
+  if (!is_floating(x_in.dtype()) || !is_compute_dtype(x_in.dtype()))
+    throw ValueError(format_error(op, "activations must be float32, bfloat16 or float16, got " + std::string(name(x_in.dtype()))));
+  Array x = contiguous(x_in);
+  Dtype sdt = affine && is_compute_dtype(scales_in.dtype()) && is_floating(scales_in.dtype()) ? scales_in.dtype() : Dtype::f32;
+  Array scales = affine ? contiguous(astype(scales_in, sdt)) : contiguous(scales_in);
+  Array biases = affine ? contiguous(astype(biases_in, sdt)) : Array();
   Shape os = x_in.shape();
   os.back() = outer;
-  Array out = Array::empty(os, Dtype::f32, wq_in.device());
+  Array out = Array::empty(os, odt, wq_in.device());
   LOOM_KERNEL(out.device(), quantized_matmul)(x, contiguous(wq_in), scales, biases, transpose, spec, g, out);
-  return odt == Dtype::f32 ? out : astype(out, odt);
+  return out;
 }
 
 namespace detail {

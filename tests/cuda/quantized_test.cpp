@@ -188,5 +188,24 @@ TEST(CudaQuantizedMatmul, DecodeShapesMatchCpu) {
   EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-2));
 }
 
+// Activations, scales and output in every float dtype (the kernels read them as stored, no per-call
+// conversion): f16 x with f32 scales, bf16 x with bf16 scales, both the decode GEMV (M 1, 7) and the
+// dequantize + GEMM path (M 33). The CPU twin converts to f32 first; one rounding of the output differs
+// at most, so half outputs get the half tolerance and f32 outputs the f32 one.
+TEST(CudaQuantizedMatmul, HalfActivationsAndScalesAsStored) {
+  LOOM_REQUIRE_CUDA();
+  QuantSpec q{QuantMode::affine, 4, 64};
+  for (Dtype wdt : {Dtype::f32, Dtype::bf16})
+    for (Dtype xdt : {Dtype::f32, Dtype::bf16, Dtype::f16})
+      for (int64_t m : {1, 7, 33}) {
+        SCOPED_TRACE(std::string(name(wdt)) + " scales, " + std::string(name(xdt)) + " x, M " + std::to_string(m));
+        QuantizedArrays p = quantize(weights(96, 640, 11, wdt), q);
+        Array x = rand_array({m, 640}, 12, xdt);
+        Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
+        Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+        EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, cpu.dtype() == Dtype::f32 ? 1e-5 : 1e-2));
+      }
+}
+
 }  // namespace
 }  // namespace loom::test

@@ -91,9 +91,10 @@ struct CliRun {
   int rc;
   std::string out, err;
 };
-CliRun run_cli(const std::string& args) {
+// Runs the loom binary with `args`; `env` ("NAME=value ... ") prefixes the command.
+CliRun run_cli(const std::string& args, const std::string& env = "") {
   std::string base = scratch("test_generate_cli");
-  int rc = std::system((std::string(LOOM_CLI_PATH) + " " + args + " >" + base + ".out 2>" + base + ".err").c_str());
+  int rc = std::system((env + std::string(LOOM_CLI_PATH) + " " + args + " >" + base + ".out 2>" + base + ".err").c_str());
   auto slurp = [](const std::string& p) {
     std::stringstream ss;
     ss << std::ifstream(p, std::ios::binary).rdbuf();
@@ -211,9 +212,15 @@ TEST(GenerateCli, CachePromptThenGenerateFromIt) {
 }
 
 TEST(GenerateCli, ClearErrors) {
-  CliRun hub = run_cli("generate --model some-org/some-model -p hi");
+  // Offline with an empty cache: a Hub id (given, or the default model) is a clear miss naming it.
+  std::string env = "HF_HUB_OFFLINE=1 HF_HUB_CACHE=" + scratch("test_generate_hub_cache") + " ";
+  CliRun hub = run_cli("generate --model some-org/some-model -p hi", env);
   EXPECT_NE(hub.rc, 0);
-  EXPECT_NE(hub.err.find("Hub downloads are not yet implemented"), std::string::npos) << hub.err;
+  EXPECT_NE(hub.err.find("some-org/some-model"), std::string::npos) << hub.err;
+  EXPECT_NE(hub.err.find("offline"), std::string::npos) << hub.err;
+  CliRun def = run_cli("generate -p hi", env);
+  EXPECT_NE(def.rc, 0);
+  EXPECT_NE(def.err.find("mlx-community/Qwen3-0.6B-4bit"), std::string::npos) << def.err;
   CliRun kv = run_cli("generate --model " + tiny_model() + " --kv-bits 4 -p hi");
   EXPECT_NE(kv.rc, 0);
   EXPECT_NE(kv.err.find("not yet supported"), std::string::npos) << kv.err;

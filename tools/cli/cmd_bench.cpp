@@ -99,7 +99,7 @@ void add_bench_command(CLI::App& app) {
     models::LoadOptions opt;
     opt.device = resolve_device(o->device);
     opt.dtype = resolve_dtype(o->dtype, opt.device);
-    models::LoadedModel lm = models::load_model(o->model, opt);
+    models::LoadedModel lm = models::load_model(model_path(o->model), opt);
     auto& m = *lm.model;
     int64_t wb = weight_bytes(m);
     std::printf("model: %s, %.2f B params, %.2f GB weights (%s), device %s, compute %s, %d threads\n",

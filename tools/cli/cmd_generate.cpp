@@ -20,7 +20,7 @@ namespace loom::cli {
 namespace {
 
 struct GenerateOpts {
-  std::string model, adapter_path, prompt = "hello", prompt_cache_file, dtype = "auto", device = "auto";
+  std::string model = kDefaultModel, adapter_path, prompt = "hello", prompt_cache_file, dtype = "auto", device = "auto";
   std::optional<std::string> system_prompt, prefill_response, chat_template_config;
   int max_tokens = 100, top_k = 0, min_tokens_to_keep = 1, threads = 0, prefill_step_size = 2048;
   float temp = 0.0f, top_p = 1.0f, min_p = 0.0f, xtc_probability = 0.0f, xtc_threshold = 0.0f;
@@ -44,9 +44,6 @@ void run_generate(const GenerateOpts& o) {
   if (o.kv_bits)
     throw NotSupportedError(format_error("generate", "--kv-bits: the quantized KV cache is not yet supported"));
   if (o.threads > 0) set_num_threads(o.threads);
-  if (o.model.empty())
-    throw ValueError(format_error("generate", "--model is required (the default Hub model needs Hub downloads, "
-                                              "which are not yet implemented)"));
 
   generate::SessionOptions so;
   so.device = resolve_device(o.device);
@@ -125,7 +122,8 @@ void run_generate(const GenerateOpts& o) {
 void add_generate_command(CLI::App& app) {
   auto o = std::make_shared<GenerateOpts>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt (mlx_lm.generate)");
-  cmd->add_option("--model", o->model, "Local model folder (Hub ids are not yet supported)");
+  cmd->add_option("--model", o->model,
+                  "Model folder or Hugging Face repo id (default: " + std::string(kDefaultModel) + ", as mlx_lm.generate)");
   cmd->add_option("--adapter-path", o->adapter_path, "LoRA adapter folder (not yet supported)");
   cmd->add_option("-p,--prompt", o->prompt, "Message to the model ('-' reads stdin)");
   cmd->add_option("--system-prompt", o->system_prompt, "System prompt for the chat template");

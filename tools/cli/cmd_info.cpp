@@ -10,6 +10,7 @@
 #include "loom/models/loader.h"
 #include "loom/nn/layers.h"
 #include "tools/cli/commands.h"
+#include "tools/cli/common.h"
 
 namespace loom::cli {
 
@@ -23,8 +24,9 @@ void add_info_command(CLI::App& app) {
   cmd->add_option("--model", o->model, "Model folder")->required();
   cmd->add_flag("--json", o->json, "Print JSON");
   cmd->callback([o] {
-    models::LoadedModel lm = models::load_model(o->model);
-    io::WeightStore store = io::WeightStore::open_folder(o->model);
+    const std::string dir = model_path(o->model);
+    models::LoadedModel lm = models::load_model(dir);
+    io::WeightStore store = io::WeightStore::open_folder(dir);
     std::map<std::string, int64_t> dtypes;
     for (const auto& n : store.names()) dtypes[std::string(name(store.info(n).dtype))] += shape_size(store.info(n).shape);
     nlohmann::ordered_json j;

@@ -35,7 +35,7 @@ void add_logits_command(CLI::App& app) {
     models::LoadOptions opt;
     opt.dtype = parse_compute_dtype(o->dtype);
     opt.device = dev;
-    models::LoadedModel lm = models::load_model(o->model, opt);
+    models::LoadedModel lm = models::load_model(model_path(o->model), opt);
     for (int32_t id : ids)
       if (id >= lm.model->vocab_size())
         throw ValueError(format_error("logits", "token id " + std::to_string(id) + " is outside the vocabulary of " +

@@ -5,6 +5,7 @@
 
 #include "loom/common/error.h"
 #include "loom/core/device_runtime.h"
+#include "loom/hub/hub.h"
 #include "loom/ops/device.h"
 
 namespace loom::cli {
@@ -40,6 +41,8 @@ Device resolve_device(const std::string& s) {
   set_default_device(d);  // arrays the model makes on the fly (positions, masks) start there too
   return d;
 }
+
+std::string model_path(const std::string& model) { return hub::resolve_model_path(model); }
 
 Dtype resolve_dtype(const std::string& s, Device device) {
   if (s == "auto") return device.is_cuda() ? Dtype::bf16 : Dtype::f32;

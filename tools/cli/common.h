@@ -18,6 +18,11 @@ Dtype parse_compute_dtype(const std::string& s);
 Device resolve_device(const std::string& s);
 // --dtype with "auto": bfloat16 on CUDA, float32 on the CPU (DESIGN.md's precision policy).
 Dtype resolve_dtype(const std::string& s, Device device);
+// The model `loom generate` uses without --model (mlx_lm.generate has a default too): a small 4-bit
+// instruct model from mlx-community, downloaded into the Hugging Face cache on first use.
+inline constexpr const char* kDefaultModel = "mlx-community/Qwen3-0.6B-4bit";
+// A local model folder, or the snapshot folder of a Hub repo id (downloaded when not cached).
+std::string model_path(const std::string& model);
 // Help texts of the two options, shared by every command that loads a model.
 inline constexpr const char* kDeviceHelp = "Device: auto (default: cuda when a GPU is usable, else cpu), cpu, cuda, cuda:N";
 inline constexpr const char* kDtypeHelp = "Compute dtype: auto (default: bfloat16 on cuda, float32 on cpu), float32, bfloat16, float16";

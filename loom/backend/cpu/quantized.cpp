@@ -587,8 +587,11 @@ void dequantize(const Array& wq, const Array& scales, const Array& biases, const
   });
 }
 
-void quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
-                      const QuantSpec& spec, float global_scale, Array& out) {
+namespace {
+
+// quantized_matmul with f32 x, scales, biases and out.
+void quantized_matmul_f32(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
+                          const QuantSpec& spec, float global_scale, Array& out) {
   QView q(wq, scales, biases, spec, global_scale);
   int64_t m = x.size() / std::max<int64_t>(1, x.shape(-1)), kx = x.shape(-1);
   int64_t wrows = wq.shape(0);
@@ -644,6 +647,27 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
                   r0 == 0 ? 0.0f : 1.0f, op, n);
     }
   }
+}
+
+// A float32 copy of a (itself when it already is one, or invalid).
+Array as_f32(const Array& a) {
+  if (!a.valid() || a.dtype() == Dtype::f32) return a;
+  Array c = Array::empty(a.shape(), Dtype::f32, Device::cpu());
+  copy(a, c);
+  return c;
+}
+
+}  // namespace
+
+// The CPU kernels compute in f32: half-type activations, scales and outputs are converted here.
+void quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
+                      const QuantSpec& spec, float global_scale, Array& out) {
+  bool affine = spec.mode == QuantMode::affine;
+  Array xf = as_f32(x), sf = affine ? as_f32(scales) : scales, bf = affine ? as_f32(biases) : biases;
+  if (out.dtype() == Dtype::f32) return quantized_matmul_f32(xf, wq, sf, bf, transpose, spec, global_scale, out);
+  Array of = Array::empty(out.shape(), Dtype::f32, Device::cpu());
+  quantized_matmul_f32(xf, wq, sf, bf, transpose, spec, global_scale, of);
+  copy(of, out);
 }
 
 }  // namespace loom::cpu

@@ -7,24 +7,35 @@
 //  - dequantize: one thread per output element (coalesced writes), the twin's formula and rounding order:
 //    f32 affine = fma(q, scale, bias) as the twin's compiled code evaluates it, half affine = round(round(q *
 //    scale) + bias), fp modes = value * scale rounded once.
-//  - quantized_matmul with W.T and M <= 8 (decode): qgemv_kernel, one warp per R packed rows (R = 8, or 4
-//    for more than 4 activation rows). Lanes split K into "packs" of 32 codes (= `bits` words): a warp-wide
-//    load reads 32 consecutive packs of a row (16-byte loads for 2/4/8-bit codes, bypassing L1), and the 32
-//    activations a lane loads per pack (L1/L2-resident) serve all R rows. Codes become floats exactly (f16
-//    magic numbers for 4/8-bit and E2M1, two codes per integer op; the 2^23 trick for other widths; E4M3 by
-//    bit placement), each half pack's dot product is scaled once, and the affine bias enters as bias *
-//    sum(x over the half pack). A shuffle reduction ends each row. Bytes moved ~= N * K * bits / 8 + the f32
-//    scales (and biases) + x from L2. Measured on an H200, W [14336, 4096], M = 1: 4-bit ~23 us (~1.6 TB/s
-//    with the scales), 8-bit ~37 us (~1.8 TB/s): issue-bound on decode + f32 FMA work, not yet at
+//  - quantized_matmul: x [M, K] and out [M, N] contiguous in f32, bf16 or f16 (any mix), affine scales and
+//    biases in f32, bf16 or f16 (the same dtype), fp-mode scales uint8. Every value is converted exactly to
+//    f32 where it is read (weights dequantize as the f32 twin does: fma(q, scale, bias)), accumulation is f32
+//    and the result is rounded once at the store (to nearest even, as loom::cuda::copy converts): f32 in/out
+//    gives the f32 kernel's bits, half inputs (and outputs) those of converting to (and from) f32 around it.
+//  - quantized_matmul with W.T and M <= 8 (decode; affine group sizes >= 32, all MLX allows): qgemv_kernel,
+//    one warp per R packed rows (R = 8, or 4 for more than 4 activation rows). Lanes split K into "packs" of
+//    32 codes (= `bits` words): a warp-wide load reads 32 consecutive packs of a row (16-byte loads for
+//    2/4/8-bit codes, bypassing L1), and the 32 activations a lane loads per pack (L1/L2-resident, 16-byte
+//    loads in x's own dtype) serve all R rows. Codes become floats exactly (f16 magic numbers for 4/8-bit and
+//    E2M1, two codes per integer op; the 2^23 trick for other widths; E4M3 by bit placement), each half
+//    pack's dot product is scaled once, and the affine bias enters as bias * sum(x over the half pack). A
+//    shuffle reduction ends each row. The kernel is templated on x's dtype (converted in the inner loop);
+//    scales/biases are read in their stored dtype behind one warp-uniform branch per pack, and the output
+//    dtype is a switch at the store. Bytes moved ~= N * K * bits / 8 + the scales (and biases) + x from L2.
+//    Measured on an H200 (f32 x and scales, before the dtype variants), W [14336, 4096], M = 1: 4-bit ~23 us
+//    (~1.6 TB/s with the scales), 8-bit ~37 us (~1.8 TB/s): issue-bound on decode + f32 FMA work, not yet at
 //    bandwidth (tensor-core MMA over exact bf16 codes with split f32 activations would be the next step).
 //  - quantized_matmul otherwise (prefill, or W without transpose): panels of W dequantized to f32 (bounded
-//    scratch) and multiplied by cuBLAS in f32 (detail::sgemm_rowmajor in matmul.cu).
+//    scratch) and multiplied by cuBLAS in f32 (detail::sgemm_rowmajor in matmul.cu); x that is not f32 is
+//    converted into an f32 temporary first, and an output that is not f32 is computed in an f32 temporary
+//    and converted (loom::cuda::copy).
 #include <algorithm>
 #include <bit>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "loom/backend/cuda/blas.cuh"
 #include "loom/backend/cuda/common.cuh"
@@ -335,12 +346,13 @@ void launch_dequantize(const DequantArgs& a, void* out, int ocode, cudaStream_t 
 constexpr int kQmvThreads = 128;
 
 struct QmvArgs {
-  const float* x;         // [m, k], 16-byte aligned rows
+  const void* x;          // [m, k] in the kernel's XT (f32, bf16 or f16), 16-byte aligned rows
   const uint32_t* wq;     // [n, words]
-  const float* scales;    // affine: f32 [n, groups]
-  const float* biases;    // affine: f32 [n, groups]
+  const void* scales;     // affine: [n, groups] in dtype scode
+  const void* biases;     // affine: [n, groups] in dtype scode
   const uint8_t* sbytes;  // fp modes: [n, groups]
-  float* out;             // [m, n]
+  void* out;              // [m, n] in dtype ocode
+  int scode, ocode;       // FloatCode of the affine scales/biases and of out
   int m;
   int64_t n, k, words, groups;
   int gs, gs_log2;  // group size (a power of two) and its log2
@@ -475,13 +487,27 @@ __device__ __forceinline__ void load_pack(const uint32_t* row, int64_t p, bool v
   for (int i = 0; i < W; ++i) w[i] = __ldg(src + i);
 }
 
-// Scale (and bias) of group g of row r.
-template <class D>
+// Element i of an affine scale/bias array stored as ST, converted exactly to f32.
+template <typename ST>
+__device__ __forceinline__ float ld_param(const void* base, int64_t i) {
+  if constexpr (std::is_same_v<ST, float>) {
+    return __ldg(static_cast<const float*>(base) + i);
+  } else {
+    const unsigned short h = __ldg(static_cast<const unsigned short*>(base) + i);
+    if constexpr (std::is_same_v<ST, __nv_bfloat16>)
+      return bf16_bits_to_f32(h);
+    else
+      return f16_bits_to_f32(h);
+  }
+}
+
+// Scale (and bias) of group g of row r (ST: the affine scales' storage type; unused by the fp modes).
+template <class D, typename ST>
 __device__ __forceinline__ void group_params(const QmvArgs& a, int64_t r, int64_t g, bool nv, float& s, float& b) {
   const int64_t i = r * a.groups + g;
   if constexpr (D::kAffine) {
-    s = __ldg(a.scales + i);
-    b = __ldg(a.biases + i);
+    s = ld_param<ST>(a.scales, i);
+    b = ld_param<ST>(a.biases, i);
   } else {
     const uint32_t sb = __ldg(a.sbytes + i);
     s = nv ? __fmul_rn(e4m3_value(sb), a.gmul) : e8m0_value(sb);
@@ -496,16 +522,17 @@ constexpr int qmv_rows() {
   return MT <= 4 ? 8 : 4;
 }
 
-// Scales (and biases) of both half packs of pack p for R rows.
-template <class D, int R>
-__device__ __forceinline__ void pack_params(const QmvArgs& a, bool nv, int64_t p, const int64_t (&row)[R],
-                                            float (&s)[R][2], float (&b)[R][2]) {
+// Scales (and biases) of both half packs of pack p for R rows, the affine ones stored as ST. Only nvfp4 has
+// 16-code groups (the host sends affine group sizes below 32 to the dequantize + sgemm path).
+template <class D, typename ST, int R>
+__device__ __forceinline__ void pack_params_t(const QmvArgs& a, bool nv, int64_t p, const int64_t (&row)[R],
+                                              float (&s)[R][2], float (&b)[R][2]) {
   const int64_t g = (p * 32) >> a.gs_log2;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    group_params<D>(a, row[r], g, nv, s[r][0], b[r][0]);
-    if (a.gs == 16) {
-      group_params<D>(a, row[r], g + 1 < a.groups ? g + 1 : g, nv, s[r][1], b[r][1]);
+    group_params<D, ST>(a, row[r], g, nv, s[r][0], b[r][0]);
+    if (!D::kAffine && a.gs == 16) {
+      group_params<D, ST>(a, row[r], g + 1 < a.groups ? g + 1 : g, nv, s[r][1], b[r][1]);
     } else {
       s[r][1] = s[r][0];
       b[r][1] = b[r][0];
@@ -513,10 +540,70 @@ __device__ __forceinline__ void pack_params(const QmvArgs& a, bool nv, int64_t p
   }
 }
 
+// pack_params_t for the affine scales' runtime dtype: one warp-uniform branch per pack (a few loads each),
+// which keeps the scale dtype out of the kernel's template parameters.
+template <class D, int R>
+__device__ __forceinline__ void pack_params(const QmvArgs& a, bool nv, int64_t p, const int64_t (&row)[R],
+                                            float (&s)[R][2], float (&b)[R][2]) {
+  if constexpr (D::kAffine) {
+    if (a.scode == kF32)
+      pack_params_t<D, float, R>(a, nv, p, row, s, b);
+    else if (a.scode == kBF16)
+      pack_params_t<D, __nv_bfloat16, R>(a, nv, p, row, s, b);
+    else
+      pack_params_t<D, __half, R>(a, nv, p, row, s, b);
+  } else {
+    pack_params_t<D, float, R>(a, nv, p, row, s, b);
+  }
+}
+
+// Activations i .. i+7 of a row (p 16-byte aligned) as exact floats: two float4 loads for f32, one 16-byte
+// load for bf16/f16 (bf16 widens by a shift, f16 by the exact half2 -> float2 conversion).
+__device__ __forceinline__ void load_x8(const float* p, float (&v)[8]) {
+  const float4* xp = reinterpret_cast<const float4*>(p);
+  const float4 u0 = __ldg(xp), u1 = __ldg(xp + 1);
+  v[0] = u0.x, v[1] = u0.y, v[2] = u0.z, v[3] = u0.w;
+  v[4] = u1.x, v[5] = u1.y, v[6] = u1.z, v[7] = u1.w;
+}
+
+__device__ __forceinline__ void load_x8(const __nv_bfloat16* p, float (&v)[8]) {
+  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {  // element 2i is the low half of word i
+    v[2 * i] = __uint_as_float(w[i] << 16);
+    v[2 * i + 1] = __uint_as_float(w[i] & 0xFFFF0000u);
+  }
+}
+
+__device__ __forceinline__ void load_x8(const __half* p, float (&v)[8]) {
+  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    __half2 h;
+    memcpy(&h, &w[i], 4);
+    const float2 f = __half22float2(h);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
+
+// out[i] = v rounded once to out's dtype: to nearest even by one conversion instruction, as loom::cuda::copy
+// converts (and the twin's rounding for every value but NaN payloads).
+__device__ __forceinline__ void store_out(const QmvArgs& a, int64_t i, float v) {
+  if (a.ocode == kF32)
+    static_cast<float*>(a.out)[i] = v;
+  else if (a.ocode == kBF16)
+    static_cast<__nv_bfloat16*>(a.out)[i] = __float2bfloat16_rn(v);
+  else
+    static_cast<__half*>(a.out)[i] = __float2half_rn(v);
+}
+
 // acc[r][m] += (row r of pack p) . (x[m] over the pack), for the codes already in w.
-template <class D, int MT, int R>
+template <class D, typename XT, int MT, int R>
 __device__ __forceinline__ void qmv_pack(int64_t p, bool half, const uint32_t (&w)[R][D::kWords],
-                                         const float (&s)[R][2], const float (&b)[R][2], const float* const (&xr)[MT],
+                                         const float (&s)[R][2], const float (&b)[R][2], const XT* const (&xr)[MT],
                                          float (&acc)[R][MT]) {
 #pragma unroll
   for (int h = 0; h < 2; ++h) {  // half packs: 16 codes each, so nvfp4's 16-code groups fit
@@ -534,10 +621,7 @@ __device__ __forceinline__ void qmv_pack(int64_t p, bool half, const uint32_t (&
       float xv[MT][8];
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
-        const float4* xp = reinterpret_cast<const float4*>(xr[m] + p * 32 + chunk * 8);
-        const float4 u0 = __ldg(xp), u1 = __ldg(xp + 1);
-        xv[m][0] = u0.x, xv[m][1] = u0.y, xv[m][2] = u0.z, xv[m][3] = u0.w;
-        xv[m][4] = u1.x, xv[m][5] = u1.y, xv[m][6] = u1.z, xv[m][7] = u1.w;
+        load_x8(xr[m] + p * 32 + chunk * 8, xv[m]);
         if constexpr (D::kAffine)
           xs[m] += ((xv[m][0] + xv[m][1]) + (xv[m][2] + xv[m][3])) + ((xv[m][4] + xv[m][5]) + (xv[m][6] + xv[m][7]));
       }
@@ -564,7 +648,7 @@ __device__ __forceinline__ void qmv_pack(int64_t p, bool half, const uint32_t (&
 // One warp per R packed rows (or, when N is small, the block's 4 warps per R rows, splitting the packs:
 // `ks` warps per row group); lane l takes packs l, l + 32 ks, ... of all R rows (a warp-wide load reads 32
 // consecutive packs of a row, R packs per lane in flight); shuffles (and shared memory when ks = 4) reduce.
-template <class D, int MT, int R>
+template <class D, typename XT, int MT, int R>
 __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, int ks) {
   constexpr int W = D::kWords;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -579,9 +663,9 @@ __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, 
     row[r] = min(n0 + r, a.n - 1);  // past-the-end rows repeat the last (results dropped)
     wr[r] = a.wq + row[r] * a.words;
   }
-  const float* xr[MT];
+  const XT* xr[MT];
 #pragma unroll
-  for (int m = 0; m < MT; ++m) xr[m] = a.x + (m < a.m ? m : 0) * a.k;
+  for (int m = 0; m < MT; ++m) xr[m] = static_cast<const XT*>(a.x) + (m < a.m ? m : 0) * a.k;
   float acc[R][MT];
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -597,7 +681,7 @@ __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, 
 #pragma unroll
     for (int r = 0; r < R; ++r) load_pack<W>(wr[r], p, a.vec, half, w[r]);
     pack_params<D, R>(a, nv, p, row, s, b);
-    qmv_pack<D, MT, R>(p, half, w, s, b, xr, acc);
+    qmv_pack<D, XT, MT, R>(p, half, w, s, b, xr, acc);
   }
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -606,29 +690,30 @@ __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, 
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) acc[r][m] += __shfl_xor_sync(0xffffffffu, acc[r][m], o);
     }
+  // Lane 0 parks the R * MT sums in shared memory; then lane (or, when ks > 1, thread) r * MT + m stores
+  // out[m, n0 + r] (one rolled store instead of R * MT unrolled ones, each a switch over out's dtype).
+  static_assert(R * MT <= 32, "one lane per output of a row group");
+  __shared__ float red[kQmvThreads / 32][R * MT];
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int m = 0; m < MT; ++m) red[warp][r * MT + m] = acc[r][m];
+  }
   if (ks > 1) {
-    __shared__ float red[kQmvThreads / 32][R * MT];
-    if (lane == 0) {
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int m = 0; m < MT; ++m) red[warp][r * MT + m] = acc[r][m];
-    }
     __syncthreads();
     if (threadIdx.x < R * MT) {
       const int r = threadIdx.x / MT, m = threadIdx.x % MT;
       float v = 0.0f;
       for (int i = 0; i < ks; ++i) v += red[i][threadIdx.x];
-      if (m < a.m && n0 + r < a.n) a.out[m * a.n + n0 + r] = v;
+      if (m < a.m && n0 + r < a.n) store_out(a, m * a.n + n0 + r, v);
     }
     return;
   }
-  if (lane == 0) {
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int m = 0; m < MT; ++m)
-        if (m < a.m && n0 + r < a.n) a.out[m * a.n + n0 + r] = acc[r][m];
+  __syncwarp();
+  if (lane < R * MT) {
+    const int r = lane / MT, m = lane % MT;
+    if (m < a.m && n0 + r < a.n) store_out(a, m * a.n + n0 + r, red[warp][lane]);
   }
 }
 
@@ -642,7 +727,7 @@ int multiprocessors() {
   return n;
 }
 
-template <class D, int MT, int R = qmv_rows<MT>()>
+template <class D, typename XT, int MT, int R = qmv_rows<MT>()>
 void launch_qgemv_mt(const QmvArgs& a, bool nv, cudaStream_t s) {
   // With fewer than 8 row-group warps per multiprocessor, the 4 warps of a block share each row group.
   const int64_t groups = (a.n + R - 1) / R;
@@ -650,20 +735,31 @@ void launch_qgemv_mt(const QmvArgs& a, bool nv, cudaStream_t s) {
   const int64_t per_block = kQmvThreads / 32 / ks;
   const int64_t blocks = (groups + per_block - 1) / per_block;
   if (blocks > INT32_MAX) throw NotSupportedError(format_error("quantized_matmul", "too many output columns"));
-  qgemv_kernel<D, MT, R><<<static_cast<unsigned>(blocks), kQmvThreads, 0, s>>>(a, nv, ks);
+  qgemv_kernel<D, XT, MT, R><<<static_cast<unsigned>(blocks), kQmvThreads, 0, s>>>(a, nv, ks);
   check_launch("qgemv_kernel");
 }
 
-template <class D>
-void launch_qgemv(const QmvArgs& a, bool nv, cudaStream_t s) {
+template <class D, typename XT>
+void launch_qgemv_x(const QmvArgs& a, bool nv, cudaStream_t s) {
   if (a.m == 1)
-    launch_qgemv_mt<D, 1>(a, nv, s);
+    launch_qgemv_mt<D, XT, 1>(a, nv, s);
   else if (a.m == 2)
-    launch_qgemv_mt<D, 2>(a, nv, s);
+    launch_qgemv_mt<D, XT, 2>(a, nv, s);
   else if (a.m <= 4)
-    launch_qgemv_mt<D, 4>(a, nv, s);
+    launch_qgemv_mt<D, XT, 4>(a, nv, s);
   else
-    launch_qgemv_mt<D, 8>(a, nv, s);
+    launch_qgemv_mt<D, XT, 8>(a, nv, s);
+}
+
+// Instantiations: 8 decoders x 3 x dtypes x 4 row counts (the scale and output dtypes are runtime).
+template <class D>
+void launch_qgemv(const QmvArgs& a, int xcode, bool nv, cudaStream_t s) {
+  if (xcode == kF32)
+    launch_qgemv_x<D, float>(a, nv, s);
+  else if (xcode == kBF16)
+    launch_qgemv_x<D, __nv_bfloat16>(a, nv, s);
+  else
+    launch_qgemv_x<D, __half>(a, nv, s);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -706,39 +802,59 @@ void dequantize(const Array& wq, const Array& scales, const Array& biases, const
   launch_dequantize(a, out.raw_data(), float_code(out.dtype(), op), stream_of(out));
 }
 
+// out [M, N] = x [M, K] @ W.T (transpose) or x @ W. x and out: contiguous f32, bf16 or f16 (independently);
+// affine scales/biases: contiguous f32, bf16 or f16 (the same dtype); fp modes: uint8 scales. Accumulates in
+// f32 and rounds once into out's dtype (see the file comment).
 void quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
                       const QuantSpec& spec, float global_scale, Array& out) {
   const char* op = "quantized_matmul";
-  if (x.dtype() != Dtype::f32 || out.dtype() != Dtype::f32)
-    throw Error(format_error(op, "the CUDA kernel takes float32 activations and output"));
-  if (spec.mode == QuantMode::affine && (scales.dtype() != Dtype::f32 || biases.dtype() != Dtype::f32))
-    throw Error(format_error(op, "the CUDA kernel takes float32 affine scales and biases"));
+  const auto io_code = [op](Dtype dt, const char* what) {
+    if (dt != Dtype::f32 && dt != Dtype::bf16 && dt != Dtype::f16)
+      throw NotSupportedError(format_error(op, std::string("the CUDA kernel takes ") + what +
+                                                   " in float32, bfloat16 or float16, got " + std::string(name(dt))));
+    return float_code(dt, op);
+  };
+  const int xcode = io_code(x.dtype(), "activations");
+  const int ocode = io_code(out.dtype(), "an output");
+  const bool affine = spec.mode == QuantMode::affine;
+  int scode = kF32;
+  if (affine) {
+    scode = io_code(scales.dtype(), "affine scales");
+    if (!biases.valid() || biases.dtype() != scales.dtype())
+      throw Error(format_error(op, "affine biases must match the scales' dtype"));
+  } else if (scales.dtype() != Dtype::u8) {
+    throw NotSupportedError(format_error(op, "the CUDA kernel takes uint8 scales for " +
+                                                 std::string(quant_mode_name(spec.mode)) + ", got " +
+                                                 std::string(name(scales.dtype()))));
+  }
   const int64_t kx = x.shape(-1), m = kx ? x.size() / kx : 0;
   const int64_t words = wq.shape(-1), kq = words * 32 / spec.bits, wrows = wq.shape(0);
   const int64_t n = transpose ? wrows : kq;
   if (m == 0 || n == 0) return;
   cudaStream_t s = stream_of(out);
-  if (kx == 0) {
+  if (kx == 0) {  // zero bits are +0 in every float dtype
     LOOM_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.nbytes(), s));
     return;
   }
   const float gmul = global_scale > 0 ? global_scale / (448.0f * 6.0f) : 1.0f;
 
-  if (transpose && m <= 8) {
-    // The activations' rows are read as float4: give them a 16-byte aligned home if they lack one.
+  if (transpose && m <= 8 && (!affine || spec.group_size >= 32)) {
+    // The activations' rows are read 16 bytes at a time: give them a 16-byte aligned home if they lack one
+    // (row lengths K * itemsize are multiples of 16: K is a multiple of the group size).
     Array xa = x;
     if (!aligned16(x.raw_data())) {
-      xa = Array::empty(x.shape(), Dtype::f32, x.device());
+      xa = Array::empty(x.shape(), x.dtype(), x.device());
       LOOM_CUDA_CHECK(cudaMemcpyAsync(xa.raw_data(), x.raw_data(), x.nbytes(), cudaMemcpyDeviceToDevice, s));
     }
     QmvArgs a{};
-    a.x = xa.data<float>();
+    a.x = xa.raw_data();
     a.wq = wq.data<uint32_t>();
-    const bool affine = spec.mode == QuantMode::affine;
-    a.scales = affine ? scales.data<float>() : nullptr;
-    a.biases = affine ? biases.data<float>() : nullptr;
+    a.scales = affine ? scales.raw_data() : nullptr;
+    a.biases = affine ? biases.raw_data() : nullptr;
     a.sbytes = affine ? nullptr : scales.data<uint8_t>();
-    a.out = out.data<float>();
+    a.out = out.raw_data();
+    a.scode = scode;
+    a.ocode = ocode;
     a.m = static_cast<int>(m);
     a.n = n;
     a.k = kq;
@@ -752,42 +868,52 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
       case QuantMode::affine:
         switch (spec.bits) {
           case 2:
-            launch_qgemv<DecAffine<2>>(a, false, s);
+            launch_qgemv<DecAffine<2>>(a, xcode, false, s);
             return;
           case 3:
-            launch_qgemv<DecAffine<3>>(a, false, s);
+            launch_qgemv<DecAffine<3>>(a, xcode, false, s);
             return;
           case 4:
-            launch_qgemv<DecAffine<4>>(a, false, s);
+            launch_qgemv<DecAffine<4>>(a, xcode, false, s);
             return;
           case 5:
-            launch_qgemv<DecAffine<5>>(a, false, s);
+            launch_qgemv<DecAffine<5>>(a, xcode, false, s);
             return;
           case 6:
-            launch_qgemv<DecAffine<6>>(a, false, s);
+            launch_qgemv<DecAffine<6>>(a, xcode, false, s);
             return;
           case 8:
-            launch_qgemv<DecAffine<8>>(a, false, s);
+            launch_qgemv<DecAffine<8>>(a, xcode, false, s);
             return;
           default:
             break;
         }
         break;
       case QuantMode::mxfp4:
-        launch_qgemv<DecFp4>(a, false, s);
+        launch_qgemv<DecFp4>(a, xcode, false, s);
         return;
       case QuantMode::nvfp4:
-        launch_qgemv<DecFp4>(a, true, s);
+        launch_qgemv<DecFp4>(a, xcode, true, s);
         return;
       case QuantMode::mxfp8:
-        launch_qgemv<DecFp8>(a, false, s);
+        launch_qgemv<DecFp8>(a, xcode, false, s);
         return;
     }
     throw NotSupportedError(format_error(op, "no CUDA decode kernel for " + quant_spec_str(spec)));
   }
 
-  // Prefill / W without transpose: f32 panels of W (rows of the packed matrix), then cuBLAS.
+  // Prefill / W without transpose: f32 panels of W (rows of the packed matrix), then cuBLAS in f32, with x
+  // and the result in f32 temporaries when they are not f32.
   DequantArgs da = dequant_args(wq, scales, biases, spec, global_scale, op);
+  Array xf = x;
+  if (xcode != kF32) {
+    xf = Array::empty(x.shape(), Dtype::f32, out.device());
+    loom::cuda::copy(x, xf);
+  }
+  Array of = out;
+  if (ocode != kF32) of = Array::empty(out.shape(), Dtype::f32, out.device());
+  const float* xp = xf.data<float>();
+  float* outp = of.data<float>();
   const int64_t panel = std::min(wrows, std::max<int64_t>(64, kPanelElems / std::max<int64_t>(1, kq)));
   Array wp = Array::empty({panel, kq}, Dtype::f32, out.device());
   for (int64_t r0 = 0; r0 < wrows; r0 += panel) {
@@ -801,14 +927,15 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
     launch_dequantize(pa, wp.raw_data(), kF32, s);
     if (transpose) {
       // out[:, r0:r0+nb] = x [m, k] @ panel[nb, k]^T
-      detail::sgemm_rowmajor(out.device(), false, true, m, nb, kx, x.data<float>(), kx, wp.data<float>(), kq, 0.0f,
-                             out.data<float>() + r0, n, op);
+      detail::sgemm_rowmajor(out.device(), false, true, m, nb, kx, xp, kx, wp.data<float>(), kq, 0.0f, outp + r0, n,
+                             op);
     } else {
       // out += x[:, r0:r0+nb] @ panel[nb, n]
-      detail::sgemm_rowmajor(out.device(), false, false, m, n, nb, x.data<float>() + r0, kx, wp.data<float>(), kq,
-                             r0 == 0 ? 0.0f : 1.0f, out.data<float>(), n, op);
+      detail::sgemm_rowmajor(out.device(), false, false, m, n, nb, xp + r0, kx, wp.data<float>(), kq,
+                             r0 == 0 ? 0.0f : 1.0f, outp, n, op);
     }
   }
+  if (ocode != kF32) loom::cuda::copy(of, out);
 }
 
 }  // namespace loom::cuda
