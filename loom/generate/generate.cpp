@@ -39,12 +39,21 @@ TokenGenerator::TokenGenerator(models::LanguageModel& model, models::Cache& cach
     throw ValueError(format_error("generate", "the prompt needs " + std::to_string(need) +
                                                   " positions (cached prefix included) but the context window is " +
                                                   std::to_string(max_context_) + " tokens"));
+  if (options_.kv_quantization) {
+    models::validate(*options_.kv_quantization);
+    // Refused up front rather than when the cache reaches --quantized-kv-start (where mlx-lm fails).
+    for (const auto& layer : cache_.layers)
+      if (dynamic_cast<const models::RotatingKVCache*>(layer.get()))
+        throw NotSupportedError(format_error("kv-bits", "the quantized KV cache (--kv-bits) with the rotating KV cache "
+                                                        "(--max-kv-size) is not supported (as in mlx-lm)"));
+  }
   // Prefill everything but the last prompt token in chunks, filling the cache only.
   const int64_t n = static_cast<int64_t>(history_.size());
   for (int64_t s = 0; s < n - 1; s += options_.prefill_step_size) {
     int64_t len = std::min<int64_t>(options_.prefill_step_size, n - 1 - s);
     std::vector<int32_t> chunk(history_.begin() + s, history_.begin() + s + len);
     model_.forward(Array::from(chunk, {1, len}), cache_, models::LogitsMode::none);
+    maybe_quantize_cache();
   }
   step({history_.back()});
   prompt_seconds_ = seconds_since(t0);
@@ -53,12 +62,17 @@ TokenGenerator::TokenGenerator(models::LanguageModel& model, models::Cache& cach
 void TokenGenerator::step(const std::vector<int32_t>& tokens) {
   const int64_t len = static_cast<int64_t>(tokens.size());
   Array logits = model_.forward(Array::from(tokens, {1, len}), cache_, models::LogitsMode::last);
+  maybe_quantize_cache();
   // [1, V] f32 on the host: the logits processors and samplers run on the CPU.
   logits = to_device(astype(reshape(logits, {1, logits.shape(-1)}), Dtype::f32), Device::cpu());
   for (auto& p : processors_) logits = p(history_, logits);
   Array logprobs = logits - logsumexp(logits, -1, /*keepdims=*/true);
   next_token_ = sampler_(logprobs).item<int32_t>();
   next_logprobs_ = logprobs;
+}
+
+void TokenGenerator::maybe_quantize_cache() {
+  if (options_.kv_quantization) models::maybe_quantize_kv_cache(cache_, *options_.kv_quantization);
 }
 
 std::optional<int32_t> TokenGenerator::next() {

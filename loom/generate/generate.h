@@ -29,6 +29,10 @@ struct GenerateOptions {
   // Context window: generation stops (finish reason "context") when the cache reaches it; a prompt
   // that does not fit is an error. 0 = the model's context_length() (0 there = unlimited).
   int64_t max_context = 0;
+  // --kv-bits/--kv-group-size/--quantized-kv-start: after every model call the cache's KVCache
+  // layers become QuantizedKVCache once it holds `start` positions (mlx-lm's
+  // maybe_quantize_kv_cache). Not with a RotatingKVCache (an error, as in mlx-lm).
+  std::optional<models::KVQuantization> kv_quantization;
 };
 
 // Token-level iterator (generate_step): yields (token, logprobs) pairs.
@@ -49,6 +53,8 @@ class TokenGenerator {
  private:
   // Runs the model on `tokens` [1, n] and samples; fills next_token_/next_logprobs_.
   void step(const std::vector<int32_t>& tokens);
+  // After every model call, as mlx-lm's generate_step: maybe_quantize_kv_cache when kv_quantization.
+  void maybe_quantize_cache();
 
   models::LanguageModel& model_;
   models::Cache& cache_;

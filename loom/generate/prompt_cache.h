@@ -4,6 +4,9 @@
 // "0.<layer>" = "" (KVCache has no meta state), "1.<key>" = user value, "2.<layer>" = "KVCache".
 // A RotatingKVCache layer stores its buffer (ring order) and meta state "0.<layer>.0..3" = keep,
 // max_size, offset, _idx, with "2.<layer>" = "RotatingKVCache"; loading rebuilds it from those.
+// A QuantizedKVCache layer (--kv-bits) stores "<layer>.<0 keys|1 values>.<0 wq|1 scales|2 biases>",
+// each [B, H, offset, .], with meta state "0.<layer>.0..2" = offset, group_size, bits and
+// "2.<layer>" = "QuantizedKVCache" (mlx-lm's tree_flatten of its state tuples).
 #pragma once
 
 #include <map>
@@ -13,8 +16,8 @@
 
 namespace loom::generate {
 
-// Writes every layer's KV state; throws NotSupportedError for cache types other than KVCache and
-// RotatingKVCache.
+// Writes every layer's KV state; throws NotSupportedError for cache types other than KVCache,
+// RotatingKVCache and QuantizedKVCache.
 void save_prompt_cache(const std::string& path, const models::Cache& cache,
                        const std::map<std::string, std::string>& metadata = {});
 // A cache for `model` filled from the file (layer count and class checked); user metadata into

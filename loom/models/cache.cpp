@@ -241,3 +241,184 @@ void RotatingKVCache::set_full_state(const Array& keys, const Array& values, con
 }
 
 }  // namespace loom::models
+
+namespace loom::models {
+
+void validate(const KVQuantization& q) {
+  QuantSpec spec{QuantMode::affine, q.bits, q.group_size};
+  if (!quant_spec_valid(spec))
+    throw ValueError(format_error("kv-bits", "the KV cache quantization needs bits 2, 3, 4, 5, 6 or 8 and group size 32, "
+                                             "64 or 128 (MLX's affine quantization); got bits " + std::to_string(q.bits) +
+                                                 ", group size " + std::to_string(q.group_size)));
+  if (q.start < 0)
+    throw ValueError(format_error("kv-bits", "--quantized-kv-start must be >= 0, got " + std::to_string(q.start)));
+}
+
+QuantizedKVCache::QuantizedKVCache(int group_size, int bits) : spec_{QuantMode::affine, bits, group_size} {
+  validate(KVQuantization{bits, group_size, 0});
+}
+
+namespace {
+
+QuantizedArrays quantize_kv(const Array& x, const QuantSpec& spec, const char* what) {
+  if (x.shape(3) % spec.group_size != 0)
+    throw ValueError(format_error("kv-bits", std::string("the ") + what + " head dim " + std::to_string(x.shape(3)) +
+                                                 " is not divisible by the KV cache group size " +
+                                                 std::to_string(spec.group_size) + " (use a smaller --kv-group-size)"));
+  return quantize(x, spec);
+}
+
+QuantizedArrays empty_like_page(const QuantizedArrays& q) {
+  auto page = [](const Array& a) {
+    return Array::empty({a.shape(0), a.shape(1), KVCache::kPageSize, a.shape(3)}, a.dtype(), a.device());
+  };
+  return {page(q.wq), page(q.scales), page(q.biases)};
+}
+
+QuantizedArrays slice_seq(const QuantizedArrays& q, int64_t start, int64_t stop) {
+  return {slice_axis(q.wq, 2, start, stop), slice_axis(q.scales, 2, start, stop), slice_axis(q.biases, 2, start, stop)};
+}
+
+void assign_q(const QuantizedArrays& dst, const QuantizedArrays& src) {
+  assign(dst.wq, src.wq);
+  assign(dst.scales, src.scales);
+  assign(dst.biases, src.biases);
+}
+
+}  // namespace
+
+void QuantizedKVCache::ensure_capacity(int64_t positions, const QuantizedArrays& k, const QuantizedArrays& v) {
+  while (static_cast<int64_t>(pages_.size()) * kPageSize < positions) pages_.push_back({empty_like_page(k), empty_like_page(v)});
+}
+
+void QuantizedKVCache::update(const Array& keys, const Array& values) {
+  if (keys.ndim() != 4 || values.ndim() != 4 || keys.shape(2) != values.shape(2))
+    throw ValueError(format_error("QuantizedKVCache", "keys " + shape_str(keys.shape()) + " and values " +
+                                                          shape_str(values.shape()) + " must be [B, H, L, D] with equal L"));
+  QuantizedArrays qk = quantize_kv(keys, spec_, "key"), qv = quantize_kv(values, spec_, "value");
+  if (!pages_.empty() && (pages_[0].k.wq.shape(0) != qk.wq.shape(0) || pages_[0].k.wq.shape(1) != qk.wq.shape(1) ||
+                          pages_[0].k.wq.shape(3) != qk.wq.shape(3) || pages_[0].v.wq.shape(3) != qv.wq.shape(3) ||
+                          pages_[0].k.scales.dtype() != qk.scales.dtype()))
+    throw ValueError(format_error("QuantizedKVCache", "keys " + shape_str(keys.shape()) + " (" +
+                                                          std::string(name(keys.dtype())) + ") do not match the cache"));
+  const int64_t L = keys.shape(2);
+  ensure_capacity(offset_ + L, qk, qv);
+  for (int64_t done = 0; done < L;) {
+    int64_t pos = offset_ + done, page = pos / kPageSize, in_page = pos % kPageSize;
+    int64_t n = std::min(L - done, kPageSize - in_page);
+    assign_q(slice_seq(pages_[page].k, in_page, in_page + n), slice_seq(qk, done, done + n));
+    assign_q(slice_seq(pages_[page].v, in_page, in_page + n), slice_seq(qv, done, done + n));
+    done += n;
+  }
+  offset_ += L;
+}
+
+fast::KVBlocks QuantizedKVCache::fetch_dequantized() const {
+  // Only the used positions are dequantized: a partly filled last page is sliced first, so no
+  // uninitialized slot is ever decoded.
+  fast::KVBlocks b;
+  for (size_t p = 0; p < pages_.size() && static_cast<int64_t>(p) * kPageSize < offset_; ++p) {
+    int64_t n = std::min(kPageSize, offset_ - static_cast<int64_t>(p) * kPageSize);
+    QuantizedArrays k = slice_seq(pages_[p].k, 0, n), v = slice_seq(pages_[p].v, 0, n);
+    b.keys.push_back(dequantize(k.wq, k.scales, k.biases, spec_));
+    b.values.push_back(dequantize(v.wq, v.scales, v.biases, spec_));
+    b.length += n;
+  }
+  return b;
+}
+
+fast::KVBlocks QuantizedKVCache::update_and_fetch(const Array& keys, const Array& values) {
+  update(keys, values);
+  return fetch_dequantized();
+}
+
+void QuantizedKVCache::trim(int64_t n) { offset_ -= std::min(std::max<int64_t>(n, 0), offset_); }
+
+std::pair<Array, Array> QuantizedKVCache::state() const {
+  throw NotSupportedError(format_error("QuantizedKVCache", "holds quantized keys/values; use quantized_state()"));
+}
+
+void QuantizedKVCache::set_state(const Array&, const Array&) {
+  throw NotSupportedError(format_error("QuantizedKVCache", "holds quantized keys/values; use set_quantized_state()"));
+}
+
+std::pair<QuantizedArrays, QuantizedArrays> QuantizedKVCache::quantized_state() const {
+  if (offset_ == 0) return {};
+  auto gather = [&](auto member) {
+    std::vector<Array> wq, s, b;
+    for (size_t p = 0; p < pages_.size() && static_cast<int64_t>(p) * kPageSize < offset_; ++p) {
+      int64_t n = std::min(kPageSize, offset_ - static_cast<int64_t>(p) * kPageSize);
+      QuantizedArrays q = slice_seq(pages_[p].*member, 0, n);
+      wq.push_back(contiguous(q.wq));
+      s.push_back(contiguous(q.scales));
+      b.push_back(contiguous(q.biases));
+    }
+    return QuantizedArrays{concatenate(wq, 2), concatenate(s, 2), concatenate(b, 2)};
+  };
+  return {gather(&Page::k), gather(&Page::v)};
+}
+
+void QuantizedKVCache::set_quantized_state(const QuantizedArrays& keys, const QuantizedArrays& values, int64_t offset) {
+  for (const QuantizedArrays* q : {&keys, &values}) {
+    const Array* parts[3] = {&q->wq, &q->scales, &q->biases};
+    for (const Array* a : parts)
+      if (!a->valid() || a->ndim() != 4 || a->shape(2) != keys.wq.shape(2))
+        throw ValueError(format_error("QuantizedKVCache", "the quantized state must be (wq, scales, biases) arrays "
+                                                          "[B, H, T, .] with one T"));
+    if (q->wq.dtype() != Dtype::u32 || q->wq.shape(3) * 32 / spec_.bits != q->scales.shape(3) * spec_.group_size)
+      throw ValueError(format_error("QuantizedKVCache", "packed " + shape_str(q->wq.shape()) + " and scales " +
+                                                            shape_str(q->scales.shape()) + " do not fit bits " +
+                                                            std::to_string(spec_.bits) + ", group size " +
+                                                            std::to_string(spec_.group_size)));
+  }
+  const int64_t T = keys.wq.shape(2);
+  if (offset < 0 || offset > T)
+    throw ValueError(format_error("QuantizedKVCache", "offset " + std::to_string(offset) + " is outside the " +
+                                                          std::to_string(T) + " stored positions"));
+  pages_.clear();
+  offset_ = 0;
+  ensure_capacity(T, keys, values);
+  for (int64_t done = 0; done < T; done += kPageSize) {
+    int64_t n = std::min(kPageSize, T - done), page = done / kPageSize;
+    assign_q(slice_seq(pages_[page].k, 0, n), slice_seq(keys, done, done + n));
+    assign_q(slice_seq(pages_[page].v, 0, n), slice_seq(values, done, done + n));
+  }
+  offset_ = offset;
+}
+
+std::array<std::string, 3> QuantizedKVCache::meta_state() const {
+  return {std::to_string(offset_), std::to_string(spec_.group_size), std::to_string(spec_.bits)};
+}
+
+std::unique_ptr<QuantizedKVCache> to_quantized(const KVCache& cache, int group_size, int bits) {
+  if (dynamic_cast<const RotatingKVCache*>(&cache) || dynamic_cast<const QuantizedKVCache*>(&cache))
+    throw NotSupportedError(format_error("kv-bits", dynamic_cast<const RotatingKVCache*>(&cache)
+                                                        ? "the rotating KV cache (--max-kv-size) cannot be quantized "
+                                                          "(not supported, as in mlx-lm: RotatingKVCache Quantization NYI)"
+                                                        : "the KV cache is already quantized"));
+  auto q = std::make_unique<QuantizedKVCache>(group_size, bits);
+  if (cache.offset() > 0) {
+    auto [k, v] = cache.state();
+    q->update(k, v);
+  }
+  return q;
+}
+
+bool maybe_quantize_kv_cache(Cache& cache, const KVQuantization& q) {
+  if (cache.offset() < q.start) return false;
+  bool converted = false;
+  for (auto& layer : cache.layers) {
+    if (dynamic_cast<QuantizedKVCache*>(layer.get())) continue;
+    if (dynamic_cast<RotatingKVCache*>(layer.get()))
+      throw NotSupportedError(format_error("kv-bits", "the quantized KV cache (--kv-bits) with the rotating KV cache "
+                                                      "(--max-kv-size) is not supported (mlx-lm: RotatingKVCache "
+                                                      "Quantization NYI)"));
+    auto* kv = dynamic_cast<KVCache*>(layer.get());
+    if (!kv) continue;  // other cache kinds have no quantized form (mlx-lm: no to_quantized)
+    layer = to_quantized(*kv, q.group_size, q.bits);
+    converted = true;
+  }
+  return converted;
+}
+
+}  // namespace loom::models

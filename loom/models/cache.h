@@ -13,7 +13,9 @@
 #include <vector>
 
 #include "loom/core/array.h"
+#include "loom/core/quant.h"
 #include "loom/ops/fast.h"
+#include "loom/ops/quantized.h"
 
 namespace loom::models {
 
@@ -93,6 +95,66 @@ class RotatingKVCache : public KVCache {
   int64_t offset_ = 0, idx_ = 0;
 };
 
+// mlx-lm's QuantizedKVCache (--kv-bits): keys and values stored MLX-affine-quantized along the head
+// dim (quantize() of [B, Hkv, L, D] gives wq [B, Hkv, L, D*bits/32] uint32 and scales/biases
+// [B, Hkv, L, D/group_size] in the keys' dtype), growing kPageSize positions at a time like
+// KVCache: pages are allocated once and never copied on growth (mlx-lm grows by concatenating
+// 256-position steps; the stored values are the same).
+//
+// update_and_fetch returns the stored positions DEQUANTIZED (one float block per page), so the
+// float attention path (masks, GQA, left padding) applies unchanged; see quantized_attention in
+// model.h. It derives from KVCache so that models reaching their layer caches as KVCache& work
+// unchanged; none of KVCache's pages are used. state()/set_state() (float) are refused: a
+// quantized cache's state is its (wq, scales, biases) tuples, quantized_state().
+class QuantizedKVCache : public KVCache {
+ public:
+  // bits 2-8 (not 7) and group_size 32/64/128, as MLX's affine quantize accepts.
+  explicit QuantizedKVCache(int group_size = 64, int bits = 8);
+
+  // Quantizes k/v [B, Hkv, L, D] (D divisible by group_size), stores them at the current offset,
+  // and returns every stored position dequantized to the keys' dtype.
+  fast::KVBlocks update_and_fetch(const Array& keys, const Array& values) override;
+  // The storing half of update_and_fetch.
+  void update(const Array& keys, const Array& values);
+  // The first offset() positions dequantized, one block per page.
+  fast::KVBlocks fetch_dequantized() const;
+  int64_t offset() const override { return offset_; }
+  void trim(int64_t n) override;  // drops the last n positions (pages stay)
+  std::pair<Array, Array> state() const override;
+  void set_state(const Array& keys, const Array& values) override;
+
+  int bits() const { return spec_.bits; }
+  int group_size() const { return spec_.group_size; }
+  const QuantSpec& spec() const { return spec_; }
+  // mlx-lm's state: contiguous (wq, scales, biases) for keys and values, each [B, Hkv, offset, .].
+  std::pair<QuantizedArrays, QuantizedArrays> quantized_state() const;
+  // Replaces the contents with already quantized keys/values [B, Hkv, T, .] (T >= offset).
+  void set_quantized_state(const QuantizedArrays& keys, const QuantizedArrays& values, int64_t offset);
+  // mlx-lm's meta_state: (offset, group_size, bits) as strings.
+  std::array<std::string, 3> meta_state() const;
+
+ private:
+  struct Page {
+    QuantizedArrays k, v;  // each [B, Hkv, kPageSize, .]
+  };
+  void ensure_capacity(int64_t positions, const QuantizedArrays& k, const QuantizedArrays& v);
+  std::vector<Page> pages_;
+  QuantSpec spec_;
+  int64_t offset_ = 0;
+};
+
+// mlx-lm's KVCache.to_quantized: a QuantizedKVCache holding quantize() of the stored positions.
+std::unique_ptr<QuantizedKVCache> to_quantized(const KVCache& cache, int group_size, int bits);
+
+// mlx-lm's --kv-bits / --kv-group-size / --quantized-kv-start.
+struct KVQuantization {
+  int bits = 8;
+  int group_size = 64;
+  int64_t start = 0;  // quantize once the cache holds at least this many positions
+};
+// Throws "[kv-bits] ..." for bits/group sizes MLX's affine quantization does not accept.
+void validate(const KVQuantization& q);
+
 // How LanguageModel::make_cache builds a cache (mlx-lm's make_prompt_cache arguments).
 struct CacheOptions {
   std::optional<int64_t> max_kv_size;  // set: one RotatingKVCache(max_kv_size, keep) per layer
@@ -112,5 +174,11 @@ class Cache {
     return static_cast<T&>(*layers.at(i));
   }
 };
+
+// mlx-lm's maybe_quantize_kv_cache, run after every model call of generation: once the cache holds
+// at least q.start positions, every plain KVCache layer becomes a QuantizedKVCache (to_quantized);
+// layers already quantized stay. A RotatingKVCache layer is an error, as in mlx-lm ("RotatingKVCache
+// Quantization NYI"). Returns true when it converted something.
+bool maybe_quantize_kv_cache(Cache& cache, const KVQuantization& q);
 
 }  // namespace loom::models

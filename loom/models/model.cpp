@@ -27,8 +27,20 @@ Array apply_rope(const nn::Rope& rope, const Array& x, const Step& step) {
   return step.rope_offsets.valid() ? rope(x, step.rope_offsets) : rope(x, step.offset);
 }
 
+Array quantized_attention(const Array& q, const Array& k, const Array& v, QuantizedKVCache& cache, const Step& step,
+                          const AttentionSpec& spec) {
+  // mlx-lm scores with quantized_matmul straight over the packed keys/values. Here the used
+  // positions are dequantized (page by page) and handed to the fused float kernel instead: the
+  // result is the same up to rounding (both compute with the dequantized values), and the masks,
+  // GQA and per-row offsets are the float path's by construction. The cost is a transient float
+  // copy of this layer's keys/values per step, so the memory saving holds for the stored cache but
+  // not for the attention's working set; a fused attention over the packed pages is later work.
+  return fast::scaled_dot_product_attention(q, cache.update_and_fetch(k, v), spec, step.attn);
+}
+
 Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& cache, const Step& step,
                        const AttentionSpec& spec) {
+  if (auto* quantized = dynamic_cast<QuantizedKVCache*>(&cache)) return quantized_attention(q, k, v, *quantized, step, spec);
   auto* rotating = dynamic_cast<RotatingKVCache*>(&cache);
   if (!rotating) return fast::scaled_dot_product_attention(q, cache.update_and_fetch(k, v), spec, step.attn);
   if (step.attn.kv_start.valid() || step.attn.q_offsets.valid())

@@ -4,7 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -103,6 +106,31 @@ inline models::LoadedModel load_on_device(const std::string& dir, Dtype dtype = 
   opt.dtype = dtype;
   opt.device = test_device();
   return models::load_model(dir, opt);
+}
+
+// A copy of fixture `name` whose config (written by transformers 5: rope_parameters, dtype) is
+// rewritten with the v4 keys (rope_theta, rope_scaling, torch_dtype), in a scratch folder of this
+// process; returns the folder.
+inline std::string v4_config_copy(const std::string& name) {
+  namespace fs = std::filesystem;
+  std::ifstream in(fixture_dir(name) + "/config.json");
+  nlohmann::json j = nlohmann::json::parse(in);
+  if (!j.contains("rope_parameters")) throw std::runtime_error(name + ": fixture config is not in transformers-v5 style");
+  nlohmann::json rp = j["rope_parameters"];
+  j.erase("rope_parameters");
+  j["rope_theta"] = rp["rope_theta"];
+  rp.erase("rope_theta");
+  if (rp.value("rope_type", "default") != "default") {
+    rp["type"] = rp["rope_type"];
+    j["rope_scaling"] = rp;
+  }
+  if (j.contains("dtype")) j["torch_dtype"] = j["dtype"], j.erase("dtype");
+  fs::path dir = fs::path(LOOM_BINARY_DIR) / "v4_fixtures" / (name + "_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << j.dump(2);
+  fs::copy_file(fs::path(fixture_dir(name)) / "model.safetensors", dir / "model.safetensors",
+                fs::copy_options::overwrite_existing);
+  return dir.string();
 }
 
 inline Array tokens_array(const std::vector<int32_t>& ids) { return Array::from(ids, {1, static_cast<int64_t>(ids.size())}); }

@@ -80,27 +80,7 @@ TEST_P(Fixture, GreedyTokensMatchTransformers) {
 }
 
 TEST_P(Fixture, V4StyleConfigGivesSameLogits) {
-  namespace fs = std::filesystem;
-  // transformers 5 wrote rope_parameters/dtype; rewrite the config with v4 keys.
-  io::Config c = io::Config::load(fixture_dir(GetParam()));
-  std::ifstream in(fixture_dir(GetParam()) + "/config.json");
-  nlohmann::json j = nlohmann::json::parse(in);
-  ASSERT_TRUE(j.contains("rope_parameters")) << "fixture config is expected in transformers-v5 style";
-  nlohmann::json rp = j["rope_parameters"];
-  j.erase("rope_parameters");
-  j["rope_theta"] = rp["rope_theta"];
-  rp.erase("rope_theta");
-  if (rp.value("rope_type", "default") != "default") {
-    rp["type"] = rp["rope_type"];
-    j["rope_scaling"] = rp;
-  }
-  if (j.contains("dtype")) j["torch_dtype"] = j["dtype"], j.erase("dtype");
-  fs::path dir = fs::path(LOOM_BINARY_DIR) / "v4_fixtures" / GetParam();
-  fs::create_directories(dir);
-  std::ofstream(dir / "config.json") << j.dump(2);
-  fs::copy_file(fs::path(fixture_dir(GetParam())) / "model.safetensors", dir / "model.safetensors",
-                fs::copy_options::overwrite_existing);
-  models::LoadedModel v4 = load_on_device(dir.string());
+  models::LoadedModel v4 = load_on_device(v4_config_copy(GetParam()));
   expect_logits_near(run(*v4.model, ref.prompts[0], 1 << 20), ref.logits[0], kF32, "v4 config");
 }
 

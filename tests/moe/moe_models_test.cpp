@@ -10,6 +10,7 @@
 #include <regex>
 #include <set>
 
+#include "loom/core/allocator.h"
 #include "loom/io/safetensors.h"
 #include "loom/models/transformer.h"
 #include "tests/models/fixture_util.h"
@@ -153,6 +154,15 @@ TEST_P(MoE, GreedyTokensMatchTransformers) {
   EXPECT_EQ(got, ref.greedy);
 }
 
+TEST_P(MoE, SteadyStateDecodeAllocatesNothingNew) {
+  models::Cache cache = lm.model->make_cache();
+  lm.model->forward(tokens_array(ref.prompts[0]), cache, models::LogitsMode::last);
+  for (int i = 0; i < 3; ++i) lm.model->forward(tokens_array({3}), cache, models::LogitsMode::last);
+  uint64_t before = allocator::stats(kDevice).system_allocs;
+  for (int i = 0; i < 20; ++i) lm.model->forward(tokens_array({static_cast<int32_t>(3 + i % 5)}), cache, models::LogitsMode::last);
+  EXPECT_EQ(allocator::stats(kDevice).system_allocs, before) << "decode steps made new system allocations";
+}
+
 std::string param_name(const ::testing::TestParamInfo<std::tuple<int, std::string>>& info) {
   return kFixtures[std::get<0>(info.param)].name + "_" + std::get<1>(info.param);
 }
@@ -161,6 +171,16 @@ INSTANTIATE_TEST_SUITE_P(Layouts, MoE,
                          ::testing::Combine(::testing::Values(0, 1, 2),
                                             ::testing::Values("per_expert", "fused", "mlx")),
                          param_name);
+
+// The fixtures' transformers-v5 configs rewritten with v4 keys load to the same model.
+TEST(MoEConfig, V4StyleConfigGivesSameLogits) {
+  if (!device_available(kDevice)) GTEST_SKIP() << "no " << kDevice.str() << " device";
+  for (const auto& f : kFixtures) {
+    Reference ref = load_reference(f.name);
+    models::LoadedModel m = load_on_device(v4_config_copy(f.name));
+    expect_logits_near(run_chunked(*m.model, ref.prompts[0], 1 << 20), ref.logits[0], kF32, f.name + " v4 config");
+  }
+}
 
 // bf16 compute, within DESIGN's bf16 row widened to transformers' own bf16 error on the fixture.
 // qwen3_moe has no hf_bf16: transformers 5.17's own bf16 forward fails on it (grouped_mm needs expert

@@ -41,8 +41,15 @@ std::string unescape(std::string s) {
 void run_generate(const GenerateOpts& o) {
   if (!o.adapter_path.empty())
     throw NotSupportedError(format_error("generate", "--adapter-path: LoRA adapters are not yet supported"));
-  if (o.kv_bits)
-    throw NotSupportedError(format_error("generate", "--kv-bits: the quantized KV cache is not yet supported"));
+  std::optional<models::KVQuantization> kv_quantization;
+  if (o.kv_bits) {
+    // mlx-lm fails on this pair only once the cache reaches --quantized-kv-start; refuse it up front.
+    if (o.max_kv_size)
+      throw NotSupportedError(format_error("kv-bits", "--kv-bits with --max-kv-size (the rotating KV cache) is not "
+                                                      "supported (as in mlx-lm)"));
+    kv_quantization = models::KVQuantization{*o.kv_bits, o.kv_group_size, o.quantized_kv_start};
+    models::validate(*kv_quantization);
+  }
   if (o.threads > 0) set_num_threads(o.threads);
 
   generate::SessionOptions so;
@@ -87,6 +94,7 @@ void run_generate(const GenerateOpts& o) {
   generate::StreamOptions opt;
   opt.generate.max_tokens = o.max_tokens;
   opt.generate.prefill_step_size = o.prefill_step_size;
+  opt.generate.kv_quantization = kv_quantization;
   opt.generate.seed = o.seed.value_or(0);
   opt.generate.sampler = {.temp = o.temp, .top_p = o.top_p, .min_p = o.min_p,
                           .min_tokens_to_keep = o.min_tokens_to_keep, .top_k = o.top_k,
@@ -143,9 +151,10 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--extra-eos-token", o->extra_eos_token, "Further end-of-sequence tokens (text)")->expected(1, -1);
   cmd->add_option("--max-kv-size", o->max_kv_size, "Rotating KV cache size: keep the first 4 and the newest tokens");
   cmd->add_option("--prompt-cache-file", o->prompt_cache_file, "Prompt cache from `loom cache-prompt` to start from");
-  cmd->add_option("--kv-bits", o->kv_bits, "Quantize the KV cache to this many bits (not yet supported)");
+  cmd->add_option("--kv-bits", o->kv_bits, "Quantize the KV cache to this many bits (2-6 or 8; default: not quantized)");
   cmd->add_option("--kv-group-size", o->kv_group_size, "Group size of the KV cache quantization");
-  cmd->add_option("--quantized-kv-start", o->quantized_kv_start, "Step from which the KV cache is quantized");
+  cmd->add_option("--quantized-kv-start", o->quantized_kv_start,
+                  "Cache size (positions) from which the KV cache is quantized (with --kv-bits)");
   cmd->add_option("--prefill-step-size", o->prefill_step_size, "Prompt tokens per prefill step");
   cmd->add_flag("--verbose", o->verbose, "Print separators around the answer");
   cmd->add_option("--device", o->device, kDeviceHelp);
