@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -35,6 +36,13 @@ using models::QuantizedKVCache;
 
 std::string scratch(const std::string& name) {
   return std::string(LOOM_BINARY_DIR) + "/" + name + "_" + std::to_string(::getpid());
+}
+
+// Same shape, dtype and bytes.
+bool array_equal(const Array& a, const Array& b) {
+  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+  Array ca = to_device(contiguous(a), Device::cpu()), cb = to_device(contiguous(b), Device::cpu());
+  return std::memcmp(ca.raw_data(), cb.raw_data(), ca.nbytes()) == 0;
 }
 
 // Deterministic uniform values in [-scale, scale) (xorshift).
