@@ -115,9 +115,10 @@ models::Cache load_prompt_cache(const std::string& path, const models::LanguageM
     }
     auto* kv = dynamic_cast<models::KVCache*>(cache.layers[i].get());
     if (cls != "KVCache" || !kv || dynamic_cast<models::RotatingKVCache*>(kv))
-      throw NotSupportedError(format_error("load_prompt_cache", "layer " + l + " is a " + cls +
-                                                                    "; only KVCache, RotatingKVCache and QuantizedKVCache "
-                                                                    "prompt caches are supported so far"));
+      throw NotSupportedError(format_error("load_prompt_cache",
+                                           "layer " + l + " is a " + cls +
+                                               "; only KVCache, RotatingKVCache and QuantizedKVCache prompt caches "
+                                               "are supported so far"));
     // set_state copies into the cache's own pages, so the mapping can go away afterwards.
     kv->set_state(file->load(l + ".0"), file->load(l + ".1"));
   }

@@ -247,9 +247,9 @@ namespace loom::models {
 void validate(const KVQuantization& q) {
   QuantSpec spec{QuantMode::affine, q.bits, q.group_size};
   if (!quant_spec_valid(spec))
-    throw ValueError(format_error("kv-bits", "the KV cache quantization needs bits 2, 3, 4, 5, 6 or 8 and group size 32, "
-                                             "64 or 128 (MLX's affine quantization); got bits " + std::to_string(q.bits) +
-                                                 ", group size " + std::to_string(q.group_size)));
+    throw ValueError(format_error("kv-bits", "the KV cache quantization needs bits 2, 3, 4, 5, 6 or 8 and group size "
+                                             "32, 64 or 128 (MLX's affine quantization); got bits " +
+                                                 std::to_string(q.bits) + ", group size " + std::to_string(q.group_size)));
   if (q.start < 0)
     throw ValueError(format_error("kv-bits", "--quantized-kv-start must be >= 0, got " + std::to_string(q.start)));
 }
@@ -288,19 +288,22 @@ void assign_q(const QuantizedArrays& dst, const QuantizedArrays& src) {
 }  // namespace
 
 void QuantizedKVCache::ensure_capacity(int64_t positions, const QuantizedArrays& k, const QuantizedArrays& v) {
-  while (static_cast<int64_t>(pages_.size()) * kPageSize < positions) pages_.push_back({empty_like_page(k), empty_like_page(v)});
+  while (static_cast<int64_t>(pages_.size()) * kPageSize < positions)
+    pages_.push_back({empty_like_page(k), empty_like_page(v)});
 }
 
 void QuantizedKVCache::update(const Array& keys, const Array& values) {
   if (keys.ndim() != 4 || values.ndim() != 4 || keys.shape(2) != values.shape(2))
     throw ValueError(format_error("QuantizedKVCache", "keys " + shape_str(keys.shape()) + " and values " +
-                                                          shape_str(values.shape()) + " must be [B, H, L, D] with equal L"));
+                                                          shape_str(values.shape()) +
+                                                          " must be [B, H, L, D] with equal L"));
   QuantizedArrays qk = quantize_kv(keys, spec_, "key"), qv = quantize_kv(values, spec_, "value");
   if (!pages_.empty() && (pages_[0].k.wq.shape(0) != qk.wq.shape(0) || pages_[0].k.wq.shape(1) != qk.wq.shape(1) ||
                           pages_[0].k.wq.shape(3) != qk.wq.shape(3) || pages_[0].v.wq.shape(3) != qv.wq.shape(3) ||
                           pages_[0].k.scales.dtype() != qk.scales.dtype()))
     throw ValueError(format_error("QuantizedKVCache", "keys " + shape_str(keys.shape()) + " (" +
-                                                          std::string(name(keys.dtype())) + ") do not match the cache"));
+                                                          std::string(name(keys.dtype())) +
+                                                          ") do not match the cache"));
   const int64_t L = keys.shape(2);
   ensure_capacity(offset_ + L, qk, qv);
   for (int64_t done = 0; done < L;) {
@@ -392,10 +395,11 @@ std::array<std::string, 3> QuantizedKVCache::meta_state() const {
 
 std::unique_ptr<QuantizedKVCache> to_quantized(const KVCache& cache, int group_size, int bits) {
   if (dynamic_cast<const RotatingKVCache*>(&cache) || dynamic_cast<const QuantizedKVCache*>(&cache))
-    throw NotSupportedError(format_error("kv-bits", dynamic_cast<const RotatingKVCache*>(&cache)
-                                                        ? "the rotating KV cache (--max-kv-size) cannot be quantized "
-                                                          "(not supported, as in mlx-lm: RotatingKVCache Quantization NYI)"
-                                                        : "the KV cache is already quantized"));
+    throw NotSupportedError(format_error(
+        "kv-bits", dynamic_cast<const RotatingKVCache*>(&cache)
+                       ? "the rotating KV cache (--max-kv-size) cannot be quantized (not supported, as in mlx-lm: "
+                         "RotatingKVCache Quantization NYI)"
+                       : "the KV cache is already quantized"));
   auto q = std::make_unique<QuantizedKVCache>(group_size, bits);
   if (cache.offset() > 0) {
     auto [k, v] = cache.state();

@@ -40,7 +40,8 @@ Array quantized_attention(const Array& q, const Array& k, const Array& v, Quanti
 
 Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& cache, const Step& step,
                        const AttentionSpec& spec) {
-  if (auto* quantized = dynamic_cast<QuantizedKVCache*>(&cache)) return quantized_attention(q, k, v, *quantized, step, spec);
+  if (auto* quantized = dynamic_cast<QuantizedKVCache*>(&cache))
+    return quantized_attention(q, k, v, *quantized, step, spec);
   auto* rotating = dynamic_cast<RotatingKVCache*>(&cache);
   if (!rotating) return fast::scaled_dot_product_attention(q, cache.update_and_fetch(k, v), spec, step.attn);
   if (step.attn.kv_start.valid() || step.attn.q_offsets.valid())

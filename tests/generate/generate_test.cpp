@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <sstream>
 
@@ -31,19 +32,22 @@ std::string scratch(const std::string& name) {
 
 const std::string kTokDir = std::string(LOOM_SOURCE_DIR) + "/.cache/tokenizers/qwen3";
 
-// Writes (once) a 2-layer llama with random f32 weights, the Qwen3 tokenizer beside it.
-std::string tiny_model() {
-  static std::string dir = [] {
+// Writes (once per head dim) a 2-layer llama with random f32 weights, the Qwen3 tokenizer beside it.
+// The default head dim 16 is below every KV-cache group size (32/64/128): --kv-bits tests use 64.
+std::string tiny_model(int head_dim = 16) {
+  static std::map<int, std::string> dirs;
+  if (auto it = dirs.find(head_dim); it != dirs.end()) return it->second;
+  std::string dir = [head_dim] {
     if (!fs::exists(kTokDir + "/tokenizer.json"))
       std::system(("'" + std::string(LOOM_SOURCE_DIR) + "/scripts/fetch-test-tokenizers.sh' '" +
                    std::string(LOOM_SOURCE_DIR) + "/.cache/tokenizers' >/dev/null 2>&1").c_str());
     auto tok = tokenizer::Tokenizer::from_folder(kTokDir);
-    std::string d = scratch("test_generate_tiny_llama");
+    std::string d = scratch("test_generate_tiny_llama" + (head_dim == 16 ? std::string() : std::to_string(head_dim)));
     fs::remove_all(d);
     fs::create_directories(d);
     std::string cfg_text = R"({"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
-      "vocab_size": )" + std::to_string(tok.vocab_size()) +
+      "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": )" +
+                           std::to_string(head_dim) + R"(, "vocab_size": )" + std::to_string(tok.vocab_size()) +
                            R"(, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
       "tie_word_embeddings": true})";
     io::Config cfg = io::Config::parse(cfg_text);
@@ -64,6 +68,7 @@ std::string tiny_model() {
     for (auto& f : fs::directory_iterator(kTokDir)) fs::copy_file(f.path(), d + "/" + f.path().filename().string());
     return d;
   }();
+  dirs[head_dim] = dir;
   return dir;
 }
 
@@ -221,7 +226,34 @@ TEST(GenerateCli, ClearErrors) {
   CliRun def = run_cli("generate -p hi", env);
   EXPECT_NE(def.rc, 0);
   EXPECT_NE(def.err.find("mlx-community/Qwen3-0.6B-4bit"), std::string::npos) << def.err;
-  CliRun kv = run_cli("generate --model " + tiny_model() + " --kv-bits 4 -p hi");
+  // --kv-bits with --max-kv-size: not supported (as in mlx-lm), said up front.
+  CliRun kv = run_cli("generate --model " + tiny_model(64) + " --kv-bits 4 --max-kv-size 64 -p hi");
   EXPECT_NE(kv.rc, 0);
-  EXPECT_NE(kv.err.find("not yet supported"), std::string::npos) << kv.err;
+  EXPECT_NE(kv.err.find("[kv-bits]"), std::string::npos) << kv.err;
+  EXPECT_NE(kv.err.find("--max-kv-size"), std::string::npos) << kv.err;
+  EXPECT_NE(kv.err.find("not supported"), std::string::npos) << kv.err;
+  CliRun bits = run_cli("generate --model " + tiny_model(64) + " --kv-bits 7 -p hi");
+  EXPECT_NE(bits.rc, 0);
+  EXPECT_NE(bits.err.find("[kv-bits]"), std::string::npos) << bits.err;
+  // A head dim the group size does not divide: a clear error once the cache is quantized.
+  CliRun dim = run_cli("generate --model " + tiny_model() + " --kv-bits 8 --quantized-kv-start 0 -p hi");
+  EXPECT_NE(dim.rc, 0);
+  EXPECT_NE(dim.err.find("not divisible"), std::string::npos) << dim.err;
+}
+
+TEST(GenerateCli, QuantizedKVCache) {
+  // --kv-bits 8 from the start: runs and generates; with a start the cache never reaches it is the
+  // float cache, so the answer is the float run's exactly.
+  std::string args = "generate --model " + tiny_model(64) + " --ignore-chat-template --temp 0 -m 8 -p 'Hello world'";
+  CliRun ref = run_cli(args);
+  ASSERT_EQ(ref.rc, 0) << ref.err;
+  CliRun q8 = run_cli(args + " --kv-bits 8 --kv-group-size 64 --quantized-kv-start 0");
+  ASSERT_EQ(q8.rc, 0) << q8.err;
+  EXPECT_GT(q8.out.size(), 1u);
+  EXPECT_NE(q8.err.find("Generation: "), std::string::npos) << q8.err;
+  CliRun q4 = run_cli(args + " --kv-bits 4 --kv-group-size 32 --quantized-kv-start 0");
+  ASSERT_EQ(q4.rc, 0) << q4.err;
+  CliRun late = run_cli(args + " --kv-bits 8");  // default start 5000
+  ASSERT_EQ(late.rc, 0) << late.err;
+  EXPECT_EQ(late.out, ref.out);
 }

@@ -103,6 +103,28 @@ TEST_P(Fixture, SteadyStateDecodeAllocatesNothingNew) {
   EXPECT_EQ(allocator::stats(kDevice).system_allocs, before) << "decode steps made new system allocations";
 }
 
+// 10k decode steps through a rotating cache (fixed size, so the cache itself stops growing): the
+// allocator makes no new system allocation and holds the same bytes after every step — nothing leaks
+// or grows, on the CPU and (in test_cuda_models) on the GPU.
+TEST_P(Fixture, TenThousandDecodeStepsKeepAllocatorFlat) {
+  models::CacheOptions opt;
+  opt.max_kv_size = 64;
+  models::Cache cache = lm.model->make_cache(opt);
+  lm.model->forward(tokens_array(ref.prompts[0]), cache, models::LogitsMode::last);
+  for (int i = 0; i < 200; ++i) lm.model->forward(tokens_array({7}), cache, models::LogitsMode::last);
+  synchronize(kDevice);
+  AllocatorStats before = allocator::stats(kDevice);
+  for (int i = 0; i < 10000; ++i) {
+    Array logits = lm.model->forward(tokens_array({static_cast<int32_t>(3 + i % 11)}), cache, models::LogitsMode::last);
+    if (i % 1000 == 999) {
+      synchronize(kDevice);
+      AllocatorStats now = allocator::stats(kDevice);
+      ASSERT_EQ(now.system_allocs, before.system_allocs) << "after " << i + 1 << " steps";
+      ASSERT_LE(now.active_bytes, before.active_bytes + static_cast<size_t>(logits.nbytes()) * 2) << "after " << i + 1 << " steps";
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Architectures, Fixture,
                          ::testing::Values("llama", "llama_tied", "mistral", "qwen2", "qwen3", "llama_bf16"));
 

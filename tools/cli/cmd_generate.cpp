@@ -151,7 +151,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--extra-eos-token", o->extra_eos_token, "Further end-of-sequence tokens (text)")->expected(1, -1);
   cmd->add_option("--max-kv-size", o->max_kv_size, "Rotating KV cache size: keep the first 4 and the newest tokens");
   cmd->add_option("--prompt-cache-file", o->prompt_cache_file, "Prompt cache from `loom cache-prompt` to start from");
-  cmd->add_option("--kv-bits", o->kv_bits, "Quantize the KV cache to this many bits (2-6 or 8; default: not quantized)");
+  cmd->add_option("--kv-bits", o->kv_bits,
+                  "Quantize the KV cache to this many bits (2-6 or 8; default: not quantized)");
   cmd->add_option("--kv-group-size", o->kv_group_size, "Group size of the KV cache quantization");
   cmd->add_option("--quantized-kv-start", o->quantized_kv_start,
                   "Cache size (positions) from which the KV cache is quantized (with --kv-bits)");
