@@ -65,16 +65,17 @@ namespace ops_detail {
 namespace {
 
 // Uploads of small host operands, cached so a decode step does not copy the same constants to the
-// device again and again: single values by (device, dtype, bits) — weak scalars such as 0.5 or -inf
-// are made afresh by every op but take few distinct values — and other host arrays by buffer
+// device again and again: 0-d floating values by (device, dtype, bits) — weak scalars such as 0.5 or
+// -inf are made afresh by every op but take few distinct values — and other host arrays by buffer
 // identity while that buffer lives (RoPE frequencies, sinks: made once, used every step). A cached
 // entry is valid only while its host buffer is alive and the view is the same; host arrays are not
-// written after they first meet a device op (token ids and positions are made fresh each step).
+// written after they first meet a device op. Entries of dead host buffers (token ids, made fresh each
+// step) are dropped at the next insertion, so their device copies go back to the allocator at once.
 class UploadCache {
  public:
   Array get(const Array& a, Device d) {
     std::lock_guard<std::mutex> lock(mu_);
-    if (a.size() == 1) {
+    if (a.ndim() == 0 && is_floating(a.dtype())) {
       uint64_t bits = 0;
       std::memcpy(&bits, a.raw_data(), a.itemsize());
       ScalarKey key{d.index, static_cast<int>(a.dtype()), bits};
@@ -94,7 +95,7 @@ class UploadCache {
         it->second.host.lock().get() == key && it->second.offset == a.offset() && it->second.shape == a.shape() &&
         it->second.strides == a.strides() && it->second.dtype == a.dtype())
       return it->second.copy;
-    if (arrays_.size() >= kMaxArrays) evict_expired();
+    evict_expired();
     Array copy = to_device(a, d);
     if (arrays_.size() < kMaxArrays) arrays_[key] = {a.buffer(), d, a.offset(), a.shape(), a.strides(), a.dtype(), copy};
     return copy;
