@@ -148,6 +148,19 @@ inline Array run_chunked(models::LanguageModel& m, const std::vector<int32_t>& i
   return reshape(l, {T, l.shape(-1)});
 }
 
+// `n` greedy tokens after `prompt`, decoded one at a time through a fresh cache.
+inline std::vector<int32_t> greedy_tokens(models::LanguageModel& m, const std::vector<int32_t>& prompt, size_t n) {
+  models::Cache cache = m.make_cache();
+  Array logits = m.forward(tokens_array(prompt), cache, models::LogitsMode::last);
+  std::vector<int32_t> got;
+  for (size_t i = 0; i < n; ++i) {
+    int32_t tok = static_cast<int32_t>(argmax(reshape(logits, {-1})).item<int64_t>());
+    got.push_back(tok);
+    if (i + 1 < n) logits = m.forward(tokens_array({tok}), cache, models::LogitsMode::last);
+  }
+  return got;
+}
+
 // Runs the built `loom` binary with `args`; returns its exit status and stdout+stderr.
 struct CliResult {
   int status;
