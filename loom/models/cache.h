@@ -155,6 +155,39 @@ struct KVQuantization {
 // Throws "[kv-bits] ..." for bits/group sizes MLX's affine quantization does not accept.
 void validate(const KVQuantization& q);
 
+// mlx-lm's ArraysCache: a recurrent layer's state as a fixed number of arrays (e.g. Mamba's conv
+// state and SSM state), each empty until the layer first sets it. The state arrays are replaced,
+// not appended to, so a recurrent layer's cache does not grow with the sequence. Unlike mlx-lm's it
+// counts the positions consumed (the layer calls advance()), so Cache::offset() and make_step work
+// whatever the first layer's type is.
+class ArraysCache : public LayerCache {
+ public:
+  explicit ArraysCache(size_t size) : state_(size) {}
+  Array& operator[](size_t i) { return state_.at(i); }
+  const Array& operator[](size_t i) const { return state_.at(i); }
+  size_t size() const { return state_.size(); }
+  int64_t offset() const override { return offset_; }
+  void advance(int64_t n) { offset_ += n; }
+  void set_offset(int64_t n) { offset_ = n; }
+  std::vector<Array>& state() { return state_; }
+  const std::vector<Array>& state() const { return state_; }
+
+ private:
+  std::vector<Array> state_;
+  int64_t offset_ = 0;
+};
+
+// mlx-lm's CacheList: one layer holding several caches (e.g. a recurrent state beside a KV cache).
+class CacheList : public LayerCache {
+ public:
+  std::vector<std::unique_ptr<LayerCache>> caches;
+  int64_t offset() const override { return caches.empty() ? 0 : caches[0]->offset(); }
+  template <typename T>
+  T& at(size_t i) {
+    return static_cast<T&>(*caches.at(i));
+  }
+};
+
 // How LanguageModel::make_cache builds a cache (mlx-lm's make_prompt_cache arguments).
 struct CacheOptions {
   std::optional<int64_t> max_kv_size;  // set: one RotatingKVCache(max_kv_size, keep) per layer
