@@ -23,18 +23,18 @@ TokenGenerator::TokenGenerator(models::LanguageModel& model, models::Cache& cach
       options_(options),
       sampler_(options.sampler, options.seed),
       processors_(make_logits_processors(options.processors)),
-      history_(std::move(prompt)) {
+      history_window_(history_needed(options.processors)) {
   auto t0 = Clock::now();
-  prompt_size_ = history_.size();
-  if (history_.empty()) throw ValueError(format_error("generate", "the prompt is empty (need at least one token)"));
+  prompt_size_ = prompt.size();
+  if (prompt.empty()) throw ValueError(format_error("generate", "the prompt is empty (need at least one token)"));
   if (options_.prefill_step_size < 1) throw ValueError(format_error("generate", "prefill_step_size must be >= 1"));
-  for (int32_t id : history_)
+  for (int32_t id : prompt)
     if (id < 0 || id >= model_.vocab_size())
       throw ValueError(format_error("generate", "prompt token id " + std::to_string(id) +
                                                     " is outside the vocabulary of " +
                                                     std::to_string(model_.vocab_size())));
   max_context_ = options_.max_context > 0 ? options_.max_context : model_.context_length();
-  int64_t need = cache_.offset() + static_cast<int64_t>(history_.size());
+  int64_t need = cache_.offset() + static_cast<int64_t>(prompt.size());
   if (max_context_ > 0 && need > max_context_)
     throw ValueError(format_error("generate", "the prompt needs " + std::to_string(need) +
                                                   " positions (cached prefix included) but the context window is " +
@@ -48,27 +48,38 @@ TokenGenerator::TokenGenerator(models::LanguageModel& model, models::Cache& cach
                                                         "(--max-kv-size) is not supported (as in mlx-lm)"));
   }
   // Prefill everything but the last prompt token in chunks, filling the cache only.
-  const int64_t n = static_cast<int64_t>(history_.size());
+  const int64_t n = static_cast<int64_t>(prompt.size());
   for (int64_t s = 0; s < n - 1; s += options_.prefill_step_size) {
     int64_t len = std::min<int64_t>(options_.prefill_step_size, n - 1 - s);
-    std::vector<int32_t> chunk(history_.begin() + s, history_.begin() + s + len);
+    std::vector<int32_t> chunk(prompt.begin() + s, prompt.begin() + s + len);
     model_.forward(Array::from(chunk, {1, len}), cache_, models::LogitsMode::none);
     maybe_quantize_cache();
   }
-  step({history_.back()});
+  if (history_window_ > 0)
+    prompt_tail_.assign(prompt.end() - std::min<int64_t>(n, history_window_), prompt.end());
+  step(Array::from(std::vector<int32_t>{prompt.back()}, {1, 1}), /*append=*/false);
+  pending_->wait();  // the prompt's time includes its first token, as mlx-lm's prompt_tps
   prompt_seconds_ = seconds_since(t0);
 }
 
-void TokenGenerator::step(const std::vector<int32_t>& tokens) {
-  const int64_t len = static_cast<int64_t>(tokens.size());
-  Array logits = model_.forward(Array::from(tokens, {1, len}), cache_, models::LogitsMode::last);
+void TokenGenerator::step(const Array& tokens, bool append) {
+  Array logits = model_.forward(tokens, cache_, models::LogitsMode::last);
   maybe_quantize_cache();
-  // [1, V] f32 on the host: the logits processors and samplers run on the CPU.
-  logits = to_device(astype(reshape(logits, {1, logits.shape(-1)}), Dtype::f32), Device::cpu());
+  // [1, V] f32 on the model's device: processors and sampler run there.
+  logits = astype(reshape(logits, {1, logits.shape(-1)}), Dtype::f32);
+  if (history_window_ > 0) {
+    if (!history_.valid())
+      history_ = to_device(Array::from(prompt_tail_, {static_cast<int64_t>(prompt_tail_.size())}), logits.device());
+    if (append) {
+      history_ = concatenate({history_, reshape(tokens, {-1})}, 0);
+      const int64_t h = history_.shape(0);
+      if (h > history_window_) history_ = slice_axis(history_, 0, h - history_window_, h);
+    }
+  }
   for (auto& p : processors_) logits = p(history_, logits);
   Array logprobs = logits - logsumexp(logits, -1, /*keepdims=*/true);
-  next_token_ = sampler_(logprobs).item<int32_t>();
-  next_logprobs_ = logprobs;
+  Array token = reshape(sampler_(logprobs), {1});
+  pending_.emplace(Pending{token, logprobs, Readback(token), std::nullopt});
 }
 
 void TokenGenerator::maybe_quantize_cache() {
@@ -76,21 +87,21 @@ void TokenGenerator::maybe_quantize_cache() {
 }
 
 std::optional<int32_t> TokenGenerator::next() {
-  if (!next_token_) return std::nullopt;
+  if (!pending_) return std::nullopt;
   if (options_.max_tokens >= 0 && generated_ >= options_.max_tokens) return std::nullopt;
-  int32_t tok = *next_token_;
-  current_logprobs_ = next_logprobs_;
-  next_token_.reset();
+  Pending cur = std::move(*pending_);
+  pending_.reset();
   ++generated_;
-  history_.push_back(tok);
-  // Compute the following step now (mlx-lm's look-ahead), unless max_tokens is reached.
+  // Queue the following step on the device-side token first (mlx-lm's look-ahead), unless
+  // max_tokens is reached or the window is full; then wait for this token's own copy.
   if (options_.max_tokens < 0 || generated_ < options_.max_tokens) {
     if (max_context_ > 0 && cache_.offset() + 1 > max_context_)
       context_full_ = true;
     else
-      step({tok});
+      step(reshape(cur.token, {1, 1}), /*append=*/true);
   }
-  return tok;
+  current_logprobs_ = cur.logprobs;
+  return cur.wait();
 }
 
 std::vector<int32_t> stream_generate(models::LanguageModel& model, const tokenizer::Tokenizer& tokenizer,

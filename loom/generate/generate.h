@@ -1,8 +1,18 @@
 // The generation loop, as mlx-lm's generate_step / stream_generate: prefill the prompt through the
 // cache in chunks of prefill_step_size (no LM head), run the last prompt token with
 // LogitsMode::last, then decode one token at a time. Logits processors see prompt + generated
-// tokens; the sampler sees log-probabilities. Step n+1 is computed before token n is handed back,
-// so detokenizing overlaps the next step once the backend is asynchronous.
+// tokens; the sampler sees log-probabilities. Logits, processors and sampler stay on the model's
+// device; only the sampled id is copied to the host.
+//
+// Look-ahead (mlx-lm's generate_step). What the code guarantees: next() queues step n+1 (the model
+// on token n, which never leaves the device, then processors and sampler) before it waits for token
+// n's id, and that wait covers token n's own copy only (a Readback: an event behind the copy on CUDA),
+// not the work queued after it. So on a GPU the caller detokenizes and prints token n while step n+1
+// runs. The overlap is complete when queuing step n+1 needs no host synchronization: the sampler's
+// and processors' host constants are uploaded once and cached, but a model whose forward reads device
+// data back or uploads fresh host arrays (each upload synchronizes the stream) waits there. On the CPU
+// every op runs as it is called, so step n+1 is simply computed before token n is returned. Either way
+// the cache holds token n when next() returns it (also an eos), as in mlx-lm.
 #pragma once
 
 #include <chrono>
@@ -16,6 +26,7 @@
 #include "loom/generate/logits_processors.h"
 #include "loom/generate/sampling.h"
 #include "loom/models/model.h"
+#include "loom/ops/readback.h"
 #include "loom/tokenizer/tokenizer.h"
 
 namespace loom::generate {
@@ -42,17 +53,32 @@ class TokenGenerator {
   // one prompt token.
   TokenGenerator(models::LanguageModel& model, models::Cache& cache, std::vector<int32_t> prompt,
                  const GenerateOptions& options);
-  // The next token, or nullopt when max_tokens are out or the context window is full.
+  // The next token, or nullopt when max_tokens are out or the context window is full. Queues the
+  // following step first (see the look-ahead note above), then waits for this token's id.
   std::optional<int32_t> next();
-  // Log-probabilities [1, V] of the distribution the last returned token was drawn from.
+  // Log-probabilities [1, V] (f32, on the model's device) of the distribution the last returned token
+  // was drawn from.
   const Array& logprobs() const { return current_logprobs_; }
   int64_t prompt_tokens() const { return static_cast<int64_t>(prompt_size_); }
   double prompt_seconds() const { return prompt_seconds_; }
   bool context_full() const { return context_full_; }
 
  private:
-  // Runs the model on `tokens` [1, n] and samples; fills next_token_/next_logprobs_.
-  void step(const std::vector<int32_t>& tokens);
+  // A sampled token on its way to the host.
+  struct Pending {
+    Array token;     // int32 [1] on the model's device
+    Array logprobs;  // [1, V] f32 on the model's device
+    Readback read;   // the queued copy of `token`
+    std::optional<int32_t> value;
+    int32_t wait() {
+      if (!value) value = read.get().item<int32_t>();
+      return *value;
+    }
+  };
+  // Queues the model on `tokens` [1, n] (host ids, or the id just sampled, on the device), the
+  // processors and the sampler; sets pending_ without waiting for anything. `append`: the tokens
+  // join the processors' history first (the generated ones; the prompt is there already).
+  void step(const Array& tokens, bool append);
   // After every model call, as mlx-lm's generate_step: maybe_quantize_kv_cache when kv_quantization.
   void maybe_quantize_cache();
 
@@ -61,13 +87,17 @@ class TokenGenerator {
   GenerateOptions options_;
   Sampler sampler_;
   std::vector<LogitsProcessor> processors_;
-  std::vector<int32_t> history_;  // prompt + generated, for the processors
+  // The processors' view of prompt + generated ids: the last history_window_ of them, int32 on the
+  // model's device, appended there (no host round trip). Starts as the prompt's tail.
+  int64_t history_window_ = 0;
+  std::vector<int32_t> prompt_tail_;
+  Array history_;
   size_t prompt_size_ = 0;
   int64_t max_context_ = 0;
   int generated_ = 0;
   bool context_full_ = false;
-  std::optional<int32_t> next_token_;
-  Array next_logprobs_, current_logprobs_;
+  std::optional<Pending> pending_;
+  Array current_logprobs_;
   double prompt_seconds_ = 0;
 };
 

@@ -1,6 +1,9 @@
 // Logits processors with mlx-lm's semantics (make_logits_processors): each takes the tokens so far
-// (prompt and generated) and logits [B, V] and returns new logits. Applied in the order logit bias,
-// repetition, presence, frequency penalty, before the log-softmax that feeds the sampler.
+// (prompt and generated) and logits [..., V] and returns new f32 logits, the input untouched. Applied in
+// the order logit bias, repetition, presence, frequency penalty, before the log-softmax that feeds the
+// sampler. They are gathers and scatters (take_along_axis, put_along_axis, scatter_add_axis) on the
+// logits' device; the token ids may live there too (the generation loop keeps them there), so a
+// processor never reads anything back to the host.
 #pragma once
 
 #include <cstdint>
@@ -8,13 +11,29 @@
 #include <map>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 #include "loom/core/array.h"
 
 namespace loom::generate {
 
-using LogitsProcessor = std::function<Array(std::span<const int32_t> tokens, const Array& logits)>;
+class LogitsProcessor {
+ public:
+  // tokens: integer ids [n], most recent last, on the host or on the logits' device.
+  using Fn = std::function<Array(const Array& tokens, const Array& logits)>;
+
+  LogitsProcessor() = default;
+  explicit LogitsProcessor(Fn fn) : fn_(std::move(fn)) {}
+
+  // Ids outside [0, V) have no effect (host ids are dropped; device ids are skipped by the scatter).
+  Array operator()(const Array& tokens, const Array& logits) const { return fn_(tokens, logits); }
+  // Host ids (uploaded when the logits are on a device).
+  Array operator()(std::span<const int32_t> tokens, const Array& logits) const;
+
+ private:
+  Fn fn_;
+};
 
 // Adds bias[id] to the logit of id.
 LogitsProcessor make_logit_bias(std::map<int32_t, float> bias);
@@ -38,5 +57,7 @@ struct LogitsProcessorSpec {
 
 // The processors a spec asks for (a penalty of 0 or none is skipped), in mlx-lm's order.
 std::vector<LogitsProcessor> make_logits_processors(const LogitsProcessorSpec& spec);
+// How many of the most recent tokens the spec's processors look at (0: none; the bias looks at none).
+int64_t history_needed(const LogitsProcessorSpec& spec);
 
 }  // namespace loom::generate

@@ -1,32 +1,32 @@
 // Samplers with mlx-lm's semantics and order (mlx_lm/sample_utils.py): the filters run on
-// log-probabilities [B, V] in the order top-p, min-p, XTC, top-k, then a categorical draw at the
-// temperature; temperature 0 is argmax. Every step is an op on arrays: only the sampled token id
-// ever needs to reach the host.
+// log-probabilities [..., V] in the order top-p, min-p, XTC, top-k, then a categorical draw at the
+// temperature; temperature 0 is argmax. Each is a composition of ops (argsort/argpartition,
+// take/put_along_axis, cumsum, softmax, random_uniform, argmax) that runs on the device the
+// log-probabilities live on and never reads them back: only the sampled ids reach the host, when the
+// caller asks. Filters compute in f32 and return f32; ties are broken by index (the lower id counts as
+// the larger), so a filter's result is the same on every device; the random draws are the same bits on
+// every device (loom/ops/random.h).
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "loom/core/array.h"
+#include "loom/ops/random.h"
 
 namespace loom::generate {
 
-// Counter-based RNG (splitmix64 over a seed and a draw counter): same seed -> same stream, on every
-// thread count (each element's number depends only on the seed, the draw and its index).
+// Counter-based RNG: a host-side stream of 64-bit keys (splitmix64 over the seed and a draw counter),
+// one per draw; the numbers of a draw are random::uniform_at(key, i), computed on the arrays' device.
+// Same seed -> same stream, on every device and thread count.
 class Rng {
  public:
   explicit Rng(uint64_t seed = 0) : seed_(seed) {}
   // A fresh key for one draw of many numbers; advances the stream.
   uint64_t next_key() { return mix(seed_ ^ mix(++counter_)); }
   // Uniform in [0, 1) for element i of the draw with key `key` (24 random bits, like f32).
-  static float uniform(uint64_t key, uint64_t i) {
-    return static_cast<float>(mix(key + 0x9E3779B97F4A7C15ull * (i + 1)) >> 40) * (1.0f / 16777216.0f);
-  }
-  static uint64_t mix(uint64_t x) {
-    x ^= x >> 30, x *= 0xBF58476D1CE4E5B9ull;
-    x ^= x >> 27, x *= 0x94D049BB133111EBull;
-    return x ^ (x >> 31);
-  }
+  static float uniform(uint64_t key, uint64_t i) { return random::uniform_at(key, i); }
+  static uint64_t mix(uint64_t x) { return random::mix64(x); }
 
  private:
   uint64_t seed_;
@@ -44,7 +44,8 @@ Array apply_top_p(const Array& logprobs, float top_p);
 // least likely token above xtc_threshold (so that one survives); special tokens are never removed.
 Array apply_xtc(const Array& logits, float xtc_probability, float xtc_threshold,
                 const std::vector<int32_t>& special_tokens, Rng& rng);
-// Gumbel-max draw from softmax(logits / temp) (mx.random.categorical's method) -> int32 [B].
+// Gumbel-max draw from softmax(logits / temp) (mx.random.categorical's method) -> int32 [...]: the
+// first argmax of logits / temp - log(-log(max(u, FLT_MIN))), u = random_uniform(logits.shape, key).
 Array categorical_sampling(const Array& logits, float temp, Rng& rng);
 
 // mlx-lm's make_sampler arguments.
@@ -59,8 +60,11 @@ struct SamplerSpec {
   std::vector<int32_t> xtc_special_tokens;
 };
 
-// A sampler: log-probabilities [B, V] -> token ids int32 [B]. Holds its RNG, so a sampler made with
-// the same seed draws the same tokens.
+// A sampler: log-probabilities [B, V] -> token ids int32 [B], on the log-probabilities' device (the
+// call queues work and returns; reading the ids synchronizes). Holds its RNG, so a sampler made with
+// the same seed draws the same tokens, on the CPU and on a GPU alike up to float rounding: the filters'
+// exp/softmax and the Gumbel noise's log may differ by an ulp between devices, which only matters where
+// a value sits on a filter's boundary or two candidates tie within that ulp.
 class Sampler {
  public:
   explicit Sampler(SamplerSpec spec = {}, uint64_t seed = 0);
@@ -70,6 +74,10 @@ class Sampler {
  private:
   SamplerSpec spec_;
   Rng rng_;
+  // XTC's special ids as a host array made once per logits layout (so a GPU upload of it is cached).
+  Array xtc_ids_;
+  int xtc_ids_ndim_ = -1;
+  int64_t xtc_ids_vocab_ = -1;
 };
 
 }  // namespace loom::generate

@@ -94,11 +94,42 @@ Config Config::load(const std::string& path_or_dir) {
   return parse(read_file(p.string()), p.string());
 }
 
+// Python's json module writes the non-standard literals Infinity, -Infinity and NaN (transformers'
+// default Mamba-2 `time_step_limit` is [0.0, Infinity]). Outside strings they become the largest
+// double (which clips like infinity) and null, so such configs parse; everything else is untouched.
+namespace {
+std::string python_json_literals(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char ch = text[i];
+    if (in_string) {
+      out += ch;
+      if (ch == '\\' && i + 1 < text.size()) out += text[++i];
+      else if (ch == '"') in_string = false;
+      continue;
+    }
+    if (ch == '"') in_string = true;
+    if (text.compare(i, 8, "Infinity") == 0) {
+      out += "1.7976931348623157e308";
+      i += 7;
+    } else if (text.compare(i, 3, "NaN") == 0) {
+      out += "null";
+      i += 2;
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+}  // namespace
+
 Config Config::parse(const std::string& json_text, const std::string& source) {
   Config c;
   c.impl_->source = source;
   try {
-    c.impl_->j = json::parse(json_text);
+    c.impl_->j = json::parse(python_json_literals(json_text));
   } catch (const json::exception& e) {
     fail("invalid JSON in " + source + ": " + e.what());
   }

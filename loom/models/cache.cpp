@@ -244,6 +244,96 @@ void RotatingKVCache::set_full_state(const Array& keys, const Array& values, con
 
 namespace loom::models {
 
+ChunkedKVCache::ChunkedKVCache(int64_t chunk_size, int64_t step) : chunk_size_(chunk_size), step_(step) {
+  if (chunk_size < 1 || step < 1)
+    throw ValueError(format_error("ChunkedKVCache", "needs chunk_size >= 1 and step >= 1 (got chunk_size " +
+                                                        std::to_string(chunk_size) + ", step " + std::to_string(step) + ")"));
+}
+
+void ChunkedKVCache::maybe_trim_front() {
+  if (size() <= chunk_size_) return;
+  const int64_t drop = size() - chunk_size_;
+  start_ += drop;
+  front_ += drop;
+}
+
+fast::KVBlocks ChunkedKVCache::update_and_fetch(const Array& keys, const Array& values) {
+  if (keys.ndim() != 4 || values.ndim() != 4 || keys.shape(2) != values.shape(2) || keys.shape(2) < 1)
+    throw ValueError(format_error("ChunkedKVCache", "keys " + shape_str(keys.shape()) + " and values " +
+                                                        shape_str(values.shape()) + " must be [B, H, L, D] with equal L >= 1"));
+  if (keys_.valid() && (keys_.shape(0) != keys.shape(0) || keys_.shape(1) != keys.shape(1) ||
+                        keys_.shape(3) != keys.shape(3) || values_.shape(3) != values.shape(3) ||
+                        keys_.dtype() != keys.dtype()))
+    throw ValueError(format_error("ChunkedKVCache", "keys " + shape_str(keys.shape()) + " do not match the cache " +
+                                                        shape_str(keys_.shape())));
+  const int64_t n = size(), L = keys.shape(2);
+  if (!keys_.valid() || front_ + n + L > keys_.shape(2) || keys_.device() != keys.device()) {
+    // A fresh buffer with room for `step` more positions (on the keys' device: a loaded prompt cache
+    // may sit elsewhere); the kept positions move to its front.
+    const int64_t cap = (n + L + step_ + step_ - 1) / step_ * step_;
+    Array k = Array::empty({keys.shape(0), keys.shape(1), cap, keys.shape(3)}, keys.dtype(), keys.device());
+    Array v = Array::empty({values.shape(0), values.shape(1), cap, values.shape(3)}, values.dtype(), values.device());
+    if (n > 0) {
+      assign(slice_axis(k, 2, 0, n), slice_axis(keys_, 2, front_, front_ + n));
+      assign(slice_axis(v, 2, 0, n), slice_axis(values_, 2, front_, front_ + n));
+    }
+    keys_ = k;
+    values_ = v;
+    front_ = 0;
+  }
+  assign(slice_axis(keys_, 2, front_ + n, front_ + n + L), keys);
+  assign(slice_axis(values_, 2, front_ + n, front_ + n + L), values);
+  offset_ += L;
+  return fast::KVBlocks{{slice_axis(keys_, 2, front_, front_ + n + L)}, {slice_axis(values_, 2, front_, front_ + n + L)},
+                        n + L};
+}
+
+void ChunkedKVCache::trim(int64_t n) { offset_ -= std::min(size(), std::max<int64_t>(n, 0)); }
+
+std::pair<Array, Array> ChunkedKVCache::state() const {
+  if (!keys_.valid() || size() == 0) return {};
+  return {copy_of(slice_axis(keys_, 2, front_, front_ + size())), copy_of(slice_axis(values_, 2, front_, front_ + size()))};
+}
+
+void ChunkedKVCache::set_state(const Array& keys, const Array& values) {
+  if (keys.ndim() != 4 || values.ndim() != 4 || keys.shape(2) != values.shape(2) || keys.shape(0) != values.shape(0) ||
+      keys.shape(1) != values.shape(1))
+    throw ValueError(format_error("ChunkedKVCache", "state keys " + shape_str(keys.shape()) + " and values " +
+                                                        shape_str(values.shape()) + " must be [B, H, T, D] with equal T"));
+  keys_ = copy_of(keys);
+  values_ = copy_of(values);
+  front_ = 0;
+  offset_ = start_ + keys.shape(2);
+}
+
+std::array<std::string, 2> ChunkedKVCache::meta_state() const {
+  return {std::to_string(chunk_size_), std::to_string(start_)};
+}
+
+void ChunkedKVCache::set_full_state(const Array& keys, const Array& values, const std::array<std::string, 2>& meta) {
+  int64_t m[2];
+  for (int i = 0; i < 2; ++i) {
+    try {
+      size_t used = 0;
+      m[i] = std::stoll(meta[i], &used);
+      if (used != meta[i].size()) throw std::invalid_argument(meta[i]);
+    } catch (const std::exception&) {
+      throw ValueError(format_error("ChunkedKVCache", "meta state entry " + std::to_string(i) + " '" + meta[i] +
+                                                          "' is not an integer"));
+    }
+  }
+  if (m[0] < 1 || m[1] < 0)
+    throw ValueError(format_error("ChunkedKVCache", "inconsistent meta state (chunk_size " + meta[0] +
+                                                        ", start_position " + meta[1] + ")"));
+  chunk_size_ = m[0];
+  start_ = m[1];
+  set_state(keys, values);
+}
+
+}  // namespace loom::models
+
+namespace loom::models {
+
 void validate(const KVQuantization& q) {
   QuantSpec spec{QuantMode::affine, q.bits, q.group_size};
   if (!quant_spec_valid(spec))
@@ -394,6 +484,9 @@ std::array<std::string, 3> QuantizedKVCache::meta_state() const {
 }
 
 std::unique_ptr<QuantizedKVCache> to_quantized(const KVCache& cache, int group_size, int bits) {
+  if (dynamic_cast<const ChunkedKVCache*>(&cache))
+    throw NotSupportedError(format_error("kv-bits", "the chunked KV cache (Llama 4 local attention) cannot be "
+                                                    "quantized (mlx-lm: ChunkedKVCache has no to_quantized)"));
   if (dynamic_cast<const RotatingKVCache*>(&cache) || dynamic_cast<const QuantizedKVCache*>(&cache))
     throw NotSupportedError(format_error(
         "kv-bits", dynamic_cast<const RotatingKVCache*>(&cache)
@@ -413,6 +506,7 @@ bool maybe_quantize_kv_cache(Cache& cache, const KVQuantization& q) {
   bool converted = false;
   for (auto& layer : cache.layers) {
     if (dynamic_cast<QuantizedKVCache*>(layer.get())) continue;
+    if (dynamic_cast<ChunkedKVCache*>(layer.get())) continue;  // stays float (mlx-lm: no to_quantized)
     if (dynamic_cast<RotatingKVCache*>(layer.get()))
       throw NotSupportedError(format_error("kv-bits", "the quantized KV cache (--kv-bits) with the rotating KV cache "
                                                       "(--max-kv-size) is not supported (mlx-lm: RotatingKVCache "

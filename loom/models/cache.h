@@ -95,6 +95,53 @@ class RotatingKVCache : public KVCache {
   int64_t offset_ = 0, idx_ = 0;
 };
 
+// mlx-lm's ChunkedKVCache (mlx_lm/models/cache.py; Llama 4's chunked local attention layers): stores
+// the positions [start_position, offset) in time order. maybe_trim_front(), called before each model
+// step, drops the oldest positions so that at most chunk_size remain (start_position moves up): a
+// query at position >= offset only sees keys of its own chunk of chunk_size positions, and that
+// chunk starts after offset - chunk_size, so nothing it can see is dropped. A multi-token step then
+// appends to what is left, so the cache briefly holds up to chunk_size + L positions.
+//
+// update_and_fetch returns the stored positions as one view; storage index s holds absolute position
+// start_position + s (cached_attention shifts the attention positions by start_position). Dropping
+// from the front only advances an index; the kept positions are moved to a fresh buffer when the
+// buffer's end is reached, so a decode step copies chunk_size positions once every `step` tokens.
+//
+// Prompt-cache state: the stored positions [B, Hkv, offset - start_position, D] and meta state
+// (chunk_size, start_position), mlx-lm's names. Loading sets offset = start_position + stored length
+// (mlx-lm's loader sets offset = stored length, which agrees while start_position is 0; once it has
+// trimmed, mlx-lm's own state() returns a zero-padded buffer instead, which no loader can undo).
+// It derives from KVCache so that models reaching their layer caches as KVCache& work unchanged;
+// none of KVCache's pages are used. It is never quantized (mlx-lm: no to_quantized).
+class ChunkedKVCache : public KVCache {
+ public:
+  explicit ChunkedKVCache(int64_t chunk_size, int64_t step = 256);
+
+  // Keeps only the newest chunk_size stored positions (mlx-lm's maybe_trim_front).
+  void maybe_trim_front();
+  // Appends k/v [B, Hkv, L, D] and returns the stored positions [start_position, offset) as one block.
+  fast::KVBlocks update_and_fetch(const Array& keys, const Array& values) override;
+  int64_t offset() const override { return offset_; }
+  int64_t start_position() const { return start_; }
+  int64_t chunk_size() const { return chunk_size_; }
+  int64_t size() const { return offset_ - start_; }  // stored positions
+  // mlx-lm's trim: drops up to n of the newest positions, never below start_position.
+  void trim(int64_t n) override;
+  // The stored positions, contiguous copies [B, Hkv, size(), D].
+  std::pair<Array, Array> state() const override;
+  // Replaces the stored positions; offset becomes start_position + T (set the meta state first, or
+  // use set_full_state).
+  void set_state(const Array& keys, const Array& values) override;
+  // mlx-lm's meta_state: (chunk_size, start_position) as strings.
+  std::array<std::string, 2> meta_state() const;
+  void set_full_state(const Array& keys, const Array& values, const std::array<std::string, 2>& meta);
+
+ private:
+  Array keys_, values_;  // [B, Hkv, capacity, D]; positions live at [front_, front_ + size())
+  int64_t chunk_size_, step_;
+  int64_t offset_ = 0, start_ = 0, front_ = 0;
+};
+
 // mlx-lm's QuantizedKVCache (--kv-bits): keys and values stored MLX-affine-quantized along the head
 // dim (quantize() of [B, Hkv, L, D] gives wq [B, Hkv, L, D*bits/32] uint32 and scales/biases
 // [B, Hkv, L, D/group_size] in the keys' dtype), growing kPageSize positions at a time like

@@ -172,6 +172,17 @@ int apply_quantization(LanguageModel& model, const io::Config& config, const Wei
   });
 }
 
+std::map<std::string, QuantSpec> quantize_model(LanguageModel& model, const QuantSpec& base) {
+  std::map<std::string, QuantSpec> special;
+  nn::quantize_module(model, [&](const std::string& path, nn::Quantizable& layer) -> std::optional<QuantSpec> {
+    if (layer.quant_axis_size() % base.group_size != 0) return std::nullopt;
+    std::optional<QuantSpec> spec = model.quant_predicate(path, layer, base);
+    if (spec && !(*spec == base)) special[path] = *spec;
+    return spec;
+  });
+  return special;
+}
+
 LoadedModel load_model(const std::string& dir, const LoadOptions& opt) {
   LoadedModel out;
   out.path = dir;

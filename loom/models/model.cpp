@@ -38,10 +38,43 @@ Array quantized_attention(const Array& q, const Array& k, const Array& v, Quanti
   return fast::scaled_dot_product_attention(q, cache.update_and_fetch(k, v), spec, step.attn);
 }
 
+namespace {
+
+// Attention over a ChunkedKVCache (Llama 4's chunked local layers). The cache first drops what no new
+// query can see (maybe_trim_front), then holds absolute positions [start_position, offset) at storage
+// indices [0, offset - start_position). The attention kernel places query row i of batch row b at
+// storage q_offset(b) + i and starts chunks at kv_start(b); shifting both by -start_position keeps
+// every position and chunk boundary where it was: kv_start becomes left_padding - start_position,
+// which is negative once the cache has trimmed. Then key j is padding iff its absolute position is
+// below left_padding, and chunk ids are (absolute - left_padding) / chunk as in the uncached full
+// pass (never negative for a visible key, so the kernel's integer division is a floor).
+Array chunked_attention(const Array& q, const Array& k, const Array& v, ChunkedKVCache& cache, const Step& step,
+                        const AttentionSpec& spec) {
+  if (spec.mode != AttentionMode::chunk || spec.chunk > cache.chunk_size())
+    throw ValueError(format_error("attention", "the chunked KV cache (chunk_size " + std::to_string(cache.chunk_size()) +
+                                                   ") serves only chunked attention with chunks of at most that size"));
+  cache.maybe_trim_front();
+  fast::KVBlocks blocks = cache.update_and_fetch(k, v);
+  const int64_t start = cache.start_position();
+  if (start == 0) return fast::scaled_dot_product_attention(q, blocks, spec, step.attn);
+  auto shifted = [start](const Array& a) {
+    return astype(subtract(astype(a, Dtype::i32), full({1}, static_cast<double>(start), Dtype::i32)), Dtype::i32);
+  };
+  AttentionPositions pos;
+  pos.q_offset = step.attn.q_offset >= 0 ? step.attn.q_offset - start : blocks.length - q.shape(2);
+  if (step.attn.q_offsets.valid()) pos.q_offsets = shifted(step.attn.q_offsets);
+  pos.kv_start = step.attn.kv_start.valid() ? shifted(step.attn.kv_start)
+                                            : full({q.shape(0)}, -static_cast<double>(start), Dtype::i32);
+  return fast::scaled_dot_product_attention(q, blocks, spec, pos);
+}
+
+}  // namespace
+
 Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& cache, const Step& step,
                        const AttentionSpec& spec) {
   if (auto* quantized = dynamic_cast<QuantizedKVCache*>(&cache))
     return quantized_attention(q, k, v, *quantized, step, spec);
+  if (auto* chunked = dynamic_cast<ChunkedKVCache*>(&cache)) return chunked_attention(q, k, v, *chunked, step, spec);
   auto* rotating = dynamic_cast<RotatingKVCache*>(&cache);
   if (!rotating) return fast::scaled_dot_product_attention(q, cache.update_and_fetch(k, v), spec, step.attn);
   if (step.attn.kv_start.valid() || step.attn.q_offsets.valid())

@@ -5,16 +5,21 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "loom/core/array.h"
+#include "loom/core/quant.h"
 #include "loom/models/cache.h"
 #include "loom/nn/module.h"
 #include "loom/nn/rope.h"
 
 namespace loom::io {
 class Config;
+}
+namespace loom::nn {
+class Quantizable;
 }
 
 namespace loom::models {
@@ -64,10 +69,24 @@ class LanguageModel : public nn::Module {
   virtual int num_layers() const = 0;
   virtual int64_t vocab_size() const = 0;
   virtual int64_t context_length() const { return 0; }
+  // mlx-lm's per-model `quant_predicate`: the format the quantizable layer at `path` gets when the
+  // model is quantized to `base` (loom convert, quantize_model), or nullopt to keep it dense. The
+  // default quantizes every layer with `base`; qwen3_moe (as mlx-lm) keeps its router gates at 8 bits.
+  virtual std::optional<QuantSpec> quant_predicate(const std::string& path, const nn::Quantizable& layer,
+                                                   const QuantSpec& base) const {
+    (void)path, (void)layer;
+    return base;
+  }
 
   // Activation dtype (f32 by default on CPU).
   Dtype dtype = Dtype::f32;
 };
+
+// Quantizes `model` in memory as mlx_lm.convert does (utils.quantize_model): each quantizable layer
+// not yet quantized whose input size base.group_size divides gets model.quant_predicate's format.
+// Returns the layers given a format other than `base` (the per-layer entries mlx-lm writes into
+// config["quantization"]), by path. Defined in loader.cpp.
+std::map<std::string, QuantSpec> quantize_model(LanguageModel& model, const QuantSpec& base);
 
 // One architecture: its model_type, the aliases that map to it, and its factory.
 struct ModelRegistration {

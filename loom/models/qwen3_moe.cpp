@@ -3,6 +3,7 @@
 // (norm_topk_prob). mlx-lm: models/qwen3_moe.py. transformers: Qwen3MoeForCausalLM.
 #include <algorithm>
 
+#include "loom/common/strings.h"
 #include "loom/io/config.h"
 #include "loom/models/transformer.h"
 #include "loom/nn/moe_router.h"
@@ -63,6 +64,13 @@ class Model : public DecoderLM {
         nn::sanitize_experts(w, p, margs.num_experts,
                              {{"gate_proj", "gate_proj"}, {"up_proj", "up_proj"}, {"down_proj", "down_proj"}});
     }
+  }
+
+  // mlx-lm qwen3_moe.py quant_predicate: the router gates (`mlp.gate`) stay at 8 bits.
+  std::optional<QuantSpec> quant_predicate(const std::string& path, const nn::Quantizable& layer,
+                                           const QuantSpec& base) const override {
+    if (ends_with(path, "mlp.gate")) return nn::router_gate_quant_spec(layer.quant_axis_size());
+    return base;
   }
 
   ModelArgs margs;

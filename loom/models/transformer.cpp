@@ -102,10 +102,52 @@ Array DecoderAttention::operator()(const Array& x, KVCache& cache, const Step& s
     q = (*q_norm)(q);
     k = (*k_norm)(k);
   }
-  q = apply_rope(rope, transpose(q, {0, 2, 1, 3}), step);
-  k = apply_rope(rope, transpose(k, {0, 2, 1, 3}), step);
+  q = transpose(q, {0, 2, 1, 3});
+  k = transpose(k, {0, 2, 1, 3});
+  if (use_rope) {
+    q = apply_rope(rope, q, step);
+    k = apply_rope(rope, k, step);
+  }
+  if (qk_l2_norm) {
+    q = fast::rms_norm(q, Array(), qk_l2_eps);
+    k = fast::rms_norm(k, Array(), qk_l2_eps);
+  }
+  if (temperature) q = multiply(q, astype(query_temperature_scale(*temperature, step, B), q.dtype()));
   Array o = cached_attention(q, k, v, cache, step, spec);
   return o_proj(reshape(transpose(o, {0, 2, 1, 3}), {B, L, n_heads * head_dim}));
+}
+
+namespace {
+
+template <typename T>
+bool layer_flag(const std::vector<T>& v, int64_t layer) {
+  return layer < static_cast<int64_t>(v.size()) && v[layer];
+}
+
+}  // namespace
+
+void DecoderAttention::configure_layer(const DecoderArgs& a, int64_t layer) {
+  use_rope = !layer_flag(a.no_rope, layer);
+  qk_l2_norm = a.qk_l2_norm && use_rope;
+  qk_l2_eps = a.rms_norm_eps;
+  if (layer_flag(a.query_temperature, layer)) temperature = a.temperature;
+  if (layer_flag(a.chunked, layer) && a.attention_chunk_size > 0) {
+    spec.mode = AttentionMode::chunk;
+    spec.chunk = static_cast<int>(a.attention_chunk_size);
+  }
+}
+
+Array query_temperature_scale(const DecoderArgs::QueryTemperature& t, const Step& step, int64_t batch) {
+  // Each row's own positions (offset - left padding, as RoPE uses), so a left-padded row scales as it
+  // would alone; transformers uses the padded cache positions there.
+  Array pos = reshape(arange(0, static_cast<double>(step.length), 1, Dtype::f32), {1, 1, step.length, 1});
+  if (step.rope_offsets.valid())
+    pos = add(pos, reshape(astype(step.rope_offsets, Dtype::f32), {batch, 1, 1, 1}));
+  else
+    pos = add(pos, full({1}, static_cast<double>(step.offset), Dtype::f32));
+  Array steps = floor(divide(add(pos, full({1}, static_cast<double>(t.shift), Dtype::f32)),
+                             full({1}, static_cast<double>(t.floor_scale), Dtype::f32)));
+  return add(multiply(log1p(steps), full({1}, t.beta, Dtype::f32)), full({1}, 1.0, Dtype::f32));
 }
 
 DecoderMLP::DecoderMLP(int64_t dim, int64_t hidden, bool bias)
@@ -131,7 +173,9 @@ DecoderBlock::DecoderBlock(const DecoderArgs& a, int64_t layer, const FeedForwar
       mlp(ff ? ff(a, layer) : std::make_unique<DecoderMLP>(a.hidden_size, a.intermediate_size, a.mlp_bias)),
       input_layernorm(a.hidden_size, a.rms_norm_eps),
       post_attention_layernorm(a.hidden_size, a.rms_norm_eps),
-      mlp_key(a.mlp_key) {}
+      mlp_key(a.mlp_key) {
+  self_attn.configure_layer(a, layer);
+}
 
 void DecoderBlock::members(nn::Members& m) {
   m.child("self_attn", self_attn).child(mlp_key, *mlp).child("input_layernorm", input_layernorm);
@@ -194,6 +238,39 @@ void DecoderLM::sanitize(WeightMap& w) const {
   for (auto it = w.begin(); it != w.end();)
     it = it->first.find("self_attn.rotary_emb.inv_freq") != std::string::npos ? w.erase(it) : std::next(it);
   if (args.tie_word_embeddings) w.erase("lm_head.weight");
+}
+
+VisionLanguageWrapper::VisionLanguageWrapper(std::unique_ptr<LanguageModel> text, std::vector<std::string> drop)
+    : language_model(std::move(text)), dropped(std::move(drop)) {}
+
+void VisionLanguageWrapper::members(nn::Members& m) { m.child("language_model", *language_model); }
+
+Array VisionLanguageWrapper::forward(const Array& tokens, Cache& cache, LogitsMode mode) {
+  language_model->dtype = dtype;
+  return language_model->forward(tokens, cache, mode);
+}
+
+void VisionLanguageWrapper::sanitize(WeightMap& w) const {
+  auto starts = [](const std::string& k, const std::string& p) { return k.compare(0, p.size(), p) == 0; };
+  WeightMap text, stray;  // stray keys keep their names, so the strict match names them
+  for (auto& [k, v] : w) {
+    if (starts(k, "model.language_model.")) {
+      text.emplace("model." + k.substr(21), v);  // transformers >= 4.52
+    } else if (starts(k, "lm_head.")) {
+      text.emplace(k, v);  // transformers >= 4.52
+    } else if (starts(k, "language_model.")) {
+      text.emplace(k.substr(15), v);
+    } else {
+      std::string key = starts(k, "model.") ? k.substr(6) : k;
+      bool drop = false;
+      for (const std::string& d : dropped) drop = drop || key == d || starts(key, d + ".");
+      if (!drop) stray.emplace(k, v);
+    }
+  }
+  language_model->sanitize(text);
+  w.clear();
+  for (auto& [k, v] : text) w.emplace("language_model." + k, v);
+  w.merge(stray);
 }
 
 }  // namespace loom::models

@@ -35,6 +35,18 @@ struct DecoderArgs {
   std::vector<bool> sliding;  // per layer: sliding-window attention
   int64_t sliding_window = 0;
   std::string mlp_key = "mlp";  // weight-key name of each block's feed-forward ("block_sparse_moe" for Mixtral)
+  // Llama 4 / Ministral 3 knobs; a per-layer vector shorter than num_layers means false past its end.
+  std::vector<bool> chunked;          // per layer: chunked local attention of attention_chunk_size positions
+  int64_t attention_chunk_size = 0;
+  std::vector<bool> no_rope;          // per layer: no rotary embedding (Llama 4's NoPE layers)
+  bool qk_l2_norm = false;            // weightless RMS norm (eps rms_norm_eps) of q/k after RoPE, RoPE layers only
+  std::vector<bool> query_temperature;  // per layer: scale queries by QueryTemperature below
+  // q *= 1 + beta * log(1 + floor((position + shift) / floor_scale)) at each query's own position
+  // (Llama 4's attn_scale/floor_scale: shift 1; Ministral 3's llama_4_scaling_beta: shift 0).
+  struct QueryTemperature {
+    double beta = 0.0;
+    int64_t floor_scale = 1, shift = 0;
+  } temperature;
 };
 
 // The keys every Llama-like config shares, with transformers' defaults for the optional ones.
@@ -44,16 +56,23 @@ DecoderArgs parse_decoder_args(const io::Config& c);
 void apply_qwen_sliding_window(DecoderArgs& a, const io::Config& c);
 // The normalised `rope_scaling` block (absent -> default).
 nn::RopeScaling parse_rope_scaling(const io::Config& c);
+// DecoderArgs::QueryTemperature's factors (f32 [B or 1, 1, L, 1]) at the step's query positions.
+Array query_temperature_scale(const DecoderArgs::QueryTemperature& t, const Step& step, int64_t batch);
 
 struct DecoderAttention : nn::Module {
   DecoderAttention(const DecoderArgs& a, bool sliding);
   Array operator()(const Array& x, KVCache& cache, const Step& step) const;
+  // Applies layer `layer`'s entries of the per-layer knobs (chunked, no_rope, qk_l2_norm, query_temperature).
+  void configure_layer(const DecoderArgs& a, int64_t layer);
 
   nn::Linear q_proj, k_proj, v_proj, o_proj;
   std::unique_ptr<nn::RMSNorm> q_norm, k_norm;
   nn::Rope rope;
   int64_t n_heads, n_kv_heads, head_dim;
   AttentionSpec spec;
+  bool use_rope = true, qk_l2_norm = false;
+  float qk_l2_eps = 1e-6f;
+  std::optional<DecoderArgs::QueryTemperature> temperature;
 
  protected:
   void members(nn::Members& m) override;
@@ -129,6 +148,29 @@ class DecoderLM : public LanguageModel {
   DecoderArgs args;
   DecoderBody model;
   std::unique_ptr<nn::Linear> lm_head;
+
+ protected:
+  void members(nn::Members& m) override;
+};
+
+// A vision-language checkpoint run as a text-only LM (mlx-lm's VLM model files that keep only the
+// language model): the text LM sits under `language_model`, so its keys are language_model.model.*
+// and language_model.lm_head.* (the pre-4.52 transformers and mlx-community layout). sanitize maps
+// the transformers >= 4.52 layout (model.language_model.*, lm_head.*) onto that, drops every key
+// under `dropped` (vision tower, projector; also under `model.`), and then runs the text LM's own
+// sanitize on its keys.
+class VisionLanguageWrapper : public LanguageModel {
+ public:
+  VisionLanguageWrapper(std::unique_ptr<LanguageModel> text, std::vector<std::string> dropped);
+  Array forward(const Array& tokens, Cache& cache, LogitsMode mode) override;
+  void sanitize(WeightMap& weights) const override;
+  Cache make_cache(const CacheOptions& options) const override { return language_model->make_cache(options); }
+  int num_layers() const override { return language_model->num_layers(); }
+  int64_t vocab_size() const override { return language_model->vocab_size(); }
+  int64_t context_length() const override { return language_model->context_length(); }
+
+  std::unique_ptr<LanguageModel> language_model;
+  std::vector<std::string> dropped;  // top-level prefixes of the non-text weights
 
  protected:
   void members(nn::Members& m) override;

@@ -142,7 +142,8 @@ int64_t logical_parameters(Module& root) {
     if (!q || !q->quantized()) continue;
     const QuantizedWeight& qw = *q->quantized();
     if (!qw.w.valid()) continue;
-    total += qw.w.shape(0) * q->quant_axis_size() - qw.w.size() - qw.scales.size() -
+    // Rows of the packed matrix (all experts' rows for a stacked SwitchLinear) x the quantized axis.
+    total += qw.w.size() / qw.w.shape(-1) * q->quant_axis_size() - qw.w.size() - qw.scales.size() -
              (qw.biases.valid() ? qw.biases.size() : 0);
   }
   return total;

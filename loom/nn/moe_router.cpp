@@ -1,5 +1,7 @@
 #include "loom/nn/moe_router.h"
 
+#include <limits>
+
 #include "loom/common/error.h"
 #include "loom/ops/gather.h"
 #include "loom/ops/ops.h"
@@ -60,6 +62,33 @@ Routing route(const Array& logits_in, const RouterSpec& spec, const Array& corre
   }
   if (spec.routed_scaling_factor != 1.0f) r.weights = multiply(r.weights, weak_scalar(spec.routed_scaling_factor, r.weights));
   return r;
+}
+
+Routing sparsemixer_route(const Array& logits_in, float jitter_eps) {
+  int64_t E = logits_in.shape(-1);
+  if (E < 2) throw ValueError(format_error("sparsemixer", "needs at least 2 experts, got " + std::to_string(E)));
+  Array l = astype(logits_in, Dtype::f32);
+  Array ninf = weak_scalar(-std::numeric_limits<double>::infinity(), l);
+  Array absl = abs(l);
+  // The weight of `pick` (its score `top`) under its mask, applied to `scores`.
+  auto masked_weight = [&](const Array& scores, const Array& pick, const Array& top) {
+    Array rel = divide(subtract(top, l), maximum(absl, top));
+    Array masked = where(greater(rel, weak_scalar(2.0 * jitter_eps, rel)), ninf, scores);
+    return take_along_axis(softmax(masked, -1), pick, -1);
+  };
+  Array i1 = slice_axis(argpartition(negative(l), 0, -1), -1, 0, 1);  // [..., 1]
+  Array w1 = masked_weight(l, i1, take_along_axis(l, i1, -1));
+  Array ids = arange(0, static_cast<double>(E), 1, Dtype::u32);
+  Array rest = where(equal(ids, i1), ninf, l);  // the first pick masked out
+  Array i2 = slice_axis(argpartition(negative(rest), 0, -1), -1, 0, 1);
+  Array w2 = masked_weight(rest, i2, take_along_axis(rest, i2, -1));
+  return {concatenate({i1, i2}, -1), concatenate({w1, w2}, -1)};
+}
+
+std::optional<QuantSpec> router_gate_quant_spec(int64_t input_size) {
+  for (int gs : {64, 32})
+    if (input_size % gs == 0) return QuantSpec{QuantMode::affine, 8, gs};
+  return std::nullopt;
 }
 
 Array sigmoid_gated(const Linear& gate, const Array& x, const Array& shared_out) {

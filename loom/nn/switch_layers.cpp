@@ -11,12 +11,45 @@ SwitchLinear::SwitchLinear(int64_t in, int64_t out, int64_t e, bool bias)
     : input_dims(in), output_dims(out), num_experts(e), has_bias(bias) {}
 
 void SwitchLinear::members(Members& m) {
-  m.param("weight", weight, {num_experts, output_dims, input_dims});
+  if (qweight) {
+    const QuantSpec& q = qweight->spec;
+    m.param("weight", qweight->w, {num_experts, output_dims, input_dims * q.bits / 32});
+    m.param("scales", qweight->scales, {num_experts, output_dims, input_dims / q.group_size});
+    if (q.mode == QuantMode::affine)
+      m.param("biases", qweight->biases, {num_experts, output_dims, input_dims / q.group_size});
+  } else {
+    m.param("weight", weight, {num_experts, output_dims, input_dims});
+  }
   if (has_bias) m.param("bias", bias, {num_experts, output_dims});
 }
 
+void SwitchLinear::to_quantized(const QuantSpec& spec) {
+  const char* what = "SwitchLinear";
+  if (qweight)
+    throw ValueError(format_error(what, "layer is already quantized (" + quant_spec_str(qweight->spec) + ")"));
+  if (!quant_spec_valid(spec)) throw ValueError(format_error(what, "invalid quantization " + quant_spec_str(spec)));
+  if (input_dims % spec.group_size != 0)
+    throw ValueError(format_error(what, "input size " + std::to_string(input_dims) +
+                                            " is not divisible by group size " + std::to_string(spec.group_size)));
+  if (weight.valid()) {
+    qweight = QuantizedWeight::from_dense(weight, spec);  // quantize() packs the last axis of the whole stack
+  } else {
+    qweight = QuantizedWeight{};
+    qweight->spec = spec;
+  }
+  weight = Array();
+}
+
+void SwitchLinear::to_dense(Dtype dtype) {
+  if (!qweight) return;
+  weight = qweight->dequantized(dtype);
+  qweight.reset();
+}
+
 Array SwitchLinear::operator()(const Array& x, const Array& indices, bool sorted_indices) const {
-  Array y = gather_mm(x, swapaxes(weight, -1, -2), {}, indices, sorted_indices);
+  Array y = qweight ? gather_qmm(x, qweight->w, qweight->scales, qweight->biases, {}, indices, /*transpose=*/true,
+                                 qweight->spec, sorted_indices, qweight->global_scale)
+                    : gather_mm(x, swapaxes(weight, -1, -2), {}, indices, sorted_indices);
   if (has_bias) y = add(y, expand_dims(take(bias, indices, 0), -2));  // bias[indices]: [..., k, 1, out]
   return y;
 }

@@ -1,7 +1,9 @@
 // Mixture-of-experts layers over stacked experts, as mlx-lm's switch_layers.py defines them:
-// SwitchLinear (weight [E, out, in], optional per-expert bias [E, out]) applied with gather_mm,
-// SwitchGLU (gate/up/down, SwiGLU) and SwitchMLP (fc1/fc2, GELU). With many routed tokens the
-// (token, expert) pairs are sorted by expert first so each expert's weights are read once in a run.
+// SwitchLinear (weight [E, out, in], optional per-expert bias [E, out]) applied with gather_mm, or
+// quantized as mlx-lm's QuantizedSwitchLinear (packed weight [E, out, in*bits/32] with scales/biases
+// [E, out, in/group_size], applied with gather_qmm), SwitchGLU (gate/up/down, SwiGLU) and SwitchMLP
+// (fc1/fc2, GELU). With many routed tokens the (token, expert) pairs are sorted by expert first so
+// each expert's weights are read once in a run.
 // Also the checkpoint helpers every MoE model's sanitize shares: per-expert tensors and
 // transformers-v5 fused tensors -> the stacked switch_mlp layout.
 #pragma once
@@ -12,19 +14,29 @@
 #include <vector>
 
 #include "loom/core/array.h"
+#include "loom/nn/layers.h"
 #include "loom/nn/module.h"
 
 namespace loom::nn {
 
-struct SwitchLinear : Module {
+struct SwitchLinear : Module, Quantizable {
   SwitchLinear(int64_t input_dims, int64_t output_dims, int64_t num_experts, bool bias);
   // x [..., 1 or k, M, in] with indices [..., k] -> [..., k, M, out]: x @ weight[indices].T (+ bias).
   Array operator()(const Array& x, const Array& indices, bool sorted_indices = false) const;
 
-  Array weight;  // [E, out, in]
-  Array bias;    // [E, out] when has_bias
+  Array weight;  // [E, out, in] (dense)
+  Array bias;    // [E, out] when has_bias (never quantized)
+  // Set when quantized: w [E, out, in*bits/32], scales/biases [E, out, in/group_size] (the keys
+  // `weight`, `scales`, `biases` of mlx-lm's QuantizedSwitchLinear).
+  std::optional<QuantizedWeight> qweight;
   int64_t input_dims, output_dims, num_experts;
   bool has_bias;
+
+  void to_quantized(const QuantSpec& spec) override;
+  void to_dense(Dtype dtype) override;
+  const std::optional<QuantizedWeight>& quantized() const override { return qweight; }
+  int64_t quant_axis_size() const override { return input_dims; }
+  const Array& dense_weight() const override { return weight; }
 
  protected:
   void members(Members& m) override;

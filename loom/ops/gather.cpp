@@ -1,11 +1,12 @@
-// gather_mm, argpartition, argsort, take_along_axis: validation and layout (loom/ops/gather.h);
-// kernels in backend/cpu/gather_mm.cpp.
+// gather_mm, gather_qmm, argpartition, argsort, take_along_axis: validation and layout
+// (loom/ops/gather.h); kernels in backend/cpu/gather_mm.cpp and backend/cpu/gather_qmm.cpp.
 #include "loom/ops/gather.h"
 
 #include "loom/backend/cpu/kernels.h"
 #include "loom/common/error.h"
 #include "loom/ops/dispatch.h"
 #include "loom/ops/ops.h"
+#include "loom/ops/quantized.h"
 
 namespace loom {
 using ops_detail::device_of;
@@ -15,16 +16,16 @@ namespace {
 Shape batch_of(const Array& x) { return Shape(x.shape().begin(), x.shape().end() - 2); }
 
 // The index array of one operand: given (checked integer, in range) or an arange over its batch.
-Array operand_indices(const Array& idx, const Array& x, const char* what) {
+Array operand_indices(const Array& idx, const Array& x, const char* what, const char* op = "gather_mm") {
   Shape batch = batch_of(x);
   int64_t n = shape_size(batch);
   if (!idx.valid()) return reshape(arange(0, static_cast<double>(n), 1, Dtype::i32), batch);
   if (is_floating(idx.dtype()) || idx.dtype() == Dtype::bool_)
-    throw ValueError(format_error("gather_mm", std::string(what) + " must be integers, got " + std::string(name(idx.dtype()))));
+    throw ValueError(format_error(op, std::string(what) + " must be integers, got " + std::string(name(idx.dtype()))));
   for (int64_t v : idx.to_vector<int64_t>())
     if (v < 0 || v >= n)
-      throw ValueError(format_error("gather_mm", std::string(what) + " holds " + std::to_string(v) +
-                                                     ", out of range for a batch of " + std::to_string(n)));
+      throw ValueError(format_error(op, std::string(what) + " holds " + std::to_string(v) +
+                                            ", out of range for a batch of " + std::to_string(n)));
   return idx;
 }
 
@@ -70,6 +71,78 @@ Array gather_mm(const Array& a_in, const Array& b_in, const Array& lhs_indices, 
   Array out = Array::empty(out_shape, promote_types(a.dtype(), b.dtype()), a.device());
   if (out.size() > 0) LOOM_KERNEL(out.device(), gather_mm)(a, bv, li, ri, out);
   (void)s;
+  return out;
+}
+
+Array gather_qmm(const Array& x_in, const Array& wq_in, const Array& scales_in, const Array& biases_in,
+                 const Array& lhs_indices, const Array& rhs_indices, bool transpose, const QuantSpec& spec,
+                 bool sorted_indices, const Array& global_scale, StreamOrDevice) {
+  (void)sorted_indices;  // the kernels group pairs by matrix themselves; the result does not depend on it
+  const char* op = "gather_qmm";
+  ops_detail::require_valid(x_in, op, "x");
+  ops_detail::require_valid(wq_in, op, "the packed matrices");
+  ops_detail::require_valid(scales_in, op, "scales");
+  device_of({&x_in, &wq_in, &scales_in, &biases_in, &lhs_indices, &rhs_indices}, op);
+  if (!quant_spec_valid(spec)) throw ValueError(format_error(op, "unsupported quantization " + quant_spec_str(spec)));
+  const bool affine = spec.mode == QuantMode::affine;
+  if (wq_in.dtype() != Dtype::u32)
+    throw ValueError(format_error(op, "the packed matrices must be uint32, got " + std::string(name(wq_in.dtype()))));
+  if (wq_in.ndim() < 2 || x_in.ndim() < 2)
+    throw ValueError(format_error(op, "x and the packed matrices need at least 2 dims, got " + shape_str(x_in.shape()) +
+                                          " and " + shape_str(wq_in.shape())));
+  if (affine) {
+    if (!biases_in.valid()) throw ValueError(format_error(op, "biases must be provided for affine quantization"));
+    if (!is_floating(scales_in.dtype()) || !is_floating(biases_in.dtype()) || biases_in.shape() != scales_in.shape())
+      throw ValueError(format_error(op, "affine scales and biases must be floating and of one shape, got " +
+                                            shape_str(scales_in.shape()) + " and " + shape_str(biases_in.shape())));
+  } else if (biases_in.valid() || scales_in.dtype() != Dtype::u8) {
+    throw ValueError(format_error(op, std::string(quant_mode_name(spec.mode)) + " takes uint8 scales and no biases"));
+  }
+  Shape wlead(wq_in.shape().begin(), wq_in.shape().end() - 1);
+  Shape slead(scales_in.shape().begin(), scales_in.shape().end() - 1);
+  if (scales_in.ndim() != wq_in.ndim() || wlead != slead ||
+      wq_in.shape(-1) * 32 != scales_in.shape(-1) * spec.group_size * spec.bits)
+    throw ValueError(format_error(op, "packed matrices " + shape_str(wq_in.shape()) + " and scales " +
+                                          shape_str(scales_in.shape()) + " do not fit " + quant_spec_str(spec)));
+  float g = 0.0f;
+  if (global_scale.valid()) {
+    if (spec.mode != QuantMode::nvfp4 || global_scale.size() != 1 || global_scale.dtype() != Dtype::f32)
+      throw ValueError(format_error(op, "a global scale must be a float32 scalar and is only supported for nvfp4"));
+    g = global_scale.item<float>();
+  }
+  const int64_t rows = wq_in.shape(-2), words = wq_in.shape(-1), k_full = words * 32 / spec.bits;
+  const int64_t K = transpose ? k_full : rows, N = transpose ? rows : k_full, M = x_in.shape(-2);
+  if (x_in.shape(-1) != K)
+    throw ValueError(format_error(op, "last dimension of x " + shape_str(x_in.shape()) +
+                                          " does not match the expanded matrices (" +
+                                          std::to_string(transpose ? N : K) + ", " + std::to_string(transpose ? K : N) +
+                                          ") with transpose=" + (transpose ? "true" : "false")));
+  if (!is_floating(x_in.dtype()) || !is_compute_dtype(x_in.dtype()))
+    throw ValueError(
+        format_error(op, "activations must be float32, bfloat16 or float16, got " + std::string(name(x_in.dtype()))));
+  const Dtype odt =
+      affine ? promote_types(x_in.dtype(), promote_types(scales_in.dtype(), biases_in.dtype())) : x_in.dtype();
+  if (!is_compute_dtype(odt))
+    throw ValueError(format_error(op, "output dtype " + std::string(name(odt)) + " is not a compute dtype"));
+  Array li = operand_indices(lhs_indices, x_in, "lhs_indices", op);
+  Array ri = operand_indices(rhs_indices, wq_in, "rhs_indices", op);
+  Shape batch = broadcast_shapes(li.shape(), ri.shape());
+  li = contiguous(astype(broadcast_to(li, batch), Dtype::i32));
+  ri = contiguous(astype(broadcast_to(ri, batch), Dtype::i32));
+  // Contiguous stacks [E, rows, .]; affine scales and biases share one float dtype (as quantized_matmul).
+  Array x = contiguous(reshape(x_in, {-1, M, K}));
+  Array wq = contiguous(reshape(wq_in, {-1, rows, words}));
+  Dtype sdt = Dtype::u8;
+  if (affine)
+    sdt =
+        is_compute_dtype(scales_in.dtype()) && scales_in.dtype() == biases_in.dtype() ? scales_in.dtype() : Dtype::f32;
+  Array scales = contiguous(reshape(astype(scales_in, sdt), {-1, rows, scales_in.shape(-1)}));
+  Array biases = affine ? contiguous(reshape(astype(biases_in, sdt), {-1, rows, biases_in.shape(-1)})) : Array();
+  ops_detail::unify_devices({&x, &wq, &scales, &biases, &li, &ri}, op);
+  Shape out_shape = batch;
+  out_shape.insert(out_shape.end(), {M, N});
+  Array out = Array::empty(out_shape, odt, x.device());
+  if (out.size() > 0) LOOM_KERNEL(out.device(), gather_qmm)(x, wq, scales, biases, li, ri, transpose, spec, g, out);
   return out;
 }
 
@@ -137,6 +210,17 @@ Array gather_mm_reference(const Array& a, const Array& b, const Array& lhs_indic
   Shape out_shape = batch;
   out_shape.insert(out_shape.end(), {M, N});
   return reshape(matmul(A, B), out_shape);
+}
+
+Array gather_qmm_reference(const Array& x, const Array& wq, const Array& scales, const Array& biases,
+                           const Array& lhs_indices, const Array& rhs_indices, bool transpose, const QuantSpec& spec,
+                           const Array& global_scale) {
+  bool affine = spec.mode == QuantMode::affine;
+  Array w = dequantize(wq, affine ? astype(scales, Dtype::f32) : scales, affine ? astype(biases, Dtype::f32) : biases,
+                       spec, Dtype::f32, global_scale);
+  Array y = gather_mm_reference(astype(x, Dtype::f32), transpose ? swapaxes(w, -1, -2) : w, lhs_indices, rhs_indices);
+  Dtype odt = affine ? promote_types(x.dtype(), promote_types(scales.dtype(), biases.dtype())) : x.dtype();
+  return odt == Dtype::f32 ? y : astype(y, odt);
 }
 
 }  // namespace detail

@@ -53,6 +53,15 @@ std::vector<Array> split(const Array& a, const std::vector<int64_t>& indices, in
 std::vector<Array> split(const Array& a, int parts, int axis, StreamOrDevice s = {});
 // Gathers along `axis` with integer indices (any shape): out shape = a.shape[:axis] + idx.shape + a.shape[axis+1:].
 Array take(const Array& a, const Array& indices, int axis, StreamOrDevice s = {});
+// A copy of `a` with a[..., indices[..., j, ...], ...] = values[..., j, ...] along `axis`
+// (mx.put_along_axis): indices (integers, a.ndim dims) broadcast to a's shape on the other axes,
+// values (converted to a's dtype) to the indices' shape. Negative indices count from the end. Host
+// indices must be in range (checked); device ones out of range are skipped (never read back). With a
+// repeated index one of its writes wins (on the CPU the last).
+Array put_along_axis(const Array& a, const Array& indices, const Array& values, int axis, StreamOrDevice s = {});
+// As put_along_axis, but adds the values (mx.scatter_add_axis; a repeated index adds each of its
+// values). f32 and i32 only; on CUDA repeated indices add in an unspecified order.
+Array scatter_add_axis(const Array& a, const Array& indices, const Array& values, int axis, StreamOrDevice s = {});
 
 // ---- elementwise ----
 Array negative(const Array& a, StreamOrDevice s = {});
@@ -112,6 +121,10 @@ Array argmin(const Array& a, int axis = -1, bool keepdims = false, StreamOrDevic
 // Softmax along `axis`, computed in f32, returned in a's dtype.
 Array softmax(const Array& a, int axis = -1, StreamOrDevice s = {});
 Array logsumexp(const Array& a, int axis = -1, bool keepdims = false, StreamOrDevice s = {});
+// Cumulative sum along `axis` (mx.cumsum), inclusive or exclusive, from the front or (reverse) the
+// back. Floating inputs, result in a's dtype; f32 accumulation in one fixed blocked order shared by the
+// CPU and CUDA kernels, so both give the same bits (the order: backend/cpu/sampling_support.cpp).
+Array cumsum(const Array& a, int axis = -1, bool reverse = false, bool inclusive = true, StreamOrDevice s = {});
 
 // ---- linear algebra ----
 // a [.., M, K] @ b [.., K, N] with broadcast batch dims (1-d operands as numpy). f32 accumulation.

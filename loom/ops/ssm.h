@@ -30,7 +30,9 @@ struct ScanResult {
 //   y[b, t, c] = bias[c] + sum_k weight[c, k] * xp[b, t + k, c]
 // x [B, L, C]; weight [C, K] (mlx-lm's Conv1d weight [C, K, 1] reshaped); bias [C] or empty; state
 // [B, K-1, C] or empty. The returned state is the last K-1 rows of xp (in x's dtype for this op).
-// Padding positions count as zero inputs (so they never reach the state or a later output).
+// Padding positions are skipped, as everywhere: a padded row computes as if its sequence began at
+// its first real position (right after `state`), so they never reach the state or a later output.
+// (With a zero initial state this equals mlx-lm's zeroing of the padded inputs.)
 ScanResult causal_conv1d(const Array& x, const Array& weight, const Array& bias, const Array& state,
                          const Array& left_padding = {}, StreamOrDevice s = {});
 

@@ -3,6 +3,7 @@
 // greedy decoding is an independent full-sequence pass (LogitsMode::all, no cache reuse) with argmax.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "loom/generate/generate.h"
@@ -256,4 +258,76 @@ TEST(GenerateCli, QuantizedKVCache) {
   CliRun late = run_cli(args + " --kv-bits 8");  // default start 5000
   ASSERT_EQ(late.rc, 0) << late.err;
   EXPECT_EQ(late.out, ref.out);
+}
+
+TEST(Generate, LookAheadQueuesTheNextStepBeforeReturningAToken) {
+  // next() runs the model on token n (step n+1) before it hands token n back, so the cache holds
+  // prompt + n tokens after the n-th call — except when max_tokens says no further step is needed.
+  auto& s = session();
+  std::vector<int32_t> prompt = s.tokenizer.encode("Look ahead", true);
+  const int64_t P = static_cast<int64_t>(prompt.size());
+  generate::GenerateOptions opt;
+  opt.max_tokens = 3;
+  models::Cache c = s.loaded.model->make_cache();
+  generate::TokenGenerator gen(*s.loaded.model, c, prompt, opt);
+  EXPECT_EQ(c.offset(), P);  // the prompt; its first token is drawn already
+  ASSERT_TRUE(gen.next());
+  EXPECT_EQ(c.offset(), P + 1);
+  ASSERT_TRUE(gen.next());
+  EXPECT_EQ(c.offset(), P + 2);
+  ASSERT_TRUE(gen.next());
+  EXPECT_EQ(c.offset(), P + 2);  // the third token is the last: no step for a fourth
+  EXPECT_FALSE(gen.next());
+  EXPECT_EQ(gen.logprobs().shape(), (Shape{1, s.loaded.model->vocab_size()}));
+}
+
+TEST(Generate, PenaltiesSeeThePromptAndTheGeneratedTokens) {
+  // Greedy decoding with all four processors against an oracle that recomputes the full sequence each
+  // step and applies mlx-lm's definitions on the host, in mlx-lm's order: bias +100 on X (" the"),
+  // repetition 1.5 over the last 4 tokens (negative * 1.5, else / 1.5, once per distinct token),
+  // presence 0.5 over the last 20 (once per distinct token), frequency 40 over the last 6 (per
+  // occurrence). X wins while it occurs at most once in the last 6 tokens and loses at twice, so the
+  // tokens depend on the exact window; 7 prompt + 16 generated ids also overflow the 20-id history
+  // the generator keeps on the device.
+  auto& s = session();
+  std::vector<int32_t> prompt = s.tokenizer.encode("the the the cat sat on the", true);
+  const int32_t X = prompt[1];
+  const int n = 16;
+  generate::GenerateOptions opt;
+  opt.max_tokens = n;
+  opt.processors.logit_bias = {{X, 100.0f}};
+  opt.processors.repetition_penalty = 1.5f;
+  opt.processors.repetition_context_size = 4;
+  opt.processors.presence_penalty = 0.5f;
+  opt.processors.presence_context_size = 20;
+  opt.processors.frequency_penalty = 40.0f;
+  opt.processors.frequency_context_size = 6;
+  models::Cache c = s.loaded.model->make_cache();
+  generate::TokenGenerator gen(*s.loaded.model, c, prompt, opt);
+  std::vector<int32_t> got;
+  while (auto t = gen.next()) got.push_back(*t);
+
+  std::vector<int32_t> seq = prompt, want;
+  for (int i = 0; i < n; ++i) {
+    models::Cache fresh = s.loaded.model->make_cache();
+    const int64_t L = static_cast<int64_t>(seq.size());
+    Array logits = s.loaded.model->forward(Array::from(seq, {1, L}), fresh, models::LogitsMode::all);
+    auto v = slice_axis(reshape(logits, {L, logits.shape(-1)}), 0, L - 1, L).to_float_vector();
+    v[X] += 100.0f;
+    for (int32_t t : std::set<int32_t>(seq.end() - std::min<int64_t>(L, 4), seq.end()))
+      v[t] = v[t] < 0 ? v[t] * 1.5f : v[t] / 1.5f;
+    for (int32_t t : std::set<int32_t>(seq.end() - std::min<int64_t>(L, 20), seq.end())) v[t] -= 0.5f;
+    for (auto it = seq.end() - std::min<int64_t>(L, 6); it != seq.end(); ++it) v[*it] -= 40.0f;
+    std::vector<float> sorted = v;
+    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+    EXPECT_GT(sorted[0] - sorted[1], 1e-3f) << "top-1/top-2 margin too small for a stable greedy oracle";
+    int32_t id = static_cast<int32_t>(std::max_element(v.begin(), v.end()) - v.begin());
+    want.push_back(id);
+    seq.push_back(id);
+  }
+  EXPECT_EQ(got, want);
+  // X is drawn, and not always: the window decides.
+  const auto xs = std::count(want.begin(), want.end(), X);
+  EXPECT_GT(xs, 0);
+  EXPECT_LT(xs, n);
 }

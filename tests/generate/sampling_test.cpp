@@ -3,12 +3,16 @@
 // seeded determinism.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
+#include <random>
 
 #include "loom/generate/logits_processors.h"
 #include "loom/generate/sampling.h"
 #include "loom/ops/ops.h"
+#include "loom/ops/random.h"
 
 using namespace loom;
 using namespace loom::generate;
@@ -133,4 +137,120 @@ TEST(LogitsProcessors, PenaltiesAndBias) {
   spec.repetition_penalty = 0.0f;  // 0 means off, as in mlx-lm
   spec.presence_penalty = 1.0f;
   EXPECT_EQ(make_logits_processors(spec).size(), 1u);
+}
+
+// ---- the op-composed samplers and processors: ties, batches, the random stream, token arrays ----
+
+TEST(Sampling, RngIsTheCounterBasedStream) {
+  // The draws are random::uniform_at (loom/ops/random.h): element i of the draw with key k is the top
+  // 24 bits of splitmix64's output function at k + golden * (i + 1). Written out here independently.
+  auto mix = [](uint64_t x) {
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+  };
+  Rng rng(9);
+  const uint64_t key = rng.next_key();
+  EXPECT_EQ(key, mix(9 ^ mix(1)));
+  for (uint64_t i : {0, 1, 12345})
+    EXPECT_EQ(Rng::uniform(key, i), static_cast<float>(mix(key + 0x9E3779B97F4A7C15ull * (i + 1)) >> 40) / 16777216.0f);
+  auto draw = random_uniform({3}, key, Device::cpu()).to_vector<float>();
+  for (uint64_t i = 0; i < 3; ++i) EXPECT_EQ(draw[i], Rng::uniform(key, i));
+}
+
+TEST(Sampling, TiesGoToTheLowerId) {
+  // p = [.2 .3 .3 .2]: top_k = 1 keeps id 1 (the lower of the two .3); top_k = 3 keeps 0, 1, 2.
+  EXPECT_EQ(kept(apply_top_k(logp({0.2f, 0.3f, 0.3f, 0.2f}), 1)), (std::vector<int>{1}));
+  EXPECT_EQ(kept(apply_top_k(logp({0.2f, 0.3f, 0.3f, 0.2f}), 3)), (std::vector<int>{0, 1, 2}));
+  // min_p = 1 keeps only the maximum (both .3); min_tokens_to_keep = 3 adds the lower .2 (id 0).
+  EXPECT_EQ(kept(apply_min_p(logp({0.2f, 0.3f, 0.3f, 0.2f}), 1.0f)), (std::vector<int>{1, 2}));
+  EXPECT_EQ(kept(apply_min_p(logp({0.2f, 0.3f, 0.3f, 0.2f}), 1.0f, 3)), (std::vector<int>{0, 1, 2}));
+  // top_p: the ascending (stable) order is ids 0, 3, 1, 2 with mass .2 .4 .7 1.0; top_p = .65 keeps
+  // mass > .35: ids 3, 1, 2.
+  EXPECT_EQ(kept(apply_top_p(logp({0.2f, 0.3f, 0.3f, 0.2f}), 0.65f)), (std::vector<int>{1, 2, 3}));
+}
+
+TEST(Sampling, FiltersWorkRowByRowOnBatches) {
+  // Two rows through every filter at once equal each row alone; a 3-d [2, 1, V] batch too.
+  std::vector<float> a = {0.1f, 0.2f, 0.3f, 0.4f}, b = {0.4f, 0.05f, 0.5f, 0.05f};
+  std::vector<float> both;
+  for (float p : a) both.push_back(std::log(p));
+  for (float p : b) both.push_back(std::log(p));
+  Array x = Array::from(both, {2, 4});
+  auto rows = [](const Array& y) { return y.to_float_vector(); };
+  auto cat = [](Array p, Array q) {
+    auto v = p.to_float_vector(), w = q.to_float_vector();
+    v.insert(v.end(), w.begin(), w.end());
+    return v;
+  };
+  EXPECT_EQ(rows(apply_top_k(x, 2)), cat(apply_top_k(logp(a), 2), apply_top_k(logp(b), 2)));
+  EXPECT_EQ(rows(apply_min_p(x, 0.3f, 2)), cat(apply_min_p(logp(a), 0.3f, 2), apply_min_p(logp(b), 0.3f, 2)));
+  EXPECT_EQ(rows(apply_top_p(x, 0.6f)), cat(apply_top_p(logp(a), 0.6f), apply_top_p(logp(b), 0.6f)));
+  EXPECT_EQ(rows(apply_top_p(reshape(x, {2, 1, 4}), 0.6f)), rows(apply_top_p(x, 0.6f)));
+  // XTC at probability 1 with threshold .15: row a drops .3 and .4 (ids 2, 3); row b drops .5 (id 2).
+  Rng rng(1);
+  EXPECT_EQ(kept(apply_xtc(x, 1.0f, 0.15f, {}, rng)), (std::vector<int>{0, 1, 4, 5, 7}));
+}
+
+TEST(Sampling, XtcDecidesWithOneSeededUniform) {
+  // The decision for a call is uniform_at(next key, 0) > probability (skip XTC), the same for every row.
+  std::vector<float> p = {0.05f, 0.15f, 0.3f, 0.5f};
+  for (uint64_t seed = 0; seed < 20; ++seed) {
+    Rng shadow(seed), rng(seed);
+    const bool skip = Rng::uniform(shadow.next_key(), 0) > 0.5f;
+    const std::vector<int> want = skip ? std::vector<int>{0, 1, 2, 3} : std::vector<int>{0, 1};
+    EXPECT_EQ(kept(apply_xtc(logp(p), 0.5f, 0.1f, {}, rng)), want) << "seed " << seed;
+  }
+}
+
+TEST(Sampling, TopPOnALongRowMatchesTheSortedDefinition) {
+  // 1000 tokens (beyond the 32 that cumsum adds purely sequentially): the kept set is the smallest
+  // suffix of the ascending order whose mass exceeds top_p, computed here in f64 on sorted values.
+  // The random probabilities are checked to leave every cumulative sum > 1e-4 away from 1 - top_p.
+  std::mt19937 gen(4);
+  std::uniform_real_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> p(1000);
+  double total = 0;
+  for (auto& v : p) total += v = d(gen);
+  for (auto& v : p) v = static_cast<float>(v / total);
+  std::vector<int> order(p.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int i, int j) { return p[i] < p[j]; });
+  for (float top_p : {0.3f, 0.8f}) {
+    std::vector<int> want;
+    double cum = 0;
+    for (int i : order) {
+      cum += p[i];
+      ASSERT_GT(std::fabs(cum - (1.0 - top_p)), 1e-4);
+      if (cum > 1.0 - top_p) want.push_back(i);
+    }
+    std::sort(want.begin(), want.end());
+    EXPECT_EQ(kept(apply_top_p(logp(p), top_p)), want) << "top_p " << top_p;
+  }
+}
+
+TEST(LogitsProcessors, TokenArraysWindowsAndStrays) {
+  Array logits = Array::from(std::vector<float>{1.0f, -1.0f, 2.0f, 0.5f}, {1, 4});
+  // The same processors on an int32 token array (as the generation loop passes them).
+  Array tokens = Array::from(std::vector<int32_t>{0, 1, 1}, {3});
+  EXPECT_EQ(make_repetition_penalty(2.0f)(tokens, logits).to_float_vector(), (std::vector<float>{0.5f, -2.0f, 2.0f, 0.5f}));
+  EXPECT_EQ(make_frequency_penalty(0.5f, 2)(tokens, logits).to_float_vector(), (std::vector<float>{1.0f, -2.0f, 2.0f, 0.5f}));
+  // Ids outside the vocabulary count towards the window but change nothing: window [7, 1] -> id 1 only.
+  std::vector<int32_t> stray = {2, 7, 1};
+  EXPECT_EQ(make_presence_penalty(1.0f, 2)(stray, logits).to_float_vector(), (std::vector<float>{1.0f, -2.0f, 2.0f, 0.5f}));
+  EXPECT_EQ(make_logit_bias({{9, 1.0f}, {-1, 1.0f}, {0, 0.25f}})(stray, logits).to_float_vector(),
+            (std::vector<float>{1.25f, -1.0f, 2.0f, 0.5f}));
+  // No history: unchanged values (as f32); a batch of two rows gets the same update in each row.
+  EXPECT_EQ(make_presence_penalty(1.0f)(std::vector<int32_t>{}, logits).to_float_vector(), logits.to_float_vector());
+  Array two = concatenate({logits, logits}, 0);
+  EXPECT_EQ(make_frequency_penalty(0.5f)(tokens, two).to_float_vector(),
+            (std::vector<float>{0.5f, -2.0f, 2.0f, 0.5f, 0.5f, -2.0f, 2.0f, 0.5f}));
+  LogitsProcessorSpec spec;
+  spec.repetition_penalty = 1.1f;
+  spec.repetition_context_size = 7;
+  spec.frequency_penalty = 0.5f;
+  spec.frequency_context_size = 30;
+  spec.presence_penalty = 0.0f;  // off: its context size does not count
+  spec.presence_context_size = 99;
+  EXPECT_EQ(history_needed(spec), 30);
 }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "io_test_util.h"
 #include "loom/common/error.h"
@@ -29,6 +30,19 @@ const char* kLlamaV5 = R"({
   "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 })";
+
+// Python's json.dump writes Infinity/NaN (transformers' Mamba-2 default time_step_limit is
+// [0.0, Infinity]); they load as the largest double and null, and the same words inside strings stay.
+TEST(Config, PythonInfinityAndNaNLiteralsParse) {
+  Config c = Config::parse(R"({"time_step_limit": [0.0, Infinity], "low": -Infinity, "x": NaN,
+                               "name": "Infinity NaN \" Infinity"})");
+  std::vector<double> lim = c.get_float_list("time_step_limit");
+  ASSERT_EQ(lim.size(), 2u);
+  EXPECT_EQ(lim[0], 0.0);
+  EXPECT_EQ(lim[1], std::numeric_limits<double>::max());
+  EXPECT_EQ(c.get_float("low"), -std::numeric_limits<double>::max());
+  EXPECT_EQ(c.get_string("name"), "Infinity NaN \" Infinity");
+}
 
 TEST(Config, V4AndV5NormaliseToTheSameValues) {
   for (const char* text : {kLlamaV4, kLlamaV5}) {

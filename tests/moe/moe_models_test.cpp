@@ -1,8 +1,9 @@
-// Mixtral, Qwen3-MoE and Qwen2-MoE against transformers on their fixtures (tools/refgen/
+// Mixtral, Qwen3-MoE, Qwen2-MoE, OLMoE and PhiMoE against transformers on their fixtures (tools/refgen/
 // make_moe_fixtures.py), in each of the three expert layouts real checkpoints use: the per-expert
-// tensors transformers 5 saves, the transformers-v5 fused tensors, and mlx-lm's stacked switch_mlp
-// (the latter two written here from the first). Per layout: logits, the router's decisions exactly,
-// token-by-token decode == full pass, a left-padded batch == each prompt alone; bf16 compute once.
+// tensors transformers 5 saves, the transformers-v5 fused tensors (PhiMoE's router renamed `mlp.router`
+// as v5 names it), and mlx-lm's stacked switch_mlp (the latter two written here from the first). Per
+// layout: logits, the router's decisions exactly, token-by-token decode == full pass, a left-padded batch
+// == each prompt alone; bf16 compute once.
 // Built twice: here for the CPU, and in tests/cuda with LOOM_TEST_DEVICE="cuda".
 #include <unistd.h>
 #include <filesystem>
@@ -31,6 +32,8 @@ const MoEFixture kFixtures[] = {
     {"mixtral", "block_sparse_moe", "w1", "w3", "w2"},
     {"qwen3_moe", "mlp", "gate_proj", "up_proj", "down_proj"},
     {"qwen2_moe", "mlp", "gate_proj", "up_proj", "down_proj"},
+    {"olmoe", "mlp", "gate_proj", "up_proj", "down_proj"},
+    {"phimoe", "block_sparse_moe", "w1", "w3", "w2"},
 };
 
 // Writes the fixture's weights in `layout` ("per_expert" = as saved, "fused", "mlx") to a scratch
@@ -48,8 +51,10 @@ std::string write_layout(const MoEFixture& f, const std::string& layout) {
       groups[m[1].str() + "|" + m[3].str()].push_back({std::stoi(m[2].str()), store.load(n)});
     } else {
       std::string key = n;
-      // transformers v5 calls Mixtral's block `mlp`.
+      // transformers v5 calls Mixtral's and PhiMoE's block `mlp` (and PhiMoE's router `mlp.router`).
       if (layout == "fused" && f.block != "mlp") key = std::regex_replace(key, std::regex("\\." + f.block + "\\."), ".mlp.");
+      if (layout == "fused" && f.name == "phimoe")
+        key = std::regex_replace(key, std::regex("\\.mlp\\.gate\\."), ".mlp.router.");
       out.push_back({key, store.load(n)});
     }
   }
@@ -98,15 +103,23 @@ class MoE : public ::testing::TestWithParam<std::tuple<int, std::string>> {
   models::LoadedModel lm;
 };
 
+// The feed-forward module of layer `layer` (its MoE block on the sparse layers).
+const models::FeedForward* feed_forward(models::LanguageModel& m, const MoEFixture& f, int layer) {
+  std::string path = "model.layers." + std::to_string(layer) + "." + f.block;
+  for (auto& [p, mod] : m.modules())
+    if (p == path) return dynamic_cast<const models::FeedForward*>(mod);
+  return nullptr;
+}
+
 TEST_P(MoE, FullPassLogitsAndRoutingMatchTransformers) {
-  auto* dec = dynamic_cast<models::DecoderLM*>(lm.model.get());
-  ASSERT_NE(dec, nullptr);
   auto moe_layers = raw["moe_layers"].get<std::vector<int>>();
   ASSERT_FALSE(moe_layers.empty());
   for (size_t i = 0; i < ref.prompts.size(); ++i) {
     expect_logits_near(run(*lm.model, ref.prompts[i], 1 << 20), ref.logits[i], kF32, "prompt " + std::to_string(i));
     for (size_t j = 0; j < moe_layers.size(); ++j) {
-      Array inds = dec->model.layers[moe_layers[j]]->mlp->last_routing;  // [1, T, k]
+      const models::FeedForward* ff = feed_forward(*lm.model, fx, moe_layers[j]);
+      ASSERT_NE(ff, nullptr) << "layer " << moe_layers[j] << " has no feed-forward at " << fx.block;
+      Array inds = ff->last_routing;  // [1, T, k]
       ASSERT_TRUE(inds.valid()) << "layer " << moe_layers[j] << " recorded no routing";
       int64_t T = inds.shape(1), k = inds.shape(2);
       auto v = inds.to_vector<int64_t>();
@@ -160,7 +173,7 @@ std::string param_name(const ::testing::TestParamInfo<std::tuple<int, std::strin
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, MoE,
-                         ::testing::Combine(::testing::Values(0, 1, 2),
+                         ::testing::Combine(::testing::Range(0, 5),
                                             ::testing::Values("per_expert", "fused", "mlx")),
                          param_name);
 
@@ -174,12 +187,11 @@ TEST(MoEConfig, V4StyleConfigGivesSameLogits) {
   }
 }
 
-// bf16 compute, within DESIGN's bf16 row widened to transformers' own bf16 error on the fixture.
-// qwen3_moe has no hf_bf16: transformers 5.17's own bf16 forward fails on it (grouped_mm needs expert
-// widths whose rows are 16-byte multiples; its moe_intermediate_size is 12).
+// bf16 compute, within DESIGN's bf16 row widened to transformers' own bf16 error on the fixture (every
+// fixture's expert widths are multiples of 8, so transformers' bf16 grouped_mm runs on all of them).
 TEST(MoEBf16, ComputeWithinBf16Tolerance) {
   if (!device_available(kDevice)) GTEST_SKIP() << "no " << kDevice.str() << " device";
-  for (const auto& f : {kFixtures[0], kFixtures[2]}) {
+  for (const auto& f : kFixtures) {
     Reference ref = load_reference(f.name);
     if (ref.hf_bf16_mean_rel <= 0) {
       ADD_FAILURE() << f.name << ": reference.json lacks hf_bf16 (run tools/refgen/bf16_baseline.py)";

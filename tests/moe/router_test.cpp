@@ -69,6 +69,24 @@ TEST(Router, GroupLimitedSelection) {
   EXPECT_EQ(nn::route(logits, spec).indices.to_vector<int64_t>(), (std::vector<int64_t>{0, 4}));
 }
 
+TEST(Router, PhiMoESparsemixer) {
+  // jitter_eps 0.1: a logit s_j is masked out of a pick's softmax when (pick - s_j) / max(|s_j|, pick) > 0.2.
+  // Row 0 [2.0, 1.9, -1.0, 0.5]: pick 1 = expert 0; gaps 0.1/2 = 0.05 (kept), 3/2, 1.5/2 (masked), so its
+  //   weight is 1 / (1 + e^-0.1) = 0.524979. Pick 2 = expert 1 (expert 0 masked); gaps 2.9/1.9, 1.4/1.9
+  //   (masked): weight 1.
+  // Row 1 [-0.5, 0.3, 0.25, 0.28]: pick 1 = expert 1; gaps 0.8/0.5 (masked), 0.05/0.3, 0.02/0.3 (kept):
+  //   1 / (1 + e^-0.05 + e^-0.02) = 0.341131. Pick 2 = expert 3; gaps 0.78/0.5 (masked), 0.03/0.28 (kept):
+  //   1 / (1 + e^-0.03) = 0.507499.
+  Array logits = Array::from(std::vector<float>{2.0f, 1.9f, -1.0f, 0.5f, -0.5f, 0.3f, 0.25f, 0.28f}, {2, 4});
+  nn::Routing r = nn::sparsemixer_route(logits, 0.1f);
+  EXPECT_EQ(r.indices.to_vector<int64_t>(), (std::vector<int64_t>{0, 1, 1, 3}));
+  expect_floats(r.weights, {0.524979f, 1.0f, 0.341131f, 0.507499f}, 1e-6f, "sparsemixer");
+  // jitter_eps 0: only exact ties survive a mask, so both picks weigh 1 (a plain top-2 of the logits).
+  r = nn::sparsemixer_route(logits, 0.0f);
+  expect_floats(r.weights, {1, 1, 1, 1}, 0, "eps 0");
+  EXPECT_THROW(nn::sparsemixer_route(Array::from(std::vector<float>{1}, {1, 1}), 0.1f), ValueError);
+}
+
 TEST(Router, SigmoidGatedSharedExpert) {
   // gate weight [1, 2] = [1, -1]; x = [2, 1] -> gate logit 1 -> sigmoid 0.731059; out = 0.731059 * y.
   nn::Linear gate(2, 1, false);

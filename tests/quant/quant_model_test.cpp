@@ -226,5 +226,22 @@ TEST(Convert, DequantizeRoundTripAndNoPartialOutput) {
   EXPECT_FALSE(fs::exists(q / "sub"));
 }
 
+// A bare relative --mlx-path (no folder part) is written relative to the working directory.
+TEST(Convert, BareRelativeDestination) {
+  fs::path dir = tmp_dir("convert_rel");
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::string cmd = "cd '" + dir.string() + "' && " + std::string(LOOM_BINARY_DIR) + "/loom convert --hf-path " +
+                    fixture_dir("llama") + " --mlx-path out -q --q-group-size 32 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  ASSERT_EQ(WEXITSTATUS(pclose(p)), 0) << out;
+  EXPECT_TRUE(fs::exists(dir / "out" / "config.json"));
+  EXPECT_TRUE(fs::exists(dir / "out" / "model.safetensors"));
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace loom::test

@@ -1,10 +1,10 @@
 // `loom convert`: mlx_lm.convert in C++. Loads a model folder, optionally casts (--dtype), quantizes
-// (-q) or dequantizes (--dequantize) it, and writes an MLX folder as mlx-lm's save() does: shards of
-// at most 5 GiB named model.safetensors / model-0000i-of-0000n.safetensors with metadata
-// {"format": "mlx"}, model.safetensors.index.json (sorted weight_map, indent 4), config.json with
-// sorted keys and `quantization` == `quantization_config`, tokenizer and generation files copied.
-// Everything is written into a temporary sibling folder renamed at the end, so a failure leaves no
-// half-written destination; the source folder is never written.
+// (-q; each layer's format from the model's quant predicate, as mlx-lm's) or dequantizes (--dequantize)
+// it, and writes an MLX folder as mlx-lm's save() does: shards of at most 5 GiB named model.safetensors /
+// model-0000i-of-0000n.safetensors with metadata {"format": "mlx"}, model.safetensors.index.json (sorted
+// weight_map, indent 4), config.json with sorted keys and `quantization` == `quantization_config`,
+// tokenizer and generation files copied. Everything is written into a temporary sibling folder renamed
+// at the end, so a failure leaves no half-written destination; the source folder is never written.
 #include <CLI/CLI.hpp>
 
 #include <cstdio>
@@ -95,7 +95,7 @@ void run_convert(const ConvertOpts& o) {
   if (!fs::is_directory(src)) throw IoError(format_error("convert", "'" + o.hf_path + "' is not a model folder"));
   if (fs::exists(dst))
     throw IoError(format_error("convert", "cannot save to '" + o.mlx_path + "': it already exists (delete it or pick a new path)"));
-  fs::path src_abs = fs::weakly_canonical(src), dst_abs = fs::weakly_canonical(dst);
+  fs::path src_abs = fs::weakly_canonical(fs::absolute(src)), dst_abs = fs::weakly_canonical(fs::absolute(dst));
   auto rel = dst_abs.lexically_relative(src_abs);
   if (!rel.empty() && *rel.begin() != "..")
     throw IoError(format_error("convert", "the destination '" + o.mlx_path + "' lies inside the source folder"));
@@ -126,16 +126,29 @@ void run_convert(const ConvertOpts& o) {
     if (!quant_spec_valid(spec)) throw ValueError(format_error("convert", "unsupported quantization " + quant_spec_str(spec)));
     bool fine_grained = config.contains("quantization");
     if (!fine_grained) config["quantization"] = spec_json(spec);
+    // Layers already quantized keep their format; the model's quant predicate (mlx-lm's) decides the
+    // others. As mlx-lm: the predicate's own formats are recorded per layer (its dict, {"group_size",
+    // "bits"}, plus the mode when not affine); in a partly quantized source every newly quantized layer is.
     std::vector<std::string> paths;
     auto layers = quantizable_layers(model, &paths);
+    std::vector<bool> before;
+    for (auto* q : layers) before.push_back(q->quantized().has_value());
+    std::map<std::string, QuantSpec> special = models::quantize_model(model, spec);
+    int n = 0;
     for (size_t i = 0; i < layers.size(); ++i) {
-      nn::Quantizable* q = layers[i];
-      if (q->quantized() || q->quant_axis_size() % spec.group_size != 0) continue;
-      q->to_quantized(spec);
-      if (fine_grained) config["quantization"][paths[i]] = spec_json(spec);
-      std::fprintf(stderr, "\r[convert] quantizing %zu/%zu", i + 1, layers.size());
+      const std::string& path = paths[i];
+      if (before[i] || !layers[i]->quantized()) continue;
+      ++n;
+      auto it = special.find(path);
+      if (it != special.end()) {
+        nlohmann::json j = {{"group_size", it->second.group_size}, {"bits", it->second.bits}};
+        if (it->second.mode != QuantMode::affine) j["mode"] = std::string(quant_mode_name(it->second.mode));
+        config["quantization"][path] = j;
+      } else if (fine_grained) {
+        config["quantization"][path] = spec_json(spec);
+      }
     }
-    std::fprintf(stderr, "\n");
+    std::fprintf(stderr, "[convert] quantized %d layers\n", n);
   }
   if (o.dequantize) {
     config.erase("quantization");

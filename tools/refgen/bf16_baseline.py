@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
 root = sys.argv[1]
 for name in sorted(os.listdir(root)):
@@ -18,7 +18,11 @@ for name in sorted(os.listdir(root)):
     ref = json.load(open(os.path.join(d, "reference.json")))
     want = np.load(os.path.join(d, "logits_0.npy"))
     for dev in ["cpu", "cuda"]:
-        m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16, attn_implementation="eager").to(dev).eval()
+        try:
+            m = AutoModelForCausalLM.from_pretrained(d, dtype=torch.bfloat16, attn_implementation="eager")
+        except ValueError:  # vision-language checkpoints (mistral3, ...): the ConditionalGeneration class
+            m = AutoModelForImageTextToText.from_pretrained(d, dtype=torch.bfloat16, attn_implementation="eager")
+        m = m.to(dev).eval()
         with torch.no_grad():
             got = m(torch.tensor([ref["prompts"][0]], device=dev)).logits[0].float().cpu().numpy()
         diff = np.abs(got - want)

@@ -3,8 +3,9 @@
 // [E, N, K], so each output element is a dot product of an activation row with a contiguous weight
 // row; half-precision weights are converted in registers (dot_half), never copied. Work is split over
 // the pool by (p, block of N); sorted rhs indices make neighbouring p read the same expert.
-// argpartition_last: std::partial_sort per row (the router's top-k over a handful of experts).
+// argpartition_last: nth_element + sort of packed (value, index) keys per row.
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -86,12 +87,27 @@ void argpartition_last(const Array& in, int64_t kth, Array& out) {
   const float* x = in.data<float>();
   uint32_t* o = out.data<uint32_t>();
   parallel_for(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, n)), [&](int64_t s, int64_t e) {
+    // Each entry packed as (order-preserving bits of the value) << 32 | index: one integer compare
+    // orders by value and breaks ties by index, and sorting 8-byte keys is several times faster than
+    // an index sort through the values (a 150k-token vocabulary is sorted for top-p every step).
+    std::vector<uint64_t> keys(n);
     for (int64_t r = s; r < e; ++r) {
-      uint32_t* idx = o + r * n;
       const float* v = x + r * n;
-      std::iota(idx, idx + n, 0u);
-      auto less = [v](uint32_t i, uint32_t j) { return v[i] < v[j] || (v[i] == v[j] && i < j); };
-      std::partial_sort(idx, idx + kth + 1, idx + n, less);
+      for (int64_t i = 0; i < n; ++i) {
+        float f = v[i] == 0.0f ? 0.0f : v[i];  // -0 and +0 tie, as the values compare equal
+        uint32_t u;
+        std::memcpy(&u, &f, sizeof u);
+        u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+        keys[i] = (static_cast<uint64_t>(u) << 32) | static_cast<uint32_t>(i);
+      }
+      if (kth + 1 < n) {
+        std::nth_element(keys.begin(), keys.begin() + kth, keys.end());
+        std::sort(keys.begin(), keys.begin() + kth + 1);
+      } else {
+        std::sort(keys.begin(), keys.end());
+      }
+      uint32_t* idx = o + r * n;
+      for (int64_t i = 0; i < n; ++i) idx[i] = static_cast<uint32_t>(keys[i]);
     }
   });
 }

@@ -49,7 +49,16 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
 void gather_mm(const Array& a, const Array& b, const Array& lhs, const Array& rhs, Array& out) {
   unavailable("gather_mm");
 }
+void gather_qmm(const Array& x, const Array& wq, const Array& scales, const Array& biases, const Array& lhs,
+                const Array& rhs, bool transpose, const QuantSpec& spec, float global_scale, Array& out) {
+  unavailable("gather_qmm");
+}
 void argpartition_last(const Array& in, int64_t kth, Array& out) { unavailable("argpartition_last"); }
+void cumsum_last(const Array& in, bool reverse, bool inclusive, Array& out) { unavailable("cumsum_last"); }
+void random_uniform(uint64_t key, Array& out) { unavailable("random_uniform"); }
+void scatter_last(const Array& indices, const Array& values, bool add, Array& out) { unavailable("scatter_last"); }
+int64_t queue_readback(const Array& src) { unavailable("queue_readback"); }
+void finish_readback(int64_t ticket, Array& dst) { unavailable("finish_readback"); }
 void quantize(const Array& w, const QuantSpec& spec, float global_scale, Array& wq, Array& scales, Array& biases) {
   unavailable("quantize");
 }
@@ -60,6 +69,26 @@ void dequantize(const Array& wq, const Array& scales, const Array& biases, const
 void quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
                       const QuantSpec& spec, float global_scale, Array& out) {
   unavailable("quantized_matmul");
+}
+void causal_conv1d(const Array& x, const Array& weight, const Array& bias, const Array& state,
+                   const Array& left_padding, Array& y, Array& state_out) {
+  unavailable("causal_conv1d");
+}
+void selective_scan(const Array& x, const Array& dt, const Array& A, const Array& Bm, const Array& Cm, const Array& D,
+                    const Array& state, const Array& left_padding, Array& y, Array& state_out) {
+  unavailable("selective_scan");
+}
+void ssd_scan(const Array& x, const Array& dt, const Array& A, const Array& Bm, const Array& Cm, const Array& D,
+              const Array& state, const Array& left_padding, Array& y, Array& state_out) {
+  unavailable("ssd_scan");
+}
+void gated_delta_rule(const Array& q, const Array& k, const Array& v, const Array& g, const Array& beta,
+                      const Array& state, const Array& left_padding, Array& y, Array& state_out) {
+  unavailable("gated_delta_rule");
+}
+void linear_scan(const Array& a, const Array& x, const Array& state, const Array& left_padding, Array& y,
+                 Array& state_out) {
+  unavailable("linear_scan");
 }
 
 }  // namespace loom::cuda
