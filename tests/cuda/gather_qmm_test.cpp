@@ -78,10 +78,10 @@ TEST(CudaGatherQMM, SortedTokensShapeGroupsByExpert) {
 
 TEST(CudaGatherQMM, WithoutTransposeAndGlobalScale) {
   LOOM_REQUIRE_CUDA();
-  // x [4, 3, 64] picked by lhs [2, 1], W [6, 64, 96] quantized along N picked by rhs [1, 3]: 18 rows (direct
+  // x [4, 3, 64] picked by lhs [2, 1], W [6, 64, 128] quantized along N picked by rhs [1, 3]: 18 rows (direct
   // kernel); the same with 30 lhs entries (90 rows, grouped path).
   Array x = rand_array({4, 3, 64}, 8);
-  Array w = rand_array({6, 64, 96}, 9);
+  Array w = rand_array({6, 64, 128}, 9);
   Array lhs = Array::from(std::vector<int32_t>{3, 0}, {2, 1});
   Array rhs = Array::from(std::vector<int32_t>{5, 1, 2}, {1, 3});
   Array lhs_many = indices({10, 1}, 4, 10);

@@ -2,6 +2,9 @@
 // meanings: -p N times one prefill of N tokens, -n N times N single-token decode steps after the
 // prompt (or after -d DEPTH tokens of context). --bandwidth measures memory read bandwidth, the
 // bound decode runs against. `loom random-model` writes a random-weight model at real dimensions.
+// The last line gives peak memory: the device allocator's high-water mark over the run (loaded
+// weights, KV cache and activations; on the CPU mmap'd weights are not allocator memory) and the
+// process's peak resident set size.
 #include <CLI/CLI.hpp>
 
 #include <atomic>
@@ -10,8 +13,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <random>
+#include <sys/resource.h>
 
 #include "loom/common/error.h"
+#include "loom/core/allocator.h"
 #include "loom/core/thread_pool.h"
 #include "loom/io/safetensors.h"
 #include "tools/cli/common.h"
@@ -145,6 +150,12 @@ void add_bench_command(CLI::App& app) {
         std::printf("tg bound from bandwidth: %.2f t/s (weights read once per token); tg is %.0f%% of it\n", bw * 1e9 / wb,
                     100.0 * best / (bw * 1e9 / wb));
     }
+    synchronize(opt.device);
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    std::printf("peak memory: %.3f GB allocated on %s, %.3f GB max RSS\n",
+                static_cast<double>(allocator::stats(opt.device).peak_bytes) / 1e9, describe_device(opt.device).c_str(),
+                static_cast<double>(ru.ru_maxrss) * 1024.0 / 1e9);
   });
 }
 
