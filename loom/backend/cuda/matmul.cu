@@ -141,18 +141,23 @@ cublasHandle_t cublas_handle(Device d) {
 
 // Row-major f32 GEMM: c[m, n] = op(a) @ op(b) + beta * c, where op(a) is a [m, k] (a stored [m, k] with row
 // stride lda, or [k, m] when trans_a) and likewise b [k, n] (or stored [n, k] when trans_b).
-void sgemm_rowmajor(Device d, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-                    const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const char* op) {
+void gemm_rowmajor(Device d, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const void* a, int64_t lda,
+                   const void* b, int64_t ldb, Dtype ab, float beta, void* c, int64_t ldc, Dtype cdt, const char* op) {
   if (m == 0 || n == 0) return;
   for (int64_t v : {m, n, k, lda, ldb, ldc}) check_int(v, "dimension", op);
   cublasHandle_t h = cublas_handle(d);
   const float alpha = 1.0f;
   // Column-major view: c^T [n, m] = op(b)^T @ op(a)^T.
   blas_check(cublasGemmEx(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N,
-                          static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b, CUDA_R_32F,
-                          static_cast<int>(ldb), a, CUDA_R_32F, static_cast<int>(lda), &beta, c, CUDA_R_32F,
+                          static_cast<int>(n), static_cast<int>(m), static_cast<int>(k), &alpha, b, cuda_type(ab),
+                          static_cast<int>(ldb), a, cuda_type(ab), static_cast<int>(lda), &beta, c, cuda_type(cdt),
                           static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
              "cublasGemmEx", op);
+}
+
+void sgemm_rowmajor(Device d, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+                    const float* b, int64_t ldb, float beta, float* c, int64_t ldc, const char* op) {
+  gemm_rowmajor(d, trans_a, trans_b, m, n, k, a, lda, b, ldb, Dtype::f32, beta, c, ldc, Dtype::f32, op);
 }
 
 }  // namespace detail

@@ -902,9 +902,35 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
     throw NotSupportedError(format_error(op, "no CUDA decode kernel for " + quant_spec_str(spec)));
   }
 
-  // Prefill / W without transpose: f32 panels of W (rows of the packed matrix), then cuBLAS in f32, with x
-  // and the result in f32 temporaries when they are not f32.
   DequantArgs da = dequant_args(wq, scales, biases, spec, global_scale, op);
+  const int64_t panel_rows = std::min(wrows, std::max<int64_t>(64, kPanelElems / std::max<int64_t>(1, kq)));
+  auto panel_args = [&](int64_t r0, int64_t nb) {
+    DequantArgs pa = da;
+    pa.wq += r0 * words;
+    pa.scales = static_cast<const char*>(da.scales) + r0 * da.groups * static_cast<int64_t>(scales.itemsize());
+    if (pa.biases)
+      pa.biases = static_cast<const char*>(da.biases) + r0 * da.groups * static_cast<int64_t>(biases.itemsize());
+    pa.rows = nb;
+    return pa;
+  };
+  if (transpose && xcode != kF32 && ocode == xcode) {
+    // Half-precision prefill (bf16/f16 compute): panels of W dequantized to x's dtype and a tensor-core
+    // GEMM with f32 accumulation, as the dense bf16 path multiplies (the weights take one rounding to
+    // x's dtype, within the half-precision tolerance of the f32 twin).
+    Array wp = Array::empty({panel_rows, kq}, x.dtype(), out.device());
+    for (int64_t r0 = 0; r0 < wrows; r0 += panel_rows) {
+      const int64_t nb = std::min(panel_rows, wrows - r0);
+      launch_dequantize(panel_args(r0, nb), wp.raw_data(), xcode, s);
+      // out[:, r0:r0+nb] = x [m, k] @ panel[nb, k]^T
+      detail::gemm_rowmajor(out.device(), false, true, m, nb, kx, x.raw_data(), kx, wp.raw_data(), kq, x.dtype(), 0.0f,
+                            static_cast<char*>(out.raw_data()) + r0 * static_cast<int64_t>(out.itemsize()), n,
+                            out.dtype(), op);
+    }
+    return;
+  }
+
+  // Prefill in f32 / W without transpose: f32 panels of W (rows of the packed matrix), then cuBLAS in
+  // f32, with x and the result in f32 temporaries when they are not f32.
   Array xf = x;
   if (xcode != kF32) {
     xf = Array::empty(x.shape(), Dtype::f32, out.device());
@@ -914,17 +940,11 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
   if (ocode != kF32) of = Array::empty(out.shape(), Dtype::f32, out.device());
   const float* xp = xf.data<float>();
   float* outp = of.data<float>();
-  const int64_t panel = std::min(wrows, std::max<int64_t>(64, kPanelElems / std::max<int64_t>(1, kq)));
+  const int64_t panel = panel_rows;
   Array wp = Array::empty({panel, kq}, Dtype::f32, out.device());
   for (int64_t r0 = 0; r0 < wrows; r0 += panel) {
     const int64_t nb = std::min(panel, wrows - r0);
-    DequantArgs pa = da;
-    pa.wq += r0 * words;
-    pa.scales = static_cast<const char*>(da.scales) + r0 * da.groups * static_cast<int64_t>(scales.itemsize());
-    if (pa.biases)
-      pa.biases = static_cast<const char*>(da.biases) + r0 * da.groups * static_cast<int64_t>(biases.itemsize());
-    pa.rows = nb;
-    launch_dequantize(pa, wp.raw_data(), kF32, s);
+    launch_dequantize(panel_args(r0, nb), wp.raw_data(), kF32, s);
     if (transpose) {
       // out[:, r0:r0+nb] = x [m, k] @ panel[nb, k]^T
       detail::sgemm_rowmajor(out.device(), false, true, m, nb, kx, xp, kx, wp.data<float>(), kq, 0.0f, outp + r0, n,
