@@ -135,24 +135,6 @@ Array on_device_of(const Array& state, const Array& x) {
   return state.valid() && !(state.device() == x.device()) ? to_device(state, x.device()) : state;
 }
 
-// mlx.nn.Conv1d's weight layout for a depthwise conv: weight [C, K, 1], bias [C].
-struct DepthwiseConv1d : nn::Module {
-  DepthwiseConv1d(int64_t channels, int64_t kernel, bool bias) : channels(channels), kernel(kernel), has_bias(bias) {}
-  fast::ScanResult operator()(const Array& x, const Array& state, const Array& left_padding) const {
-    Array w = astype(reshape(weight, {channels, kernel}), x.dtype());
-    return fast::causal_conv1d(x, w, has_bias ? astype(bias, x.dtype()) : Array(), state, left_padding);
-  }
-  Array weight, bias;
-  int64_t channels, kernel;
-  bool has_bias;
-
- protected:
-  void members(nn::Members& m) override {
-    m.param("weight", weight, {channels, kernel, 1});
-    if (has_bias) m.param("bias", bias, {channels});
-  }
-};
-
 // The Mamba-1 mixer of mamba.cpp with weighted RMSNorms of dt, B and C (rms_norm_eps).
 struct JambaMambaMixer : nn::Module {
   explicit JambaMambaMixer(const ModelArgs& a)
@@ -190,7 +172,7 @@ struct JambaMambaMixer : nn::Module {
   }
 
   nn::Linear in_proj;
-  DepthwiseConv1d conv1d;
+  nn::DepthwiseConv1d conv1d;
   nn::Linear x_proj, dt_proj, out_proj;
   Array A_log, D;  // [Di, N], [Di]
   nn::RMSNorm dt_layernorm, b_layernorm, c_layernorm;
@@ -262,19 +244,13 @@ struct JambaModel : nn::Module {
   // Final-normed hidden states [B, L', hidden] (L' = 1 when only_last), in `dtype`.
   Array operator()(const Array& tokens, Cache& cache, bool only_last, Dtype dtype) const {
     Step step = make_step(cache, tokens.shape(1));
-    // The Mamba layers' padding in this call: what of the batch's padding lies at or after the offset.
-    Array pad;
-    if (cache.left_padding.valid()) {
-      Array rest = astype(cache.left_padding, Dtype::i32) - static_cast<double>(step.offset);
-      pad = maximum(rest, zeros_like(rest));
-    }
     // As DecoderBody: the residual stream stays f32; the normed activations are in `dtype`.
     Array x = embed_tokens(tokens, Dtype::f32);
     Array normed = astype(layers[0]->input_layernorm(x), dtype);
     for (size_t i = 0; i < layers.size(); ++i) {
       const DecoderLayer& l = *layers[i];
       Array h = l.self_attn ? (*l.self_attn)(normed, cache.at<KVCache>(i), step)
-                            : (*l.mamba)(normed, cache.at<ArraysCache>(i), pad);
+                            : (*l.mamba)(normed, cache.at<ArraysCache>(i), step.scan_padding);
       auto [normed_ff, r] = l.pre_ff_layernorm.add_and_norm(h, x);
       Array ff = (*l.feed_forward)(astype(normed_ff, dtype));
       if (i + 1 < layers.size()) {
@@ -302,17 +278,9 @@ struct JambaModel : nn::Module {
   }
 };
 
-class Model : public LanguageModel {
+class Model : public BodyLM<JambaModel> {
  public:
-  explicit Model(ModelArgs a) : args(std::move(a)), model(args) {
-    if (!args.tie_word_embeddings) lm_head = std::make_unique<nn::Linear>(args.hidden_size, args.vocab_size, false);
-  }
-
-  Array forward(const Array& tokens, Cache& cache, LogitsMode mode) override {
-    Array h = model(tokens, cache, mode != LogitsMode::all, dtype);
-    if (mode == LogitsMode::none) return h;
-    return lm_head ? (*lm_head)(h) : model.embed_tokens.as_linear(h);
-  }
+  explicit Model(const ModelArgs& a) : BodyLM(a, a.hidden_size, a.vocab_size, a.tie_word_embeddings), args(a) {}
 
   // HF conv1d weights [C, 1, K] become mlx-lm's [C, K, 1] (a reshape of the same bytes; mlx
   // checkpoints are told apart by their last axis of 1); the MoE layers' experts, per-expert
@@ -331,16 +299,9 @@ class Model : public LanguageModel {
   // A KVCache per attention layer (a RotatingKVCache when options.max_kv_size is set, as the base
   // class does for every layer), an ArraysCache (conv state, SSM state) per Mamba layer.
   Cache make_cache(const CacheOptions& options) const override {
-    Cache c;
-    for (int64_t i = 0; i < args.num_layers; ++i) {
-      if (!args.attention[i])
-        c.layers.push_back(std::make_unique<ArraysCache>(2));
-      else if (options.max_kv_size)
-        c.layers.push_back(std::make_unique<RotatingKVCache>(*options.max_kv_size, options.keep));
-      else
-        c.layers.push_back(std::make_unique<KVCache>());
-    }
-    return c;
+    std::vector<bool> mamba(args.attention.size());
+    for (size_t i = 0; i < mamba.size(); ++i) mamba[i] = !args.attention[i];
+    return make_hybrid_cache(mamba, 2, options);
   }
   using LanguageModel::make_cache;
 
@@ -356,14 +317,6 @@ class Model : public LanguageModel {
   int64_t context_length() const override { return args.max_position_embeddings; }
 
   ModelArgs args;
-  JambaModel model;
-  std::unique_ptr<nn::Linear> lm_head;
-
- protected:
-  void members(nn::Members& m) override {
-    m.child("model", model);
-    if (lm_head) m.child("lm_head", *lm_head);
-  }
 };
 
 ModelRegistration registration() {

@@ -79,25 +79,6 @@ Array on_device_of(const Array& state, const Array& x) {
   return state.valid() && !(state.device() == x.device()) ? to_device(state, x.device()) : state;
 }
 
-// mlx.nn.Conv1d's weight layout for a depthwise conv: weight [C, K, 1], bias [C].
-struct DepthwiseConv1d : nn::Module {
-  DepthwiseConv1d(int64_t channels, int64_t kernel, bool bias) : channels(channels), kernel(kernel), has_bias(bias) {}
-  // x [B, L, C] with the carried state [B, K-1, C] (empty = zeros) -> conv outputs and the new state.
-  fast::ScanResult operator()(const Array& x, const Array& state, const Array& left_padding) const {
-    Array w = astype(reshape(weight, {channels, kernel}), x.dtype());
-    return fast::causal_conv1d(x, w, has_bias ? astype(bias, x.dtype()) : Array(), state, left_padding);
-  }
-  Array weight, bias;
-  int64_t channels, kernel;
-  bool has_bias;
-
- protected:
-  void members(nn::Members& m) override {
-    m.param("weight", weight, {channels, kernel, 1});
-    if (has_bias) m.param("bias", bias, {channels});
-  }
-};
-
 struct MambaMixer : nn::Module {
   explicit MambaMixer(const ModelArgs& a)
       : in_proj(a.hidden_size, 2 * a.intermediate_size, a.use_bias),
@@ -135,7 +116,7 @@ struct MambaMixer : nn::Module {
   }
 
   nn::Linear in_proj;
-  DepthwiseConv1d conv1d;
+  nn::DepthwiseConv1d conv1d;
   nn::Linear x_proj, dt_proj, out_proj;
   Array A_log, D;  // [Di, N], [Di]
   ModelArgs args;
@@ -165,11 +146,7 @@ struct Backbone : nn::Module {
   // Final-normed hidden states [B, L', hidden] (L' = 1 when only_last), in `dtype`.
   Array operator()(const Array& tokens, Cache& cache, bool only_last, Dtype dtype) const {
     // This call's left padding per row: what of the batch's padding lies at or after the cached offset.
-    Array pad;
-    if (cache.left_padding.valid()) {
-      Array rest = astype(cache.left_padding, Dtype::i32) - static_cast<double>(cache.offset());
-      pad = maximum(rest, zeros_like(rest));
-    }
+    const Array pad = make_step(cache, tokens.shape(1)).scan_padding;
     // As DecoderBody: the residual stream stays f32; the normed activations are in `dtype`.
     Array x = embeddings(tokens, Dtype::f32);
     Array normed = astype(layers[0]->norm(x), dtype);

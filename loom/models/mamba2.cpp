@@ -78,24 +78,6 @@ Array on_device_of(const Array& state, const Array& x) {
   return state.valid() && !(state.device() == x.device()) ? to_device(state, x.device()) : state;
 }
 
-// mlx.nn.Conv1d's weight layout for a depthwise conv: weight [C, K, 1], bias [C].
-struct DepthwiseConv1d : nn::Module {
-  DepthwiseConv1d(int64_t channels, int64_t kernel, bool bias) : channels(channels), kernel(kernel), has_bias(bias) {}
-  fast::ScanResult operator()(const Array& x, const Array& state, const Array& left_padding) const {
-    Array w = astype(reshape(weight, {channels, kernel}), x.dtype());
-    return fast::causal_conv1d(x, w, has_bias ? astype(bias, x.dtype()) : Array(), state, left_padding);
-  }
-  Array weight, bias;
-  int64_t channels, kernel;
-  bool has_bias;
-
- protected:
-  void members(nn::Members& m) override {
-    m.param("weight", weight, {channels, kernel, 1});
-    if (has_bias) m.param("bias", bias, {channels});
-  }
-};
-
 // transformers' MambaRMSNormGated: rms_norm(y * silu(gate)) * weight, in f32, over groups of
 // `group_size` channels.
 struct RMSNormGated : nn::Module {
@@ -150,7 +132,7 @@ struct Mamba2Mixer : nn::Module {
   }
 
   nn::Linear in_proj;
-  DepthwiseConv1d conv1d;
+  nn::DepthwiseConv1d conv1d;
   Array dt_bias, A_log, D;  // each [H]
   RMSNormGated norm;
   nn::Linear out_proj;
@@ -183,11 +165,7 @@ struct Backbone : nn::Module {
   // Final-normed hidden states [B, L', hidden] (L' = 1 when only_last), in `dtype`.
   Array operator()(const Array& tokens, Cache& cache, bool only_last, Dtype dtype) const {
     // This call's left padding per row: what of the batch's padding lies at or after the cached offset.
-    Array pad;
-    if (cache.left_padding.valid()) {
-      Array rest = astype(cache.left_padding, Dtype::i32) - static_cast<double>(cache.offset());
-      pad = maximum(rest, zeros_like(rest));
-    }
+    const Array pad = make_step(cache, tokens.shape(1)).scan_padding;
     Array x = embeddings(tokens, Dtype::f32);  // the residual stream stays f32
     Array normed = astype(layers[0]->norm(x), dtype);
     for (size_t i = 0; i < layers.size(); ++i) {

@@ -19,6 +19,9 @@ Step make_step(const Cache& cache, int64_t length) {
     s.attn.kv_start = cache.left_padding;
     s.rope_offsets = astype(subtract(full(cache.left_padding.shape(), static_cast<double>(s.offset), Dtype::i32),
                                      cache.left_padding), Dtype::i32);
+    Array inside = subtract(astype(cache.left_padding, Dtype::i32),
+                            full(cache.left_padding.shape(), static_cast<double>(s.offset), Dtype::i32));
+    s.scan_padding = maximum(inside, zeros(cache.left_padding.shape(), Dtype::i32));
   }
   return s;
 }
@@ -103,14 +106,22 @@ Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& 
   return fast::scaled_dot_product_attention(q, blocks, s, pos);
 }
 
+std::unique_ptr<LayerCache> attention_layer_cache(const CacheOptions& options) {
+  if (options.max_kv_size) return std::make_unique<RotatingKVCache>(*options.max_kv_size, options.keep);
+  return std::make_unique<KVCache>();
+}
+
+Cache make_hybrid_cache(const std::vector<bool>& recurrent, size_t n_state, const CacheOptions& options) {
+  Cache c;
+  for (bool r : recurrent)
+    c.layers.push_back(r ? std::unique_ptr<LayerCache>(std::make_unique<ArraysCache>(n_state))
+                         : attention_layer_cache(options));
+  return c;
+}
+
 Cache LanguageModel::make_cache(const CacheOptions& options) const {
   Cache c;
-  for (int i = 0; i < num_layers(); ++i) {
-    if (options.max_kv_size)
-      c.layers.push_back(std::make_unique<RotatingKVCache>(*options.max_kv_size, options.keep));
-    else
-      c.layers.push_back(std::make_unique<KVCache>());
-  }
+  for (int i = 0; i < num_layers(); ++i) c.layers.push_back(attention_layer_cache(options));
   return c;
 }
 

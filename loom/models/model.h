@@ -12,6 +12,7 @@
 #include "loom/core/array.h"
 #include "loom/core/quant.h"
 #include "loom/models/cache.h"
+#include "loom/nn/layers.h"
 #include "loom/nn/module.h"
 #include "loom/nn/rope.h"
 
@@ -37,6 +38,8 @@ struct Step {
   Array rope_offsets;          // int32 [B]: offset - left_padding (only when left-padded)
   AttentionPositions attn;     // q_offset = offset, kv_start = left_padding
   int64_t length = 0;          // new tokens this step
+  Array scan_padding;          // int32 [B]: max(0, left_padding - offset), the padding inside this step,
+                               // for the recurrent scans (loom/ops/ssm.h); only when left-padded
 };
 Step make_step(const Cache& cache, int64_t length);
 
@@ -53,6 +56,13 @@ Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& 
 // identically).
 Array quantized_attention(const Array& q, const Array& k, const Array& v, QuantizedKVCache& cache, const Step& step,
                           const AttentionSpec& spec);
+
+// The cache of one attention layer as LanguageModel::make_cache builds it: a KVCache, or with
+// options.max_kv_size a RotatingKVCache(max_kv_size, keep).
+std::unique_ptr<LayerCache> attention_layer_cache(const CacheOptions& options);
+// The cache of a hybrid model: an ArraysCache(n_state) for each recurrent layer (recurrent[i]), an
+// attention_layer_cache for the others.
+Cache make_hybrid_cache(const std::vector<bool>& recurrent, size_t n_state, const CacheOptions& options);
 
 class LanguageModel : public nn::Module {
  public:
@@ -87,6 +97,34 @@ class LanguageModel : public nn::Module {
 // Returns the layers given a format other than `base` (the per-layer entries mlx-lm writes into
 // config["quantization"]), by path. Defined in loader.cpp.
 std::map<std::string, QuantSpec> quantize_model(LanguageModel& model, const QuantSpec& base);
+
+// The shell shared by architecture files with their own decoder body: `model` (the body, with
+// `embed_tokens` and `operator()(tokens, cache, only_last, dtype)` -> final-normed hidden states)
+// and an untied `lm_head`, or the tied embedding when the checkpoint ties them.
+template <typename Body>
+class BodyLM : public LanguageModel {
+ public:
+  template <typename BodyArgs>
+  BodyLM(const BodyArgs& body_args, int64_t hidden, int64_t vocab, bool tied, bool head_bias = false)
+      : model(body_args) {
+    if (!tied) lm_head = std::make_unique<nn::Linear>(hidden, vocab, head_bias);
+  }
+  Array forward(const Array& tokens, Cache& cache, LogitsMode mode) override {
+    Array h = model(tokens, cache, mode != LogitsMode::all, dtype);
+    return mode == LogitsMode::none ? h : head(h);
+  }
+  // Vocabulary logits of final hidden states.
+  Array head(const Array& h) const { return lm_head ? (*lm_head)(h) : model.embed_tokens.as_linear(h); }
+
+  Body model;
+  std::unique_ptr<nn::Linear> lm_head;
+
+ protected:
+  void members(nn::Members& m) override {
+    m.child("model", model);
+    if (lm_head) m.child("lm_head", *lm_head);
+  }
+};
 
 // One architecture: its model_type, the aliases that map to it, and its factory.
 struct ModelRegistration {

@@ -122,18 +122,11 @@ struct PhimoeModel : nn::Module {
   }
 };
 
-class Model : public LanguageModel {
+class Model : public BodyLM<PhimoeModel> {
  public:
-  explicit Model(const ModelArgs& a) : args(a), model(a) {
-    if (!a.decoder.tie_word_embeddings)
-      lm_head = std::make_unique<nn::Linear>(a.decoder.hidden_size, a.decoder.vocab_size, a.lm_head_bias);
-  }
-
-  Array forward(const Array& tokens, Cache& cache, LogitsMode mode) override {
-    Array h = model(tokens, cache, mode != LogitsMode::all, dtype);
-    if (mode == LogitsMode::none) return h;
-    return lm_head ? (*lm_head)(h) : model.embed_tokens.as_linear(h);
-  }
+  explicit Model(const ModelArgs& a)
+      : BodyLM(a, a.decoder.hidden_size, a.decoder.vocab_size, a.decoder.tie_word_embeddings, a.lm_head_bias),
+        args(a) {}
 
   // Accepts the released per-expert tensors (block_sparse_moe.experts.{e}.w1/w2/w3), transformers-v5
   // names (`mlp.`, the router as `mlp.router`, fused experts) and mlx-lm's stacked switch_mlp.
@@ -158,14 +151,6 @@ class Model : public LanguageModel {
   int64_t context_length() const override { return args.decoder.max_position_embeddings; }
 
   ModelArgs args;
-  PhimoeModel model;
-  std::unique_ptr<nn::Linear> lm_head;
-
- protected:
-  void members(nn::Members& m) override {
-    m.child("model", model);
-    if (lm_head) m.child("lm_head", *lm_head);
-  }
 };
 
 ModelRegistration registration() {

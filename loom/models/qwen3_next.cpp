@@ -83,15 +83,6 @@ ModelArgs model_args(const io::Config& c) {
   return a;
 }
 
-// Per-row padding inside this call, for the scan ops: max(0, left_padding - offset); empty when the
-// batch is not left-padded.
-Array scan_padding(const Cache& cache, const Step& step) {
-  if (!cache.left_padding.valid()) return {};
-  const Array& lp = cache.left_padding;
-  Array inside = subtract(astype(lp, Dtype::i32), full(lp.shape(), static_cast<double>(step.offset), Dtype::i32));
-  return maximum(inside, zeros(lp.shape(), Dtype::i32));
-}
-
 // Gated full attention: q_proj yields per head [query | gate]; the attention output is multiplied by
 // sigmoid(gate) before o_proj.
 struct Attention : nn::Module {
@@ -183,8 +174,7 @@ struct GatedDeltaNet : nn::Module {
         {reshape(qkvz[0], {B, S, key_dim}), reshape(qkvz[1], {B, S, key_dim}), reshape(qkvz[2], {B, S, value_dim})},
         -1);
 
-    fast::ScanResult conv =
-        fast::causal_conv1d(mixed, reshape(conv1d.weight, {conv_dim, conv_kernel_size}), {}, cache[0], padding);
+    fast::ScanResult conv = conv1d(mixed, cache[0], padding);
     cache[0] = conv.state;
     auto qkv = split(silu(conv.y), {key_dim, 2 * key_dim}, -1);
     Array q = reshape(qkv[0], {B, S, num_k_heads, head_k_dim});
@@ -210,18 +200,9 @@ struct GatedDeltaNet : nn::Module {
     return out_proj(reshape(out, {B, S, value_dim}));
   }
 
-  struct Conv1d : nn::Module {
-    Conv1d(int64_t channels, int64_t kernel) : channels(channels), kernel(kernel) {}
-    Array weight;  // [C, K, 1] (mlx-lm's depthwise Conv1d layout; transformers stores [C, 1, K])
-    int64_t channels, kernel;
-
-   protected:
-    void members(nn::Members& m) override { m.param("weight", weight, {channels, kernel, 1}); }
-  };
-
   int64_t num_v_heads, num_k_heads, head_k_dim, head_v_dim, key_dim, value_dim, conv_dim, conv_kernel_size;
   nn::Linear in_proj_qkvz, in_proj_ba;
-  Conv1d conv1d{conv_dim, conv_kernel_size};
+  nn::DepthwiseConv1d conv1d{conv_dim, conv_kernel_size, /*bias=*/false};  // transformers stores [C, 1, K]
   Array dt_bias, A_log;  // [Hv]
   RMSNormGated norm;
   nn::Linear out_proj;
@@ -312,7 +293,7 @@ struct Qwen3NextModel : nn::Module {
       throw ValueError(format_error("qwen3_next", "the cache has " + std::to_string(cache.layers.size()) +
                                                       " layers, the model " + std::to_string(layers.size())));
     Step step = make_step(cache, tokens.shape(1));
-    Array padding = scan_padding(cache, step);
+    const Array& padding = step.scan_padding;
     Array x = embed_tokens(tokens, Dtype::f32);
     auto to_compute = [dtype](const Array& a) { return astype(a, dtype); };
     Array normed = to_compute(layers[0]->input_layernorm(x));
@@ -348,32 +329,17 @@ struct Qwen3NextModel : nn::Module {
   }
 };
 
-class Model : public LanguageModel {
+class Model : public BodyLM<Qwen3NextModel> {
  public:
-  explicit Model(ModelArgs a) : args(std::move(a)), model(args) {
-    if (!args.decoder.tie_word_embeddings)
-      lm_head = std::make_unique<nn::Linear>(args.decoder.hidden_size, args.decoder.vocab_size, false);
-  }
-
-  Array forward(const Array& tokens, Cache& cache, LogitsMode mode) override {
-    Array h = model(tokens, cache, mode != LogitsMode::all, dtype);
-    if (mode == LogitsMode::none) return h;
-    return lm_head ? (*lm_head)(h) : model.embed_tokens.as_linear(h);
-  }
+  explicit Model(const ModelArgs& a)
+      : BodyLM(a, a.decoder.hidden_size, a.decoder.vocab_size, a.decoder.tie_word_embeddings), args(a) {}
 
   // mlx-lm's make_cache: ArraysCache(2) for the DeltaNet layers, KVCache for the attention layers.
   // loom: with options.max_kv_size the attention layers get a RotatingKVCache (mlx-lm ignores it).
   Cache make_cache(const CacheOptions& options) const override {
-    Cache c;
-    for (const auto& l : model.layers) {
-      if (l->is_linear)
-        c.layers.push_back(std::make_unique<ArraysCache>(2));
-      else if (options.max_kv_size)
-        c.layers.push_back(std::make_unique<RotatingKVCache>(*options.max_kv_size, options.keep));
-      else
-        c.layers.push_back(std::make_unique<KVCache>());
-    }
-    return c;
+    std::vector<bool> linear;
+    for (const auto& l : model.layers) linear.push_back(l->is_linear);
+    return make_hybrid_cache(linear, 2, options);
   }
 
   // Accepts transformers checkpoints (per-expert or v5 fused experts, conv1d [C, 1, K], norm offsets)
@@ -423,14 +389,6 @@ class Model : public LanguageModel {
   int64_t context_length() const override { return args.decoder.max_position_embeddings; }
 
   ModelArgs args;
-  Qwen3NextModel model;
-  std::unique_ptr<nn::Linear> lm_head;
-
- protected:
-  void members(nn::Members& m) override {
-    m.child("model", model);
-    if (lm_head) m.child("lm_head", *lm_head);
-  }
 };
 
 ModelRegistration registration() {

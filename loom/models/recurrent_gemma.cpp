@@ -72,15 +72,6 @@ ModelArgs model_args(const io::Config& c) {
   return a;
 }
 
-// Per-row padding inside this call, for the scan ops: max(0, left_padding - offset); empty when the
-// batch is not left-padded.
-Array scan_padding(const Cache& cache, const Step& step) {
-  if (!cache.left_padding.valid()) return {};
-  const Array& lp = cache.left_padding;
-  Array inside = subtract(astype(lp, Dtype::i32), full(lp.shape(), static_cast<double>(step.offset), Dtype::i32));
-  return maximum(inside, zeros(lp.shape(), Dtype::i32));
-}
-
 // Gemma's RMSNorm: rms_norm(x) * (1 + weight); the checkpoint stores the offset `weight`.
 // loom: transformers uses the config's rms_norm_eps for every norm; mlx-lm's block norms use 1e-5.
 struct RMSNorm : nn::Module {
@@ -96,19 +87,6 @@ struct RMSNorm : nn::Module {
 
  protected:
   void members(nn::Members& m) override { m.param("weight", weight, {dims}); }
-};
-
-// Depthwise causal conv over time with a bias; weight [C, K, 1] (mlx-lm's layout; transformers
-// stores [C, 1, K]).
-struct Conv1d : nn::Module {
-  Conv1d(int64_t channels, int64_t kernel) : channels(channels), kernel(kernel) {}
-  Array weight, bias;
-  int64_t channels, kernel;
-
- protected:
-  void members(nn::Members& m) override {
-    m.param("weight", weight, {channels, kernel, 1}).param("bias", bias, {channels});
-  }
 };
 
 // The Real-Gated Linear Recurrent Unit. Gates are block-diagonal linears (one [w, w] block per head):
@@ -163,14 +141,13 @@ struct RecurrentBlock : nn::Module {
       : linear_y(a.hidden_size, a.lru_width, true),
         linear_x(a.hidden_size, a.lru_width, true),
         linear_out(a.lru_width, a.hidden_size, true),
-        conv_1d(a.lru_width, a.conv1d_width),
+        conv_1d(a.lru_width, a.conv1d_width, /*bias=*/true),
         rg_lru(a.lru_width, a.num_heads) {}
 
   Array operator()(const Array& x, ArraysCache& cache, const Array& reset, const Array& padding) const {
     Array y = gelu_approx(linear_y(x));
     Array xb = linear_x(x);
-    fast::ScanResult conv = fast::causal_conv1d(xb, reshape(conv_1d.weight, {conv_1d.channels, conv_1d.kernel}),
-                                                conv_1d.bias, cache[0], padding);
+    fast::ScanResult conv = conv_1d(xb, cache[0], padding);
     cache[0] = conv.state;
     fast::ScanResult lru = rg_lru(conv.y, reset, cache[1], padding);
     cache[1] = lru.state;
@@ -179,7 +156,7 @@ struct RecurrentBlock : nn::Module {
   }
 
   nn::Linear linear_y, linear_x, linear_out;
-  Conv1d conv_1d;
+  nn::DepthwiseConv1d conv_1d;
   RGLRU rg_lru;
 
  protected:
@@ -316,7 +293,7 @@ struct Griffin : nn::Module {
                                                            " layers, the model " + std::to_string(layers.size())));
     int64_t B = tokens.shape(0), L = tokens.shape(1);
     Step step = make_step(cache, L);
-    Array padding = scan_padding(cache, step);
+    const Array& padding = step.scan_padding;
     // The RG-LRU restarts at each row's first real token: position offset + t == left_padding.
     Array reset;
     if (cache.left_padding.valid() || step.offset == 0) {
@@ -364,16 +341,14 @@ struct Griffin : nn::Module {
   }
 };
 
-class Model : public LanguageModel {
+class Model : public BodyLM<Griffin> {
  public:
-  explicit Model(ModelArgs a) : args(std::move(a)), model(args) {
-    if (!args.tie_word_embeddings) lm_head = std::make_unique<nn::Linear>(args.hidden_size, args.vocab_size, false);
-  }
+  explicit Model(const ModelArgs& a) : BodyLM(a, a.hidden_size, a.vocab_size, a.tie_word_embeddings), args(a) {}
 
   Array forward(const Array& tokens, Cache& cache, LogitsMode mode) override {
     Array h = model(tokens, cache, mode != LogitsMode::all, dtype);
     if (mode == LogitsMode::none) return h;
-    Array logits = lm_head ? (*lm_head)(h) : model.embed_tokens.as_linear(h);
+    Array logits = head(h);
     if (args.logits_soft_cap > 0) {
       double c = args.logits_soft_cap;
       logits = tanh(logits * (1.0 / c)) * c;
@@ -407,14 +382,6 @@ class Model : public LanguageModel {
   int64_t vocab_size() const override { return args.vocab_size; }
 
   ModelArgs args;
-  Griffin model;
-  std::unique_ptr<nn::Linear> lm_head;
-
- protected:
-  void members(nn::Members& m) override {
-    m.child("model", model);
-    if (lm_head) m.child("lm_head", *lm_head);
-  }
 };
 
 ModelRegistration registration() {

@@ -149,4 +149,16 @@ int64_t logical_parameters(Module& root) {
   return total;
 }
 
+DepthwiseConv1d::DepthwiseConv1d(int64_t channels, int64_t kernel, bool bias)
+    : channels(channels), kernel(kernel), has_bias(bias) {}
+
+fast::ScanResult DepthwiseConv1d::operator()(const Array& x, const Array& state, const Array& left_padding) const {
+  return fast::causal_conv1d(x, reshape(weight, {channels, kernel}), has_bias ? bias : Array(), state, left_padding);
+}
+
+void DepthwiseConv1d::members(Members& m) {
+  m.param("weight", weight, {channels, kernel, 1});
+  if (has_bias) m.param("bias", bias, {channels});
+}
+
 }  // namespace loom::nn

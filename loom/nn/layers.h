@@ -11,6 +11,7 @@
 #include "loom/core/array.h"
 #include "loom/core/quant.h"
 #include "loom/nn/module.h"
+#include "loom/ops/ssm.h"
 
 namespace loom::nn {
 
@@ -120,6 +121,23 @@ struct LayerNorm : Module {
   int64_t dims;
   float eps;
   bool affine, has_bias;
+
+ protected:
+  void members(Members& m) override;
+};
+
+// mlx.nn.Conv1d with groups = channels: the short causal conv of the state-space and linear-attention
+// models. weight [C, K, 1] as mlx-lm stores it (model sanitizers turn transformers' [C, 1, K] into it),
+// optional bias [C]. Runs fast::causal_conv1d with the caller's carried state; the weights join the
+// kernel in their stored dtype.
+struct DepthwiseConv1d : Module {
+  DepthwiseConv1d(int64_t channels, int64_t kernel, bool bias);
+  // x [B, L, C], state [B, K-1, C] or empty (zeros) -> outputs [B, L, C] and the new state.
+  fast::ScanResult operator()(const Array& x, const Array& state, const Array& left_padding = {}) const;
+
+  Array weight, bias;
+  int64_t channels, kernel;
+  bool has_bias;
 
  protected:
   void members(Members& m) override;
