@@ -74,14 +74,24 @@ class Child {
     return read_until([&] { return output_.size() >= n; }, seconds);
   }
   void interrupt() { kill(pid_, SIGINT); }
-  // Reads the rest of the output and the exit status.
-  int finish() {
+  // Reads the rest of the output and the exit status; a child still running after `seconds` is
+  // killed and reported as -1 (so a hang fails the test instead of stalling the suite).
+  int finish(double seconds = 60) {
+    int st = 0;
+    auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    while (waitpid(pid_, &st, WNOHANG) == 0) {
+      if (std::chrono::steady_clock::now() > end) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &st, 0);
+        reaped_ = true;
+        return -1;
+      }
+      read_until([] { return false; }, 0.1);
+    }
+    reaped_ = true;
     char buf[4096];
     ssize_t n;
     while ((n = read(from_, buf, sizeof buf)) > 0) output_.append(buf, static_cast<size_t>(n));
-    int st = 0;
-    waitpid(pid_, &st, 0);
-    reaped_ = true;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   }
   const std::string& output() const { return output_; }

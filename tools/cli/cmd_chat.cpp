@@ -26,16 +26,26 @@ namespace {
 
 // Set by SIGINT; read by the streaming callback between tokens.
 std::atomic<bool> g_interrupted{false};
+// True while the REPL waits for a line of input.
+std::atomic<bool> g_at_prompt{false};
 
-void on_sigint(int) { g_interrupted.store(true); }
+// Ctrl-C at the prompt ends the session at once (nothing is in flight; only async-signal-safe calls
+// here); during an answer it raises the flag the streaming callback reads between tokens. The kernel
+// may run this on any thread, so it relies on no thread state.
+void on_sigint(int) {
+  if (g_at_prompt.load()) {
+    const char nl = '\n';
+    (void)!write(STDOUT_FILENO, &nl, 1);
+    _exit(0);
+  }
+  g_interrupted.store(true);
+}
 
-// SIGINT without SA_RESTART: a Ctrl-C at the prompt interrupts the blocking read, so getline fails
-// and the REPL ends; during an answer it only raises the flag.
 void install_sigint_handler() {
   struct sigaction sa {};
   sa.sa_handler = on_sigint;
   sigemptyset(&sa.sa_mask);
-  sa.sa_flags = 0;
+  sa.sa_flags = SA_RESTART;
   sigaction(SIGINT, &sa, nullptr);
 }
 
@@ -109,12 +119,12 @@ void add_chat_command(CLI::App& app) {
     print_help();
     std::string line;
     while (true) {
+      g_at_prompt.store(true);  // before the prompt shows: a Ctrl-C once it is visible always ends the session
       std::printf(">> ");
       std::fflush(stdout);
-      if (!std::getline(std::cin, line)) {
-        if (g_interrupted) std::printf("\n");
-        break;
-      }
+      bool got = static_cast<bool>(std::getline(std::cin, line));
+      g_at_prompt.store(false);
+      if (!got) break;
       if (!tty) std::printf("%s\n", line.c_str());
       if (line == "q") break;
       if (line == "r") {
