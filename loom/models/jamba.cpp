@@ -18,6 +18,7 @@
 #include "loom/common/strings.h"
 #include "loom/io/config.h"
 #include "loom/models/model.h"
+#include "loom/models/ssm_backbone.h"
 #include "loom/models/transformer.h"
 #include "loom/nn/layers.h"
 #include "loom/nn/moe_router.h"
@@ -286,9 +287,7 @@ class Model : public BodyLM<JambaModel> {
   // checkpoints are told apart by their last axis of 1); the MoE layers' experts, per-expert
   // (experts.{e}.*), transformers-v5 fused or mlx-lm stacked, become switch_mlp.
   void sanitize(WeightMap& w) const override {
-    for (auto& [key, v] : w)
-      if (key.find("conv1d.weight") != std::string::npos && v.ndim() == 3 && v.shape(-1) != 1)
-        v = reshape(contiguous(v), {v.shape(0), v.shape(2), 1});
+    sanitize_conv1d_weights(w);
     if (args.tie_word_embeddings) w.erase("lm_head.weight");
     for (int64_t l = 0; l < args.num_layers; ++l)
       if (args.moe[l])

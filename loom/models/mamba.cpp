@@ -13,6 +13,7 @@
 #include "loom/common/error.h"
 #include "loom/io/config.h"
 #include "loom/models/model.h"
+#include "loom/models/ssm_backbone.h"
 #include "loom/nn/layers.h"
 #include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
@@ -138,88 +139,7 @@ struct ResidualBlock : nn::Module {
   void members(nn::Members& m) override { m.child("mixer", mixer).child("norm", norm); }
 };
 
-struct Backbone : nn::Module {
-  explicit Backbone(const ModelArgs& a) : embeddings(a.vocab_size, a.hidden_size), norm_f(a.hidden_size, a.norm_eps) {
-    for (int64_t i = 0; i < a.num_layers; ++i) layers.push_back(std::make_unique<ResidualBlock>(a));
-  }
-
-  // Final-normed hidden states [B, L', hidden] (L' = 1 when only_last), in `dtype`.
-  Array operator()(const Array& tokens, Cache& cache, bool only_last, Dtype dtype) const {
-    // This call's left padding per row: what of the batch's padding lies at or after the cached offset.
-    const Array pad = make_step(cache, tokens.shape(1)).scan_padding;
-    // As DecoderBody: the residual stream stays f32; the normed activations are in `dtype`.
-    Array x = embeddings(tokens, Dtype::f32);
-    Array normed = astype(layers[0]->norm(x), dtype);
-    for (size_t i = 0; i < layers.size(); ++i) {
-      Array out = layers[i]->mixer(normed, cache.at<ArraysCache>(i), pad);
-      if (i + 1 < layers.size()) {
-        std::tie(normed, x) = layers[i + 1]->norm.add_and_norm(out, x);
-        normed = astype(normed, dtype);
-      } else {
-        if (only_last) {
-          int64_t L = out.shape(1);
-          out = slice_axis(out, 1, L - 1, L);
-          x = slice_axis(x, 1, L - 1, L);
-        }
-        normed = astype(norm_f.add_and_norm(out, x).first, dtype);
-      }
-    }
-    return normed;
-  }
-
-  nn::Embedding embeddings;
-  std::vector<std::unique_ptr<ResidualBlock>> layers;
-  nn::RMSNorm norm_f;
-
- protected:
-  void members(nn::Members& m) override {
-    m.child("embeddings", embeddings).children("layers", layers).child("norm_f", norm_f);
-  }
-};
-
-class Model : public LanguageModel {
- public:
-  explicit Model(ModelArgs a) : args(std::move(a)), backbone(args) {
-    if (!args.tie_word_embeddings) lm_head = std::make_unique<nn::Linear>(args.hidden_size, args.vocab_size, false);
-  }
-
-  Array forward(const Array& tokens, Cache& cache, LogitsMode mode) override {
-    Array h = backbone(tokens, cache, mode != LogitsMode::all, dtype);
-    if (mode == LogitsMode::none) return h;
-    return lm_head ? (*lm_head)(h) : backbone.embeddings.as_linear(h);
-  }
-
-  // HF conv1d weights [C, 1, K] become mlx-lm's [C, K, 1] (the same bytes: a reshape); mlx
-  // checkpoints, already [C, K, 1], are told apart by their last axis of 1 (mlx-lm's rule).
-  void sanitize(WeightMap& w) const override {
-    for (auto& [key, v] : w)
-      if (key.find("conv1d.weight") != std::string::npos && v.ndim() == 3 && v.shape(-1) != 1)
-        v = reshape(contiguous(v), {v.shape(0), v.shape(2), 1});
-    if (args.tie_word_embeddings) w.erase("lm_head.weight");
-  }
-
-  // One ArraysCache (conv state, SSM state) per layer. As mlx-lm's make_cache, the options' KV
-  // size bound does not apply: the recurrent state has a fixed size whatever the sequence length.
-  Cache make_cache(const CacheOptions&) const override {
-    Cache c;
-    for (int64_t i = 0; i < args.num_layers; ++i) c.layers.push_back(std::make_unique<ArraysCache>(2));
-    return c;
-  }
-  using LanguageModel::make_cache;
-
-  int num_layers() const override { return static_cast<int>(args.num_layers); }
-  int64_t vocab_size() const override { return args.vocab_size; }
-
-  ModelArgs args;
-  Backbone backbone;
-  std::unique_ptr<nn::Linear> lm_head;
-
- protected:
-  void members(nn::Members& m) override {
-    m.child("backbone", backbone);
-    if (lm_head) m.child("lm_head", *lm_head);
-  }
-};
+using Model = SsmLM<ResidualBlock, ModelArgs>;
 
 ModelRegistration registration() {
   return {"mamba", {"falcon_mamba"}, [](const io::Config& c) { return std::make_unique<Model>(model_args(c)); }};

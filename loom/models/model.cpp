@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "loom/common/error.h"
+#include "loom/models/ssm_backbone.h"
 
 #include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
@@ -123,6 +124,12 @@ Cache LanguageModel::make_cache(const CacheOptions& options) const {
   Cache c;
   for (int i = 0; i < num_layers(); ++i) c.layers.push_back(attention_layer_cache(options));
   return c;
+}
+
+void sanitize_conv1d_weights(WeightMap& w, const std::string& name) {
+  for (auto& [key, v] : w)
+    if (key.find(name) != std::string::npos && v.ndim() == 3 && v.shape(-1) != 1)
+      v = reshape(contiguous(v), {v.shape(0), v.shape(2), 1});
 }
 
 }  // namespace loom::models
