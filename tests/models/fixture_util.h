@@ -148,6 +148,40 @@ inline Array run_chunked(models::LanguageModel& m, const std::vector<int32_t>& i
   return reshape(l, {T, l.shape(-1)});
 }
 
+// The batch check of every architecture suite: row 0 is prompt 0, row 1 is prompt 1 left-padded with
+// token 0 to the same length; each row's logits equal transformers' for its prompt alone. Then
+// `decode_steps` single-token steps of both rows each equal the last position of that row's sequence
+// run alone (a full pass through a fresh cache), so the padding never leaks into later steps.
+inline void expect_left_padded_batch_matches_each_alone(models::LanguageModel& m, const Reference& ref,
+                                                       int decode_steps) {
+  const auto& p0 = ref.prompts[0];
+  const auto& p1 = ref.prompts[1];
+  int64_t T = static_cast<int64_t>(p0.size()), pad = T - static_cast<int64_t>(p1.size());
+  ASSERT_GT(pad, 0);
+  std::vector<int32_t> ids(p0);
+  ids.insert(ids.end(), pad, 0);
+  ids.insert(ids.end(), p1.begin(), p1.end());
+  models::Cache cache = m.make_cache();
+  cache.left_padding = Array::from(std::vector<int32_t>{0, static_cast<int32_t>(pad)}, {2});
+  Array logits = m.forward(Array::from(ids, {2, T}), cache, models::LogitsMode::all);  // [2, T, V]
+  int64_t V = logits.shape(-1);
+  expect_logits_near(reshape(slice_axis(logits, 0, 0, 1), {T, V}), ref.logits[0], kF32, "batch row 0");
+  expect_logits_near(reshape(slice(logits, {1, pad, 0}, {2, T, V}), {T - pad, V}), ref.logits[1], kF32, "batch row 1");
+  const std::vector<std::vector<int32_t>> steps{{5, 9}, {17, 3}, {2, 11}};
+  std::vector<std::vector<int32_t>> alone{p0, p1};
+  for (int s = 0; s < decode_steps; ++s) {
+    const std::vector<int32_t>& next = steps.at(static_cast<size_t>(s));
+    Array step = m.forward(Array::from(next, {2, 1}), cache, models::LogitsMode::all);
+    for (int r = 0; r < 2; ++r) {
+      alone[r].push_back(next[r]);
+      Array full = run_chunked(m, alone[r], 1 << 20);
+      int64_t n = full.shape(0);
+      expect_logits_near(reshape(slice_axis(step, 0, r, r + 1), {1, V}), slice_axis(full, 0, n - 1, n), kF32,
+                         "batch decode row " + std::to_string(r) + " at " + std::to_string(n));
+    }
+  }
+}
+
 // `n` greedy tokens after `prompt`, decoded one at a time through a fresh cache.
 inline std::vector<int32_t> greedy_tokens(models::LanguageModel& m, const std::vector<int32_t>& prompt, size_t n) {
   models::Cache cache = m.make_cache();

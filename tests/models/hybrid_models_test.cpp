@@ -103,31 +103,7 @@ TEST_P(Hybrid, TokenByTokenAndChunkedDecodeMatchFullPass) {
 
 TEST_P(Hybrid, LeftPaddedBatchMatchesEachAlone) {
   // Row 0: prompt 0; row 1: prompt 1 left-padded to the same length with token 0.
-  const auto& p0 = ref.prompts[0];
-  const auto& p1 = ref.prompts[1];
-  int64_t T = static_cast<int64_t>(p0.size()), pad = T - static_cast<int64_t>(p1.size());
-  ASSERT_GT(pad, 0);
-  std::vector<int32_t> ids(p0);
-  ids.insert(ids.end(), pad, 0);
-  ids.insert(ids.end(), p1.begin(), p1.end());
-  models::Cache cache = lm.model->make_cache();
-  cache.left_padding = Array::from(std::vector<int32_t>{0, static_cast<int32_t>(pad)}, {2});
-  Array logits = lm.model->forward(Array::from(ids, {2, T}), cache, models::LogitsMode::all);  // [2, T, V]
-  int64_t V = logits.shape(-1);
-  expect_logits_near(reshape(slice_axis(logits, 0, 0, 1), {T, V}), ref.logits[0], kF32, "batch row 0");
-  expect_logits_near(reshape(slice(logits, {1, pad, 0}, {2, T, V}), {T - pad, V}), ref.logits[1], kF32, "batch row 1");
-  // Two decode steps for both rows equal the same steps of each sequence alone.
-  std::vector<std::vector<int32_t>> alone{p0, p1};
-  for (std::vector<int32_t> next : {std::vector<int32_t>{5, 9}, std::vector<int32_t>{17, 3}}) {
-    Array step = lm.model->forward(Array::from(next, {2, 1}), cache, models::LogitsMode::all);
-    for (int r = 0; r < 2; ++r) {
-      alone[r].push_back(next[r]);
-      Array full = run(*lm.model, alone[r], 1 << 20);
-      int64_t n = full.shape(0);
-      expect_logits_near(reshape(slice_axis(step, 0, r, r + 1), {1, V}), slice_axis(full, 0, n - 1, n), kF32,
-                         "batch decode row " + std::to_string(r) + " at " + std::to_string(n));
-    }
-  }
+  expect_left_padded_batch_matches_each_alone(*lm.model, ref, 2);
 }
 
 TEST_P(Hybrid, GreedyTokensMatchTransformers) {

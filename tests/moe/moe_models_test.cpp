@@ -140,19 +140,7 @@ TEST_P(MoE, TokenByTokenAndChunkedDecodeMatchFullPass) {
 }
 
 TEST_P(MoE, LeftPaddedBatchMatchesEachAlone) {
-  const auto& p0 = ref.prompts[0];
-  const auto& p1 = ref.prompts[1];
-  int64_t T = static_cast<int64_t>(p0.size()), pad = T - static_cast<int64_t>(p1.size());
-  ASSERT_GT(pad, 0);
-  std::vector<int32_t> ids(p0);
-  ids.insert(ids.end(), pad, 0);
-  ids.insert(ids.end(), p1.begin(), p1.end());
-  models::Cache cache = lm.model->make_cache();
-  cache.left_padding = Array::from(std::vector<int32_t>{0, static_cast<int32_t>(pad)}, {2});
-  Array logits = lm.model->forward(Array::from(ids, {2, T}), cache, models::LogitsMode::all);
-  int64_t V = logits.shape(-1);
-  expect_logits_near(reshape(slice_axis(logits, 0, 0, 1), {T, V}), ref.logits[0], kF32, "batch row 0");
-  expect_logits_near(reshape(slice(logits, {1, pad, 0}, {2, T, V}), {T - pad, V}), ref.logits[1], kF32, "batch row 1");
+  expect_left_padded_batch_matches_each_alone(*lm.model, ref, 0);
 }
 
 TEST_P(MoE, GreedyTokensMatchTransformers) {
