@@ -6,6 +6,7 @@
 #include "loom/common/error.h"
 #include "loom/common/strings.h"
 #include "loom/io/safetensors.h"
+#include "loom/models/hf_quant.h"
 #include "loom/models/registry.h"
 #include "loom/nn/layers.h"
 #include "loom/ops/ops.h"
@@ -200,6 +201,9 @@ LoadedModel load_model(const std::string& dir, const LoadOptions& opt) {
   int64_t best = -1;
   for (auto [dt, n] : dtype_count)
     if (n > best) best = n, out.weight_dtype = dt;
+  // Hugging Face quantization_config formats (AWQ, GPTQ, compressed-tensors, FP8, gpt-oss mxfp4) become MLX
+  // quantized or float tensors first, and the config's quantization object says which (hf_quant.h).
+  convert_hf_quantization(out.config, weights, [&](const std::string& key) { return where_from(store, key); });
   out.model->sanitize(weights);
   apply_quantization(*out.model, out.config, weights);
   bind_weights(*out.model, weights, store, dir, opt);

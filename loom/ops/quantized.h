@@ -3,8 +3,13 @@
 // take none and keep uint8 scales. nvfp4 accepts an optional f32 global scale (size 1).
 #pragma once
 
+#include <atomic>
+#include <cstdlib>
 #include <optional>
+#include <string>
+#include <string_view>
 
+#include "loom/common/error.h"
 #include "loom/core/array.h"
 #include "loom/core/quant.h"
 
@@ -25,10 +30,54 @@ Array dequantize(const Array& wq, const Array& scales, const Array& biases, cons
                  std::optional<Dtype> dtype = std::nullopt, const Array& global_scale = {}, StreamOrDevice s = {});
 
 // x [..., K] @ W.T (transpose, W [N, K] quantized along K) or x @ W (W [K, N] quantized along N),
-// with W 2-d. Output dtype: promote(x, scales) for affine, x's dtype for the fp modes. f32
-// activations take the exact path: equal to dequantize + matmul up to f32 summation order.
+// with W 2-d. Output dtype: promote(x, scales) for affine, x's dtype for the fp modes. On the CPU the
+// precision follows qmm_precision() (below); the exact tier equals dequantize + matmul up to f32
+// summation order.
 Array quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
                        const QuantSpec& spec, const Array& global_scale = {}, StreamOrDevice s = {});
+
+// Precision tier of quantized_matmul and gather_qmm on the CPU (the CUDA backend ignores it):
+//  - exact: f32 activations; equals dequantize + matmul up to f32 summation order (within 1e-5).
+//  - fast: for affine 4- and 8-bit with W transposed (every Linear layer), each activation row is
+//    quantized to int8 per block of 32 (llama.cpp's Q8_0: d = max|x| / 127, q = round-to-nearest-even of
+//    x / d) and the codes are multiplied as integers; the bias term stays f32. Other formats use exact.
+// Process-wide; the default is fast, or LOOM_QMM=exact|fast read on first use.
+enum class QmmPrecision { exact, fast };
+
+// "exact" / "fast"; anything else throws ValueError naming `what` (e.g. "--qmm").
+inline QmmPrecision parse_qmm_precision(std::string_view s, std::string_view what) {
+  if (s == "exact") return QmmPrecision::exact;
+  if (s == "fast") return QmmPrecision::fast;
+  throw ValueError(format_error("quantized_matmul", std::string(what) + " must be exact or fast, got '" + std::string(s) + "'"));
+}
+
+namespace detail {
+inline std::atomic<int> qmm_precision_state{-1};  // -1: not yet set (read LOOM_QMM)
+}  // namespace detail
+
+inline void set_qmm_precision(QmmPrecision p) { detail::qmm_precision_state.store(static_cast<int>(p)); }
+
+inline QmmPrecision qmm_precision() {
+  int v = detail::qmm_precision_state.load(std::memory_order_relaxed);
+  if (v >= 0) return static_cast<QmmPrecision>(v);
+  const char* env = std::getenv("LOOM_QMM");
+  QmmPrecision p = env && *env ? parse_qmm_precision(env, "LOOM_QMM") : QmmPrecision::fast;
+  int expected = -1;  // a concurrent set_qmm_precision wins over the environment
+  detail::qmm_precision_state.compare_exchange_strong(expected, static_cast<int>(p));
+  return static_cast<QmmPrecision>(detail::qmm_precision_state.load());
+}
+
+// Sets the precision for its lifetime and restores the previous one (tests).
+class ScopedQmmPrecision {
+ public:
+  explicit ScopedQmmPrecision(QmmPrecision p) : prev_(qmm_precision()) { set_qmm_precision(p); }
+  ~ScopedQmmPrecision() { set_qmm_precision(prev_); }
+  ScopedQmmPrecision(const ScopedQmmPrecision&) = delete;
+  ScopedQmmPrecision& operator=(const ScopedQmmPrecision&) = delete;
+
+ private:
+  QmmPrecision prev_;
+};
 
 namespace detail {
 // Slow twin of quantized_matmul: dequantize to f32, then matmul (the test oracle).

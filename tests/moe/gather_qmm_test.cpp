@@ -17,6 +17,10 @@
 namespace loom::test {
 namespace {
 
+// These tests prove the exact tier (f32 activations): force it for the whole test binary (the int8 fast
+// tier, the CPU default, has tests/quant/qmm_fast_test.cpp).
+const ScopedQmmPrecision kExactQmm(QmmPrecision::exact);
+
 Array randn(const Shape& shape, uint32_t seed, Dtype dt = Dtype::f32) {
   std::mt19937 g(seed);
   std::normal_distribution<float> d;

@@ -20,11 +20,16 @@
 #include "loom/io/safetensors.h"
 #include "loom/models/transformer.h"
 #include "loom/nn/switch_layers.h"
+#include "loom/ops/quantized.h"
 #include "tests/models/fixture_util.h"
 
 namespace loom::test {
 namespace {
 namespace fs = std::filesystem;
+
+// These tests prove the exact tier (f32 activations): force it for the whole test binary (the int8 fast
+// tier, the CPU default, has tests/quant/qmm_fast_test.cpp).
+const ScopedQmmPrecision kExactQmm(QmmPrecision::exact);
 
 const char* const kMoEFixtures[] = {"mixtral", "qwen2_moe", "qwen3_moe", "olmoe", "phimoe"};
 

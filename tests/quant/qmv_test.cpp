@@ -13,6 +13,10 @@
 namespace loom {
 namespace {
 
+// These tests prove the exact tier (f32 activations): force it for the whole test binary (the int8 fast
+// tier, the CPU default, has tests/quant/qmm_fast_test.cpp).
+const ScopedQmmPrecision kExactQmm(QmmPrecision::exact);
+
 Array rand_m(int64_t r, int64_t c, uint32_t seed, float amp = 1.0f) {
   std::mt19937 g(seed);
   std::uniform_real_distribution<float> d(-amp, amp);

@@ -18,6 +18,10 @@ namespace loom::test {
 namespace {
 namespace fs = std::filesystem;
 
+// These tests prove the exact tier (f32 activations): force it for the whole test binary (the int8 fast
+// tier, the CPU default, has tests/quant/qmm_fast_test.cpp).
+const ScopedQmmPrecision kExactQmm(QmmPrecision::exact);
+
 Array run_logits(models::LanguageModel& m, const std::vector<int32_t>& ids) {
   models::Cache c = m.make_cache();
   Array l = m.forward(tokens_array(ids), c, models::LogitsMode::all);

@@ -13,6 +13,10 @@
 namespace loom {
 namespace {
 
+// These tests prove the exact tier (f32 activations): force it for the whole test binary (the int8 fast
+// tier, the CPU default, has tests/quant/qmm_fast_test.cpp).
+const ScopedQmmPrecision kExactQmm(QmmPrecision::exact);
+
 std::vector<uint32_t> words(const Array& a) { return a.to_vector<uint32_t>(); }
 
 Array rand_matrix(int64_t r, int64_t c, uint32_t seed, float amp = 1.0f) {

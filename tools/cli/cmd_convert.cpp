@@ -106,6 +106,13 @@ void run_convert(const ConvertOpts& o) {
 
   models::LoadedModel lm = models::load_model(src.string());
   models::LanguageModel& model = *lm.model;
+  // An HF quantization_config (AWQ, GPTQ, compressed-tensors, FP8, ...) was converted at load
+  // (models/hf_quant.h): the folder written describes what was loaded, in MLX's terms.
+  if (!config.contains("quantization") && config.contains("quantization_config") &&
+      config["quantization_config"].is_object() && config["quantization_config"].contains("quant_method")) {
+    config.erase("quantization_config");
+    if (lm.config.is_object("quantization")) config["quantization"] = nlohmann::json::parse(lm.config.sub("quantization").dump());
+  }
 
   // --dtype, else the config's torch_dtype (or v5 `dtype`) when it is one of the three.
   std::string dt = o.dtype;

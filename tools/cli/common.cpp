@@ -1,5 +1,7 @@
 #include "tools/cli/common.h"
 
+#include <CLI/CLI.hpp>
+
 #include <cerrno>
 #include <cstdlib>
 
@@ -7,6 +9,7 @@
 #include "loom/core/device_runtime.h"
 #include "loom/hub/hub.h"
 #include "loom/ops/device.h"
+#include "loom/ops/quantized.h"
 
 namespace loom::cli {
 
@@ -40,6 +43,13 @@ Device resolve_device(const std::string& s) {
   if (!device_available(d)) require_device_runtime(d, "cli");  // throws, saying why
   set_default_device(d);  // arrays the model makes on the fly (positions, masks) start there too
   return d;
+}
+
+void add_qmm_option(CLI::App* cmd) {
+  cmd->add_option_function<std::string>(
+      "--qmm", [](const std::string& v) { set_qmm_precision(parse_qmm_precision(v, "--qmm")); },
+      "Quantized matmul on the CPU: fast (default; int8 activations for affine 4/8-bit weights) or exact "
+      "(f32 activations); default from LOOM_QMM");
 }
 
 std::string model_path(const std::string& model) { return hub::resolve_model_path(model); }

@@ -7,6 +7,10 @@
 #include "loom/core/device.h"
 #include "loom/core/dtype.h"
 
+namespace CLI {
+class App;
+}
+
 namespace loom::cli {
 
 // Parses "1,2,3" into token ids; throws ValueError naming the bad item.
@@ -25,6 +29,9 @@ inline constexpr const char* kDefaultModel = "mlx-community/Qwen3-0.6B-4bit";
 std::string model_path(const std::string& model);
 // Help texts of the two options, shared by every command that loads a model.
 inline constexpr const char* kDeviceHelp = "Device: auto (default: cuda when a GPU is usable, else cpu), cpu, cuda, cuda:N";
+// --qmm exact|fast on `cmd`: sets the process's quantized-matmul precision (loom/ops/quantized.h) while
+// the command line is parsed, overriding LOOM_QMM. Every command that runs a model adds it.
+void add_qmm_option(CLI::App* cmd);
 inline constexpr const char* kDtypeHelp = "Compute dtype: auto (default: bfloat16 on cuda, float32 on cpu), float32, bfloat16, float16";
 
 }  // namespace loom::cli

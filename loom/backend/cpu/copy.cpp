@@ -39,6 +39,13 @@ void strided_copy(const Array& in, Array& out) {
 void copy(const Array& in, Array& out) { strided_copy(in, out); }
 void copy_into(const Array& in, Array& out) { strided_copy(in, out); }
 
+void copy_into_at(const Array& in, Array& out, const Array& index, int64_t base, int64_t stride, int64_t max_p) {
+  const int64_t p = static_cast<int64_t>(index.data<int32_t>()[0]) - base;
+  if (p < 0 || p > max_p) return;
+  Array shifted(out.buffer(), out.shape(), out.strides(), out.offset() + p * stride, out.dtype());
+  strided_copy(in, shifted);
+}
+
 void fill(Array& out, double value) {
   if (out.size() == 0) return;
   Array one = Array::scalar(value, out.dtype());

@@ -3,7 +3,9 @@
 // kernel (backend/cpu/quantized.cpp) on views of its packed words, scales and biases: with few rows
 // (decode: one pair per expert, M = 1) that is the fused dequantize + GEMV streaming only that
 // expert's rows; with many (prefill, the sorted-tokens case) it is one dequantized-panel GEMM per
-// expert. Only the selected matrices are read. A group of one pair reads x and writes out in place;
+// expert; with QmmPrecision::fast and affine 4/8-bit experts both cases take quantized_matmul's int8
+// tier instead (activations quantized per call, integer dot products). Only the selected matrices are
+// read. A group of one pair reads x and writes out in place;
 // larger groups gather their x rows into a scratch array and scatter the result rows back.
 #include <algorithm>
 #include <cstring>

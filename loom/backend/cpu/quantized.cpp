@@ -9,6 +9,8 @@
 //    bias * sum(x over the group), precomputed per activation row.
 //  - quantized_matmul, prefill (and W without transpose): panels of W are dequantized to f32 in a
 //    bounded scratch buffer and fed to OpenBLAS sgemm from the calling thread.
+//  Those are the exact tier. With QmmPrecision::fast (the default), affine 4/8-bit W.T goes to the int8
+//  tier instead (qmm_int8.h), for any number of rows.
 #include <cblas.h>
 
 #include <algorithm>
@@ -18,8 +20,10 @@
 #include <vector>
 
 #include "loom/backend/cpu/kernels.h"
+#include "loom/backend/cpu/qmm_int8.h"
 #include "loom/backend/cpu/simd.h"
 #include "loom/core/thread_pool.h"
+#include "loom/ops/quantized.h"
 
 namespace loom::cpu {
 namespace {
@@ -659,10 +663,22 @@ Array as_f32(const Array& a) {
 
 }  // namespace
 
-// The CPU kernels compute in f32: half-type activations, scales and outputs are converted here.
+// The CPU kernels compute in f32: half-type activations, scales and outputs are converted here. With
+// QmmPrecision::fast, affine 4/8-bit W.T takes the int8 tier (qmm_int8.h), which reads the scales and
+// biases in their stored dtype.
 void quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
                       const QuantSpec& spec, float global_scale, Array& out) {
   bool affine = spec.mode == QuantMode::affine;
+  if (qmm_int8_applies(spec, transpose, biases.valid()) && qmm_precision() == QmmPrecision::fast &&
+      scales.dtype() == biases.dtype()) {
+    Array xf = as_f32(x);
+    Array of = out.dtype() == Dtype::f32 ? out : Array::empty(out.shape(), Dtype::f32, Device::cpu());
+    int64_t k = x.shape(-1), m = x.size() / std::max<int64_t>(1, k);
+    qmm_int8(xf.data<float>(), m, k, wq.data<uint32_t>(), scales.raw_data(), biases.raw_data(), scales.dtype(),
+             wq.shape(0), spec, of.data<float>());
+    if (out.dtype() != Dtype::f32) copy(of, out);
+    return;
+  }
   Array xf = as_f32(x), sf = affine ? as_f32(scales) : scales, bf = affine ? as_f32(biases) : biases;
   if (out.dtype() == Dtype::f32) return quantized_matmul_f32(xf, wq, sf, bf, transpose, spec, global_scale, out);
   Array of = Array::empty(out.shape(), Dtype::f32, Device::cpu());

@@ -1,0 +1,436 @@
+// The int8 fast tier (see qmm_int8.h for the arithmetic it guarantees).
+//  - Activations: every row is quantized once per call, in the order the kernels read it, in panels of
+//    4 rows (XQuant). 4-bit: per 64 values, the 32 even-indexed q then the 32 odd-indexed ones (a packed
+//    byte holds codes 2j and 2j+1 in its low and high nibble, so one 32-byte load masked and shifted
+//    lines up with them) and 8 floats [d0 x4, d1 x4]; a last block of 32 is [16 even | 16 odd] with
+//    [d x8]. 8-bit: q as int16 in natural order and one d per block. Per group, the bias term's
+//    sum_b d_b * sum q.
+//  - Products: 4-bit: vpmaddubsw (unsigned code x signed q, pair sums <= 2 * 15 * 127) on the low and
+//    high nibbles, the two summed as int16 (<= 7620) and widened pairwise with vpmaddwd, so int32 lane u
+//    holds values 8u .. 8u + 7 of the 64 (lanes 0-3 block 0, 4-7 block 1). 8-bit: codes widened to int16
+//    and vpmaddwd with q (no saturation possible). Each int32 vector is converted once and accumulated
+//    with d * scale per lane.
+//  - Tiles: RW packed rows x MX activation rows (2 x 4; 1 x 1-2 in decode); each loaded weight block serves MX rows,
+//    each loaded x block RW rows. Threads take chunks of the output columns (packed rows, contiguous in
+//    memory) from a shared counter. A chunk is walked in ~128 KB blocks (L2) whose scales are converted to f32 once,
+//    and for each panel of activation rows (L1) the tiles stream the block; with one or two rows of x (decode) that is
+//    a single prefetched pass over the chunk's packed rows.
+#include "loom/backend/cpu/qmm_int8.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "loom/backend/cpu/simd.h"
+#include "loom/core/array.h"
+#include "loom/core/thread_pool.h"
+
+namespace loom::cpu {
+
+#ifndef LOOM_AVX2
+bool qmm_int8_applies(const QuantSpec&, bool, bool) { return false; }
+void qmm_int8(const float*, int64_t, int64_t, const uint32_t*, const void*, const void*, Dtype, int64_t,
+              const QuantSpec&, float*) {}
+#else
+
+namespace {
+
+constexpr int64_t kPrefetch = 2048;  // bytes ahead of the packed-row stream (decode)
+
+constexpr int kPanel = 4;  // activation rows interleaved per block (the largest MX)
+
+// Quantized activations of m rows, in panels of kPanel rows: within a panel, each step of the kernels
+// (64 values for 4-bit, 32 for 8-bit) holds the rows' values one after the other, so a tile reads one
+// contiguous stream at fixed offsets. Per row: k values (int8 for 4-bit, int16 for 8-bit) and dstride
+// floats of d.
+struct XQuant {
+  int bits;
+  int64_t k, groups, dstride;
+  std::vector<int8_t> q8;
+  std::vector<int16_t> q16;
+  std::vector<float> d, xs;  // d as described above; xs [m, groups]: sum over the group of d * q
+
+  // Panel of row i (i a multiple of kPanel).
+  const int8_t* q4panel(int64_t i) const { return q8.data() + i * k; }
+  const int16_t* q8panel(int64_t i) const { return q16.data() + i * k; }
+  const float* dpanel(int64_t i) const { return d.data() + i * dstride; }
+  const float* xsrow(int64_t i) const { return xs.data() + i * groups; }
+};
+
+inline float hmax(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+  return _mm_cvtss_f32(m);
+}
+
+// Sum of 32 int8.
+inline int qsum32(__m256i q) {
+  __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+  __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+  return _mm_cvtsi128_si32(t);
+}
+
+// Quantizes 32 values; returns the 32 int8 in natural order as one vector and d.
+inline __m256i quant_block(const float* x, float& d) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
+         v3 = _mm256_loadu_ps(x + 24);
+  __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                           _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+  d = hmax(a) / 127.0f;
+  const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+  // cvtps rounds with MXCSR's mode: nearest-even unless a caller changed it (loom never does).
+  __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
+  __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+  __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+  // packs works per 128-bit lane: dwords come out as i0lo i1lo i2lo i3lo i0hi i1hi i2hi i3hi.
+  return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Splits 32 int8 (natural order) into [16 even-indexed | 16 odd-indexed].
+inline __m256i even_odd(__m256i q) {
+  const __m256i sh = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14,
+                                      1, 3, 5, 7, 9, 11, 13, 15);
+  return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(q, sh), 0xD8);  // qwords 0 2 1 3
+}
+
+// Quantizes rows [r0, r1) of x into X; xs[g] = sum over the blocks b of group g of d_b * sum_j q_j.
+void quantize_rows(const float* x, int64_t r0, int64_t r1, XQuant& X) {
+  const int64_t k = X.k, per_group = k / X.groups / 32;
+  std::vector<float> bsum(k / 32);  // d_b * sum_j q_j per block
+  for (int64_t i = r0; i < r1; ++i) {
+    const float* xi = x + i * k;
+    const int64_t p = i / kPanel * kPanel, slot = i % kPanel;
+    if (X.bits == 4) {
+      // Values c .. c + 63 of the row at c * kPanel + slot * 64 of its panel (a last 32: slot * 32); their
+      // 8 floats of d at c / 8 * kPanel + slot * 8.
+      int8_t* qp = X.q8.data() + p * k;
+      float* dp = X.d.data() + p * X.dstride;
+      int64_t c = 0;
+      for (; c + 64 <= k; c += 64) {
+        float d0, d1;
+        __m256i q0 = quant_block(xi + c, d0), q1 = quant_block(xi + c + 32, d1);
+        bsum[c / 32] = d0 * static_cast<float>(qsum32(q0));
+        bsum[c / 32 + 1] = d1 * static_cast<float>(qsum32(q1));
+        __m256i a = even_odd(q0), b = even_odd(q1);
+        int8_t* qi = qp + c * kPanel + slot * 64;
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi), _mm256_permute2x128_si256(a, b, 0x20));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi + 32), _mm256_permute2x128_si256(a, b, 0x31));
+        _mm256_storeu_ps(dp + c / 8 * kPanel + slot * 8, _mm256_setr_ps(d0, d0, d0, d0, d1, d1, d1, d1));
+      }
+      if (c < k) {  // a last block of 32
+        float d0;
+        __m256i q0 = quant_block(xi + c, d0);
+        bsum[c / 32] = d0 * static_cast<float>(qsum32(q0));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qp + c * kPanel + slot * 32), even_odd(q0));
+        _mm256_storeu_ps(dp + c / 8 * kPanel + slot * 8, _mm256_set1_ps(d0));
+      }
+    } else {
+      // Block c .. c + 31 at c * kPanel + slot * 32 of the panel; its d at c / 32 * kPanel + slot.
+      int16_t* qp = X.q16.data() + p * k;
+      float* dp = X.d.data() + p * X.dstride;
+      for (int64_t c = 0; c < k; c += 32) {
+        int16_t* qi = qp + c * kPanel + slot * 32;
+        float& db = dp[c / 32 * kPanel + slot];
+        __m256i q = quant_block(xi + c, db);
+        bsum[c / 32] = db * static_cast<float>(qsum32(q));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q)));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1)));
+      }
+    }
+    float* s = X.xs.data() + i * X.groups;
+    for (int64_t g = 0; g < X.groups; ++g) {
+      float t = 0.0f;
+      for (int64_t b = g * per_group; b < (g + 1) * per_group; ++b) t += bsum[b];
+      s[g] = t;
+    }
+  }
+}
+
+// Per-lane scale of the 64 values from `c` (4-bit): [s_g x4, s_g' x4] for group size 32, s_g broadcast
+// otherwise. For group size 32, `c` must leave a full 64 values.
+template <bool G32>
+inline __m256 scale_vec4(const float* sc, int64_t c, int gshift) {
+  if constexpr (G32) {
+    __m128 two = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(sc + (c >> 5))));
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+  } else {
+    return _mm256_broadcast_ss(sc + (c >> gshift));
+  }
+}
+
+// hsum(acc) plus the bias term sum_g bias_g * xs_g.
+inline float finish(__m256 acc, const float* bi, const float* xs, int64_t groups) {
+  __m256 b = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= groups; g += 8) b = _mm256_fmadd_ps(_mm256_loadu_ps(bi + g), _mm256_loadu_ps(xs + g), b);
+  float t = hsum(b);
+  for (; g < groups; ++g) t += bi[g] * xs[g];
+  return hsum(acc) + t;
+}
+
+// 4-bit tile: RW packed rows (w[r], f32 scales sc[r] / biases bi[r]) x MX activation rows from i0.
+template <int RW, int MX, bool G32, bool PF>
+void tile4(const uint8_t* const* w, const float* const* sc, const float* const* bi, const XQuant& X, int64_t i0,
+           float* out, int64_t ldo, int gshift) {
+  const int64_t k = X.k, k64 = k & ~int64_t{63};
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const int8_t* xq = X.q4panel(i0);
+  const float* xd = X.dpanel(i0);
+  __m256 acc[RW][MX];
+#pragma GCC unroll 8
+  for (int r = 0; r < RW; ++r)
+#pragma GCC unroll 8
+    for (int i = 0; i < MX; ++i) acc[r][i] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < k64; c += 64) {
+    // One packed row at a time keeps 2 code vectors live next to the RW * MX accumulators.
+#pragma GCC unroll 4
+    for (int r = 0; r < RW; ++r) {
+      if constexpr (PF) _mm_prefetch(reinterpret_cast<const char*>(w[r] + c / 2 + kPrefetch), _MM_HINT_T0);
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w[r] + c / 2));
+      const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      const __m256 sv = scale_vec4<G32>(sc[r], c, gshift);
+#pragma GCC unroll 8
+      for (int i = 0; i < MX; ++i) {
+        const int8_t* xi = xq + c * kPanel + i * 64;
+        const __m256i p =
+            _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi))),
+                             _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi + 32))));
+        const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+        acc[r][i] = _mm256_fmadd_ps(f, _mm256_mul_ps(_mm256_loadu_ps(xd + c / 8 * kPanel + i * 8), sv), acc[r][i]);
+      }
+    }
+  }
+  if (k64 < k) {  // a last block of 32 (group size 32): [16 low | 16 high nibbles] against [even | odd]
+#pragma GCC unroll 8
+    for (int r = 0; r < RW; ++r) {
+      __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + k64 / 2));
+      __m256i c = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4);
+      __m256 s = _mm256_broadcast_ss(sc[r] + (k64 >> 5));
+#pragma GCC unroll 8
+      for (int i = 0; i < MX; ++i) {
+        __m256i p =
+            _mm256_maddubs_epi16(c, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k64 * kPanel + i * 32)));
+        __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+        acc[r][i] = _mm256_fmadd_ps(f, _mm256_mul_ps(_mm256_loadu_ps(xd + k64 / 8 * kPanel + i * 8), s), acc[r][i]);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < RW; ++r)
+#pragma GCC unroll 8
+    for (int i = 0; i < MX; ++i) out[i * ldo + r] = finish(acc[r][i], bi[r], X.xsrow(i0 + i), X.groups);
+}
+
+// 8-bit tile: as tile4, one block of 32 per step.
+template <int RW, int MX, bool G32, bool PF>
+void tile8(const uint8_t* const* w, const float* const* sc, const float* const* bi, const XQuant& X, int64_t i0,
+           float* out, int64_t ldo, int gshift) {
+  const int64_t k = X.k;
+  const int16_t* xq = X.q8panel(i0);
+  const float* xd = X.dpanel(i0);
+  __m256 acc[RW][MX];
+#pragma GCC unroll 8
+  for (int r = 0; r < RW; ++r)
+#pragma GCC unroll 8
+    for (int i = 0; i < MX; ++i) acc[r][i] = _mm256_setzero_ps();
+  for (int64_t c = 0; c < k; c += 32) {
+    __m256i wl[RW], wh[RW];
+    __m256 sv[RW];
+#pragma GCC unroll 8
+    for (int r = 0; r < RW; ++r) {
+      if constexpr (PF) _mm_prefetch(reinterpret_cast<const char*>(w[r] + c + kPrefetch), _MM_HINT_T0);
+      wl[r] = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + c)));
+      wh[r] = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w[r] + c + 16)));
+      sv[r] = _mm256_broadcast_ss(sc[r] + (c >> gshift));
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < MX; ++i) {
+      const int16_t* xi = xq + c * kPanel + i * 32;
+      const __m256i xl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi));
+      const __m256i xh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi + 16));
+      const __m256 dv = _mm256_broadcast_ss(xd + c / 32 * kPanel + i);
+#pragma GCC unroll 8
+      for (int r = 0; r < RW; ++r) {
+        __m256i p = _mm256_add_epi32(_mm256_madd_epi16(wl[r], xl), _mm256_madd_epi16(wh[r], xh));
+        acc[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(dv, sv[r]), acc[r][i]);
+      }
+    }
+  }
+  (void)G32;
+#pragma GCC unroll 8
+  for (int r = 0; r < RW; ++r)
+#pragma GCC unroll 8
+    for (int i = 0; i < MX; ++i) out[i * ldo + r] = finish(acc[r][i], bi[r], X.xsrow(i0 + i), X.groups);
+}
+
+using TileFn = void (*)(const uint8_t* const*, const float* const*, const float* const*, const XQuant&, int64_t, float*,
+                        int64_t, int);
+
+constexpr int kMaxRW = 4, kMaxMX = 4;
+
+template <int BITS, bool G32, bool PF, int RW, int MX>
+constexpr TileFn tile_fn() {
+  if constexpr (BITS == 4)
+    return &tile4<RW, MX, G32, PF>;
+  else
+    return &tile8<RW, MX, G32, PF>;
+}
+
+// Table [RW - 1][MX - 1] of the instantiated tiles for one (bits, group kind, prefetch).
+template <int BITS, bool G32, bool PF>
+struct Tiles {
+  TileFn t[kMaxRW][kMaxMX];
+  template <int RW, int... MXs>
+  void row(std::integer_sequence<int, MXs...>) {
+    ((t[RW - 1][MXs] = tile_fn<BITS, G32, PF, RW, MXs + 1>()), ...);
+  }
+  Tiles() {
+    row<1>(std::make_integer_sequence<int, kMaxMX>{});
+    row<2>(std::make_integer_sequence<int, kMaxMX>{});
+    row<3>(std::make_integer_sequence<int, kMaxMX>{});
+    row<4>(std::make_integer_sequence<int, kMaxMX>{});
+  }
+};
+
+template <int BITS, bool G32, bool PF>
+const Tiles<BITS, G32, PF>& tiles() {
+  static const Tiles<BITS, G32, PF> t;
+  return t;
+}
+
+// n scales or biases in dtype dt (f32, bf16, f16) to f32, 8 at a time (convert_span is per element,
+// which costs as much as streaming the packed rows in decode).
+void to_f32(const uint8_t* src, Dtype dt, float* out, int64_t n) {
+  if (dt == Dtype::f32) {
+    std::memcpy(out, src, n * sizeof(float));
+    return;
+  }
+  const auto* h = reinterpret_cast<const uint16_t*>(src);
+  int64_t i = 0;
+  if (dt == Dtype::bf16)
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load8_bf16(h + i));
+  else
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, load8_f16(h + i));
+  for (; i < n; ++i) out[i] = dt == Dtype::bf16 ? bf16_to_float(h[i]) : f16_to_float(h[i]);
+}
+
+// Packed rows [n0, n1) against all m activation rows. The rows are taken in blocks of about 128 KB
+// (L2) whose scales and biases are converted to f32 once; within a block, for each group of MX
+// activation rows (in L1), the tiles walk the block's packed rows RW at a time.
+template <int BITS, bool G32, bool PF>
+void run_range(const XQuant& X, int64_t m, const uint8_t* w, int64_t row_bytes, const uint8_t* scales,
+               const uint8_t* biases, Dtype sdt, float* out, int64_t ldo, int64_t n0, int64_t n1, int gshift, int rw,
+               int mx) {
+  const auto& T = tiles<BITS, G32, PF>();
+  const int64_t groups = X.groups;
+  const size_t isz = size_of(sdt);
+  const int64_t nb = std::max<int64_t>(rw, ((int64_t{128} << 10) / row_bytes) / rw * rw);
+  std::vector<float> sb(2 * std::min(nb, n1 - n0) * groups);
+  for (int64_t b0 = n0; b0 < n1; b0 += nb) {
+    const int64_t b1 = std::min(n1, b0 + nb), rows = b1 - b0;
+    float* sf = sb.data();
+    float* bf = sb.data() + rows * groups;
+    to_f32(scales + b0 * groups * isz, sdt, sf, rows * groups);
+    to_f32(biases + b0 * groups * isz, sdt, bf, rows * groups);
+    for (int64_t i = 0; i < m;) {
+      const int M = static_cast<int>(std::min<int64_t>(mx, m - i));
+      for (int64_t r0 = b0; r0 < b1;) {
+        const int R = static_cast<int>(std::min<int64_t>(rw, b1 - r0));
+        const uint8_t* wr[kMaxRW];
+        const float* sc[kMaxRW];
+        const float* bi[kMaxRW];
+        for (int r = 0; r < R; ++r) {
+          wr[r] = w + (r0 + r) * row_bytes;
+          sc[r] = sf + (r0 - b0 + r) * groups;
+          bi[r] = bf + (r0 - b0 + r) * groups;
+        }
+        T.t[R - 1][M - 1](wr, sc, bi, X, i, out + i * ldo + r0, ldo, gshift);
+        r0 += R;
+      }
+      i += M;
+    }
+  }
+}
+
+}  // namespace
+
+bool qmm_int8_applies(const QuantSpec& spec, bool transpose, bool has_biases) {
+  return spec.mode == QuantMode::affine && (spec.bits == 4 || spec.bits == 8) && transpose && has_biases &&
+         (spec.group_size == 32 || spec.group_size == 64 || spec.group_size == 128);
+}
+
+void qmm_int8(const float* x, int64_t m, int64_t k, const uint32_t* wq, const void* scales, const void* biases,
+              Dtype sdt, int64_t n, const QuantSpec& spec, float* out) {
+  if (m == 0 || n == 0) return;
+  const int bits = spec.bits;
+  const int64_t gs = spec.group_size;
+  XQuant X;
+  X.bits = bits;
+  X.k = k;
+  X.groups = k / gs;
+  const int64_t mp = (m + kPanel - 1) / kPanel * kPanel;  // slots past m are never read
+  if (bits == 4) {
+    X.dstride = (k + 63) / 64 * 8;  // 8 floats per 64 values (a last 32 also takes 8)
+    X.q8.resize(mp * k);
+  } else {
+    X.dstride = k / 32;
+    X.q16.resize(mp * k);
+  }
+  X.d.resize(mp * X.dstride);
+  X.xs.resize(m * X.groups);
+  parallel_for(m, std::max<int64_t>(1, 8192 / k), [&](int64_t b, int64_t e) { quantize_rows(x, b, e, X); });
+
+  const int64_t row_bytes = k * bits / 8;
+  const int gshift = gs == 32 ? 5 : gs == 64 ? 6 : 7;
+  const auto* w = reinterpret_cast<const uint8_t*>(wq);
+  const auto* sp = static_cast<const uint8_t*>(scales);
+  const auto* bp = static_cast<const uint8_t*>(biases);
+  // Decode (one or two rows of x): prefetched packed rows; more rows: 2 x 4 tiles.
+  const bool decode = m <= 2;
+  // One packed row at a time in decode keeps the weights a single sequential stream (measured faster
+  // than 2 or 4 interleaved rows).
+  const int rw = decode ? 1 : 2, mx = decode ? static_cast<int>(m) : 4;
+  auto body = [&](int64_t b, int64_t e) {
+    if (bits == 4) {
+      if (gs == 32) {
+        if (decode)
+          run_range<4, true, true>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+        else
+          run_range<4, true, false>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+      } else {
+        if (decode)
+          run_range<4, false, true>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+        else
+          run_range<4, false, false>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+      }
+    } else {
+      if (decode)
+        run_range<8, false, true>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+      else
+        run_range<8, false, false>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+    }
+  };
+  // Threads take chunks of contiguous packed rows from a shared counter, so a thread that starts late or
+  // is descheduled (a busy machine) leaves its share to the others instead of holding up the call.
+  // Chunks: ~64 KB of packed rows in decode; in prefill about 8 per thread, at least one 128 KB block.
+  const int threads = num_threads();
+  int64_t chunk =
+      decode ? (int64_t{64} << 10) / row_bytes : std::max((int64_t{128} << 10) / row_bytes, n / (8 * threads));
+  chunk = std::max<int64_t>(rw, (chunk + rw - 1) / rw * rw);
+  const int64_t chunks = (n + chunk - 1) / chunk;
+  std::atomic<int64_t> next{0};
+  parallel_for(std::min<int64_t>(threads, chunks), 1, [&](int64_t, int64_t) {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;)
+      body(c * chunk, std::min(n, (c + 1) * chunk));
+  });
+}
+
+#endif  // LOOM_AVX2
+
+}  // namespace loom::cpu
