@@ -11,6 +11,16 @@
 
 namespace loom {
 
+// A recorded sequence of device work (a CUDA graph), replayed by launch() on the stream it was
+// captured from. The memory its work allocated while it was recorded stays reserved for it (never
+// handed to other allocations) until it is destroyed.
+class DeviceGraph {
+ public:
+  virtual ~DeviceGraph() = default;
+  // Queues one replay (asynchronous, stream-ordered with everything else on the device).
+  virtual void launch() = 0;
+};
+
 class DeviceRuntime {
  public:
   virtual ~DeviceRuntime() = default;
@@ -24,6 +34,15 @@ class DeviceRuntime {
   virtual AllocatorStats stats(Device d) = 0;
   virtual void reset_peak(Device d) = 0;
   virtual void clear_cache(Device d) = 0;
+  // Capture: between begin_capture and end_capture, work queued on d's stream is recorded, not run,
+  // and allocations on d come from a pool private to the graph being recorded (blocks freed while
+  // recording are reused by it; blocks still held afterwards stay the graph's until they are freed
+  // and the graph is gone). Anything that waits for the device while recording (a host readback, an
+  // upload that synchronizes) fails the capture: end_capture then throws, and abort_capture (always
+  // safe to call) ends the recording state so the device works normally again.
+  virtual void begin_capture(Device d) = 0;
+  virtual std::unique_ptr<DeviceGraph> end_capture(Device d) = 0;
+  virtual void abort_capture(Device d) noexcept = 0;
 };
 
 // Registers the runtime of a device type (called by the backend; the pointer is never freed).

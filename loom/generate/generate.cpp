@@ -1,10 +1,13 @@
 #include "loom/generate/generate.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <typeinfo>
 
 #include "loom/common/error.h"
 #include "loom/core/allocator.h"
 #include "loom/generate/stopping.h"
+#include "loom/ops/device.h"
 #include "loom/ops/ops.h"
 
 namespace loom::generate {
@@ -23,7 +26,8 @@ TokenGenerator::TokenGenerator(models::LanguageModel& model, models::Cache& cach
       options_(options),
       sampler_(options.sampler, options.seed),
       processors_(make_logits_processors(options.processors)),
-      history_window_(history_needed(options.processors)) {
+      history_window_(history_needed(options.processors)),
+      graph_(options.cuda_graphs && DecodeGraph::default_enabled()) {
   auto t0 = Clock::now();
   prompt_size_ = prompt.size();
   if (prompt.empty()) throw ValueError(format_error("generate", "the prompt is empty (need at least one token)"));
@@ -58,12 +62,13 @@ TokenGenerator::TokenGenerator(models::LanguageModel& model, models::Cache& cach
   if (history_window_ > 0)
     prompt_tail_.assign(prompt.end() - std::min<int64_t>(n, history_window_), prompt.end());
   step(Array::from(std::vector<int32_t>{prompt.back()}, {1, 1}), /*append=*/false);
+  preflight_kv_cache();
   pending_->wait();  // the prompt's time includes its first token, as mlx-lm's prompt_tps
   prompt_seconds_ = seconds_since(t0);
 }
 
 void TokenGenerator::step(const Array& tokens, bool append) {
-  Array logits = model_.forward(tokens, cache_, models::LogitsMode::last);
+  Array logits = graph_.forward(model_, cache_, tokens);
   maybe_quantize_cache();
   // [1, V] f32 on the model's device: processors and sampler run there.
   logits = astype(reshape(logits, {1, logits.shape(-1)}), Dtype::f32);
@@ -80,6 +85,33 @@ void TokenGenerator::step(const Array& tokens, bool append) {
   Array logprobs = logits - logsumexp(logits, -1, /*keepdims=*/true);
   Array token = reshape(sampler_(logprobs), {1});
   pending_.emplace(Pending{token, logprobs, Readback(token), std::nullopt});
+}
+
+void TokenGenerator::preflight_kv_cache() const {
+  int64_t target = options_.max_tokens >= 0 ? cache_.offset() + options_.max_tokens : 0;
+  if (max_context_ > 0) target = target > 0 ? std::min(target, max_context_) : max_context_;
+  if (target <= 0) return;
+  const int64_t page = models::KVCache::kPageSize, pages_end = (target + page - 1) / page * page;
+  double need = 0;
+  for (const auto& layer : cache_.layers)
+    if (layer && typeid(*layer) == typeid(models::KVCache)) {
+      const auto& kv = static_cast<const models::KVCache&>(*layer);
+      need += static_cast<double>(kv.bytes_per_position()) * static_cast<double>(std::max<int64_t>(0, pages_end - kv.capacity()));
+    }
+  if (need == 0) return;
+  const Device d = pending_->token.device();
+  size_t free_b = 0, total_b = 0;
+  device_memory(d, free_b, total_b);
+  const double avail = static_cast<double>(free_b) + static_cast<double>(allocator::stats(d).cached_bytes);
+  auto gib = [](double b) {
+    char s[32];
+    std::snprintf(s, sizeof s, "%.2f GiB", b / (1024.0 * 1024.0 * 1024.0));
+    return std::string(s);
+  };
+  if (need > avail)
+    throw Error(format_error("generate", "the KV cache for " + std::to_string(target) + " positions needs " + gib(need) +
+                                             " more on " + describe_device(d) + ", which has " + gib(avail) +
+                                             " free (lower --max-tokens, or use --max-kv-size or --kv-bits)"));
 }
 
 void TokenGenerator::maybe_quantize_cache() {

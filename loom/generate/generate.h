@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "loom/generate/decode_graph.h"
 #include "loom/generate/logits_processors.h"
 #include "loom/generate/sampling.h"
 #include "loom/models/model.h"
@@ -44,6 +45,9 @@ struct GenerateOptions {
   // layers become QuantizedKVCache once it holds `start` positions (mlx-lm's
   // maybe_quantize_kv_cache). Not with a RotatingKVCache (an error, as in mlx-lm).
   std::optional<models::KVQuantization> kv_quantization;
+  // Replay decode steps as CUDA graphs where they apply (decode_graph.h); LOOM_CUDA_GRAPHS=0 also
+  // turns them off.
+  bool cuda_graphs = true;
 };
 
 // Token-level iterator (generate_step): yields (token, logprobs) pairs.
@@ -62,6 +66,8 @@ class TokenGenerator {
   int64_t prompt_tokens() const { return static_cast<int64_t>(prompt_size_); }
   double prompt_seconds() const { return prompt_seconds_; }
   bool context_full() const { return context_full_; }
+  // The decode steps' graph replays (captures, replays, failure), for tests and tools.
+  const DecodeGraph& decode_graph() const { return graph_; }
 
  private:
   // A sampled token on its way to the host.
@@ -81,6 +87,9 @@ class TokenGenerator {
   void step(const Array& tokens, bool append);
   // After every model call, as mlx-lm's generate_step: maybe_quantize_kv_cache when kv_quantization.
   void maybe_quantize_cache();
+  // Before decoding: the KV pages the whole generation will add (up to max_tokens, or the context
+  // window) must fit the device's free memory, else a clear error now rather than out of memory later.
+  void preflight_kv_cache() const;
 
   models::LanguageModel& model_;
   models::Cache& cache_;
@@ -96,6 +105,7 @@ class TokenGenerator {
   int64_t max_context_ = 0;
   int generated_ = 0;
   bool context_full_ = false;
+  DecodeGraph graph_;
   std::optional<Pending> pending_;
   Array current_logprobs_;
   double prompt_seconds_ = 0;

@@ -33,6 +33,24 @@ class KVCache : public LayerCache {
 
   // Appends k/v [B, Hkv, L, D] at the current offset and returns all stored positions as blocks.
   virtual fast::KVBlocks update_and_fetch(const Array& keys, const Array& values);
+  // The same step for a captured (replayed) decode step, whose work must not depend on the host's
+  // offset: k/v are written at the storage position the device holds in `position` (int32, one
+  // element, == offset() when the step runs), and the blocks returned are every allocated page up to
+  // the one holding offset() (length = their capacity; attention hides the positions past each
+  // query by the causal rule on device-side query offsets). The new positions must lie in the page
+  // holding offset(), so a replay stays valid for every step until that page is full.
+  fast::KVBlocks update_and_fetch_at(const Array& keys, const Array& values, const Array& position);
+  // Allocates pages up to `positions` like the existing ones; false when there are none yet.
+  bool reserve(int64_t positions);
+  // Counts n positions written by a replayed step (update_and_fetch_at's host bookkeeping).
+  void advance(int64_t n) { offset_ += n; }
+  // The key pages (their identity tells a replayed step whether its captured pointers still hold).
+  const std::vector<Array>& key_pages() const { return k_pages_; }
+  // Positions the allocated pages hold, and the bytes one more position costs (0 before the first page).
+  int64_t capacity() const { return static_cast<int64_t>(k_pages_.size()) * kPageSize; }
+  int64_t bytes_per_position() const {
+    return k_pages_.empty() ? 0 : static_cast<int64_t>(k_pages_[0].nbytes() + v_pages_[0].nbytes()) / kPageSize;
+  }
   int64_t offset() const override { return offset_; }
   // Drops the last n positions (the pages stay allocated).
   virtual void trim(int64_t n);
@@ -247,6 +265,11 @@ class Cache {
   std::vector<std::unique_ptr<LayerCache>> layers;
   // Left padding per batch row (int32 [B]); empty for a single unpadded sequence.
   Array left_padding;
+  // Set only while a decode step is captured for replay (generate/decode_graph.h): the step's storage
+  // offset as int32 [B] on the model's device. make_step then takes positions from it, and the KV
+  // layers write through KVCache::update_and_fetch_at, so the recorded work reads every per-step
+  // position from the device.
+  Array device_offset;
 
   int64_t offset() const { return layers.empty() ? 0 : layers[0]->offset(); }
   template <typename T>

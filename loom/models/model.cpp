@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <typeinfo>
 
 #include "loom/common/error.h"
 #include "loom/models/ssm_backbone.h"
@@ -16,6 +17,18 @@ Step make_step(const Cache& cache, int64_t length) {
   s.offset = cache.offset();
   s.length = length;
   s.attn.q_offset = s.offset;
+  if (cache.device_offset.valid()) {
+    // A captured step: every position comes from the device (see Cache::device_offset).
+    s.device_offset = cache.device_offset;
+    s.attn.q_offset = -1;
+    s.attn.q_offsets = cache.device_offset;
+    s.rope_offsets = cache.device_offset;
+    if (cache.left_padding.valid()) {
+      s.attn.kv_start = cache.left_padding;
+      s.rope_offsets = subtract(cache.device_offset, astype(cache.left_padding, Dtype::i32));
+    }
+    return s;
+  }
   if (cache.left_padding.valid()) {
     s.attn.kv_start = cache.left_padding;
     s.rope_offsets = astype(subtract(full(cache.left_padding.shape(), static_cast<double>(s.offset), Dtype::i32),
@@ -28,7 +41,11 @@ Step make_step(const Cache& cache, int64_t length) {
 }
 
 Array apply_rope(const nn::Rope& rope, const Array& x, const Step& step) {
-  return step.rope_offsets.valid() ? rope(x, step.rope_offsets) : rope(x, step.offset);
+  if (!step.rope_offsets.valid()) return rope(x, step.offset);
+  // A captured step passes its span from the host: offset + length (exact without left padding, an
+  // upper bound with it, which only a longrope model crossing its original window could tell apart).
+  if (step.device_offset.valid()) return rope(x, step.rope_offsets, step.offset + step.length);
+  return rope(x, step.rope_offsets);
 }
 
 Array quantized_attention(const Array& q, const Array& k, const Array& v, QuantizedKVCache& cache, const Step& step,
@@ -76,10 +93,20 @@ Array chunked_attention(const Array& q, const Array& k, const Array& v, ChunkedK
 
 Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& cache, const Step& step,
                        const AttentionSpec& spec) {
+  if (step.device_offset.valid() && typeid(cache) != typeid(KVCache))
+    throw NotSupportedError(format_error("attention", "a captured decode step needs a plain KV cache"));
   if (auto* quantized = dynamic_cast<QuantizedKVCache*>(&cache))
     return quantized_attention(q, k, v, *quantized, step, spec);
   if (auto* chunked = dynamic_cast<ChunkedKVCache*>(&cache)) return chunked_attention(q, k, v, *chunked, step, spec);
   auto* rotating = dynamic_cast<RotatingKVCache*>(&cache);
+  if (step.device_offset.valid()) {
+    // A captured step: the returned pages hold unwritten positions past the offset, which only a mask
+    // from the query positions hides.
+    if (rotating || spec.mode == AttentionMode::none)
+      throw NotSupportedError(format_error("attention", "a captured decode step needs a plain KV cache and masked attention"));
+    Array position = slice_axis(step.device_offset, 0, 0, 1);
+    return fast::scaled_dot_product_attention(q, cache.update_and_fetch_at(k, v, position), spec, step.attn);
+  }
   if (!rotating) return fast::scaled_dot_product_attention(q, cache.update_and_fetch(k, v), spec, step.attn);
   if (step.attn.kv_start.valid() || step.attn.q_offsets.valid())
     throw NotSupportedError(format_error("attention", "a left-padded batch with the rotating KV cache (--max-kv-size) "

@@ -40,6 +40,8 @@ struct Step {
   int64_t length = 0;          // new tokens this step
   Array scan_padding;          // int32 [B]: max(0, left_padding - offset), the padding inside this step,
                                // for the recurrent scans (loom/ops/ssm.h); only when left-padded
+  Array device_offset;         // int32 [B]: `offset` on the device, only for a captured decode step
+                               // (Cache::device_offset); rope_offsets and attn.q_offsets derive from it
 };
 Step make_step(const Cache& cache, int64_t length);
 

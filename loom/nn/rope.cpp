@@ -141,10 +141,14 @@ Array Rope::apply(const Array& x_in, int64_t offset, const Array* offsets, int64
 
 Array Rope::operator()(const Array& x, int64_t offset) const { return apply(x, offset, nullptr, offset + x.shape(-2)); }
 
-Array Rope::operator()(const Array& x, const Array& offsets) const {
-  int64_t mx = 0;
-  for (int64_t o : offsets.to_vector<int64_t>()) mx = std::max(mx, o);
-  return apply(x, 0, &offsets, mx + x.shape(-2));
+Array Rope::operator()(const Array& x, const Array& offsets, std::optional<int64_t> total_len) const {
+  const bool length_dependent = short_freqs_.valid() || scaling_.type == "dynamic";
+  if (!total_len && length_dependent) {
+    int64_t mx = 0;
+    for (int64_t o : offsets.to_vector<int64_t>()) mx = std::max(mx, o);
+    total_len = mx + x.shape(-2);
+  }
+  return apply(x, 0, &offsets, total_len.value_or(0));
 }
 
 }  // namespace loom::nn

@@ -4,6 +4,7 @@
 // differ, transformers' semantics are used (noted at the variant).
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,7 +36,10 @@ class Rope {
   // x [B, H, L, D] at positions offset + l.
   Array operator()(const Array& x, int64_t offset) const;
   // Per-row offsets [B] (left-padded batches).
-  Array operator()(const Array& x, const Array& offsets) const;
+  // `total_len` (the positions the longest row spans after this step) matters only to the scalings
+  // that depend on the sequence length (longrope, dynamic); when not given they read the offsets back
+  // from the device. A captured decode step passes it (no readback may happen while recording).
+  Array operator()(const Array& x, const Array& offsets, std::optional<int64_t> total_len = std::nullopt) const;
 
   int dims() const { return dims_; }
   // Magnitude scale applied to the rotated features before rotation (yarn/longrope attention factor).

@@ -19,11 +19,16 @@ Shape batch_of(const Array& x) { return Shape(x.shape().begin(), x.shape().end()
 Array operand_indices(const Array& idx, const Array& x, const char* what, const char* op = "gather_mm") {
   Shape batch = batch_of(x);
   int64_t n = shape_size(batch);
-  if (!idx.valid()) return reshape(arange(0, static_cast<double>(n), 1, Dtype::i32), batch);
+  // Made where the operand lives: an arange on the CPU would be uploaded (a stream sync, which also
+  // breaks a captured decode step).
+  if (!idx.valid()) return reshape(arange(0, static_cast<double>(n), 1, Dtype::i32, x.device()), batch);
   if (is_floating(idx.dtype()) || idx.dtype() == Dtype::bool_)
     throw ValueError(format_error(op, std::string(what) + " must be integers, got " + std::string(name(idx.dtype()))));
-  for (int64_t v : idx.to_vector<int64_t>())
-    if (v < 0 || v >= n)
+  // Host indices are checked here; device ones come from ops that keep them in range (MoE routing's
+  // argpartition), and reading them back would stall the stream (and break a captured decode step).
+  if (idx.device().is_cpu())
+    for (int64_t v : idx.to_vector<int64_t>())
+      if (v < 0 || v >= n)
       throw ValueError(format_error(op, std::string(what) + " holds " + std::to_string(v) +
                                             ", out of range for a batch of " + std::to_string(n)));
   return idx;
@@ -66,7 +71,7 @@ Array gather_mm(const Array& a_in, const Array& b_in, const Array& lhs_indices, 
   Array bv(b.buffer(), b3, bs, b.offset(), b.dtype());
   Shape out_shape = batch;
   out_shape.insert(out_shape.end(), {M, N});
-  // Index lists made here (arange on the default device) or given on the host join a device op.
+  // Index lists given on the host join a device op.
   ops_detail::unify_devices({&a, &bv, &li, &ri}, "gather_mm");
   Array out = Array::empty(out_shape, promote_types(a.dtype(), b.dtype()), a.device());
   if (out.size() > 0) LOOM_KERNEL(out.device(), gather_mm)(a, bv, li, ri, out);

@@ -47,6 +47,12 @@ Array slice_axis(const Array& a, int axis, int64_t start, int64_t stop, StreamOr
 Array slice_update(const Array& dst, const Array& src, const Shape& start, StreamOrDevice s = {});
 // In place: writes `src` (broadcast, converted) into the view `dst`. For caches that own their storage.
 void assign(const Array& dst, const Array& src);
+// In place: writes `src` into `dst` at positions [p, p + src.shape(axis)) of `axis`, where
+// p = position[0] - base is read on dst's device when the write runs (int32 `position` of one
+// element, on dst's device). For a captured decode step, whose cache slot only the device knows.
+// Same dtype; src's other dims equal dst's. A p outside [0, dst.shape(axis) - src.shape(axis)]
+// writes nothing.
+void assign_at(const Array& dst, const Array& src, int axis, const Array& position, int64_t base = 0);
 Array concatenate(const std::vector<Array>& arrays, int axis = 0, StreamOrDevice s = {});
 Array stack(const std::vector<Array>& arrays, int axis = 0, StreamOrDevice s = {});
 std::vector<Array> split(const Array& a, const std::vector<int64_t>& indices, int axis = 0, StreamOrDevice s = {});

@@ -190,6 +190,26 @@ void assign(const Array& dst, const Array& src) {
   LOOM_KERNEL(dev, copy_into)(b, d);
 }
 
+void assign_at(const Array& dst, const Array& src, int axis, const Array& position, int64_t base) {
+  ops_detail::require_valid(dst, "assign_at", "dst");
+  ops_detail::require_valid(src, "assign_at", "src");
+  ops_detail::require_valid(position, "assign_at", "position");
+  int ax = normalize_axis(axis, dst.ndim(), "assign_at");
+  bool shapes_ok = src.ndim() == dst.ndim() && src.shape(ax) <= dst.shape(ax);
+  for (int d = 0; d < dst.ndim() && shapes_ok; ++d) shapes_ok = d == ax || src.shape(d) == dst.shape(d);
+  if (!shapes_ok)
+    throw ValueError(format_error("assign_at", "src " + shape_str(src.shape()) + " does not fit dst " +
+                                                   shape_str(dst.shape()) + " along axis " + std::to_string(axis)));
+  if (src.dtype() != dst.dtype())
+    throw ValueError(format_error("assign_at", "src dtype " + std::string(name(src.dtype())) + " differs from dst dtype " +
+                                                   std::string(name(dst.dtype()))));
+  if (position.dtype() != Dtype::i32 || position.size() != 1 || position.device() != dst.device() ||
+      src.device() != dst.device())
+    throw ValueError(format_error("assign_at", "position must be one int32 on dst's device, with src there too"));
+  Array window = slice_axis(dst, ax, 0, src.shape(ax));
+  LOOM_KERNEL(dst.device(), copy_into_at)(src, window, position, base, dst.strides()[ax], dst.shape(ax) - src.shape(ax));
+}
+
 Array slice_update(const Array& dst, const Array& src, const Shape& start, StreamOrDevice s) {
   Array out = Array::empty(dst.shape(), dst.dtype(), dst.device());
   LOOM_KERNEL(out.device(), copy)(dst, out);

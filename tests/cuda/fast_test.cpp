@@ -2,7 +2,8 @@
 // offsets), swiglu and scaled_dot_product_attention (plain arrays and paged KVBlocks) on the GPU
 // against the CPU twins on the same views (non-contiguous where the model's layout is), in f32, bf16
 // and f16. Shapes cross the CUDA kernels' dispatch points: warp vs block rows in the norms, decode vs
-// prefill tiles, split-K with its combine pass, head dims 64/80/128/192/256, block edges inside tiles.
+// prefill tiles, the tensor-core prefill path (bf16/f16, aligned rows), split-K with its combine pass,
+// head dims 64/80/96/128/192/256, block edges inside tiles.
 #include "loom/ops/fast.h"
 
 #include <gtest/gtest.h>
@@ -228,6 +229,7 @@ struct AttnCase {
   bool index64 = false;  // q_offsets / kv_start as int64
   int mask = 0;          // 0 none, 1 additive f32 [B, 1, L, S], 2 bool [B, Hq, L, S], 3 additive [L, S] in q's dtype
   bool nan_padding = false;  // keys/values before kv_start hold NaN (never visible: must not leak)
+  bool aligned = false;      // values transposed instead of gapped: every K/V row 16-byte aligned
 };
 
 std::vector<AttnCase> gpu_attention_cases() {
@@ -456,6 +458,7 @@ AttnInputs make_inputs(const AttnCase& c, Dtype dt, uint32_t seed) {
                : rand_array({c.B, c.Hkv, P, c.D}, s, dt, -2, 2);
   };
   auto values = [&](int64_t P, uint32_t s, bool alt) {
+    if (alt && c.aligned) return rand_swapped({c.B, c.Hkv, P, Dv}, s, 1, 2, dt, -1, 1);
     return alt ? rand_gapped({c.B, c.Hkv, P, Dv}, s, dt, -1, 1) : rand_array({c.B, c.Hkv, P, Dv}, s, dt, -1, 1);
   };
   if (c.page == 0) {
@@ -541,6 +544,175 @@ TEST(CudaFastAttention, MatchesCpu) {
       if (c.nan_padding) {
         for (float x : cpu.to_float_vector()) ASSERT_FALSE(std::isnan(x)) << "the CPU twin leaked padding NaN";
       }
+    }
+  }
+}
+
+// The tensor-core prefill path (bf16 / f16 q, k, v of one dtype, D == Dv in {64, 80, 96, 128, 256}, no
+// mask, 16-byte aligned rows, more rows G * L than the decode config's 16 (8 for D 256)): every case
+// below meets those conditions except the marked decode ones, which keep the FMA kernel. They cross
+// L in {1, 15, 16, 17, 64, 130, 512}, G in {1, 4, 8}, every mode, sinks, softcap, left padding (with
+// NaN in the padding slots), per-row q_offsets (int32 and int64), key tiles across block edges
+// (256- and 100-position blocks, unaligned range starts), split-K (small grids) and one pass (a grid
+// of >= 4 CTAs per SM on a 132-SM H100/H200). The tolerance is the file's bf16/f16 one: the GPU
+// rounds P to the storage dtype before P V (as FlashAttention does), well inside it.
+std::vector<AttnCase> tc_attention_cases() {
+  std::vector<AttnCase> cs;
+  auto add = [&](AttnCase c) {
+    c.aligned = true;
+    cs.push_back(std::move(c));
+  };
+  add({.label = "tc L=512 causal G=4 D=128 depth 300 paged",
+       .B = 1,
+       .Hq = 8,
+       .Hkv = 2,
+       .L = 512,
+       .S = 812,
+       .D = 128,
+       .page = 256});
+  add({.label = "tc L=130 causal G=8 D=64 plain", .B = 2, .Hq = 8, .Hkv = 1, .L = 130, .S = 130, .D = 64});
+  add({.label = "tc L=17 causal G=1 D=80 paged", .B = 2, .Hq = 3, .Hkv = 3, .L = 17, .S = 600, .D = 80, .page = 256});
+  add({.label = "tc L=16 window G=4 D=96",
+       .B = 1,
+       .Hq = 8,
+       .Hkv = 2,
+       .L = 16,
+       .S = 900,
+       .D = 96,
+       .page = 256,
+       .mode = AttentionMode::window,
+       .window = 100});
+  add({.label = "tc L=15 chunk G=8 D=256",
+       .B = 1,
+       .Hq = 8,
+       .Hkv = 1,
+       .L = 15,
+       .S = 700,
+       .D = 256,
+       .page = 256,
+       .mode = AttentionMode::chunk,
+       .chunk = 128});
+  add({.label = "tc L=64 none G=1 D=128",
+       .B = 2,
+       .Hq = 2,
+       .Hkv = 2,
+       .L = 64,
+       .S = 333,
+       .D = 128,
+       .mode = AttentionMode::none});
+  add({.label = "tc L=130 sinks + softcap G=4 D=128 100-blocks",
+       .B = 1,
+       .Hq = 8,
+       .Hkv = 2,
+       .L = 130,
+       .S = 1000,
+       .D = 128,
+       .page = 100,
+       .softcap = 20.0f,
+       .sinks = true});
+  add({.label = "tc L=17 left padding (NaN) + q_offsets G=4 D=64",
+       .B = 3,
+       .Hq = 8,
+       .Hkv = 2,
+       .L = 17,
+       .S = 900,
+       .D = 64,
+       .page = 256,
+       .q_offsets = {883, 500, 10},
+       .kv_start = {0, 300, 5},
+       .nan_padding = true});
+  add({.label = "tc L=64 chunk + padding + int64 positions G=4 D=80",
+       .B = 2,
+       .Hq = 8,
+       .Hkv = 2,
+       .L = 64,
+       .S = 520,
+       .D = 80,
+       .page = 256,
+       .mode = AttentionMode::chunk,
+       .chunk = 100,
+       .q_offsets = {456, 200},
+       .kv_start = {3, 150},
+       .index64 = true});
+  add({.label = "tc L=130 window + sinks G=1 D=256",
+       .B = 1,
+       .Hq = 2,
+       .Hkv = 2,
+       .L = 130,
+       .S = 700,
+       .D = 256,
+       .page = 256,
+       .mode = AttentionMode::window,
+       .window = 300,
+       .sinks = true});
+  add({.label = "tc L=64 softcap + scale G=4 D=96 none",
+       .B = 2,
+       .Hq = 4,
+       .Hkv = 1,
+       .L = 64,
+       .S = 200,
+       .D = 96,
+       .mode = AttentionMode::none,
+       .softcap = 0.7f,
+       .scale = 2.0f});
+  add({.label = "tc L=600 causal G=4 D=64 one pass (large grid)",
+       .B = 2,
+       .Hq = 32,
+       .Hkv = 8,
+       .L = 600,
+       .S = 600,
+       .D = 64});
+  add({.label = "tc fully padded rows + sinks G=4",
+       .B = 2,
+       .Hq = 4,
+       .Hkv = 1,
+       .L = 20,
+       .S = 20,
+       .D = 64,
+       .sinks = true,
+       .kv_start = {0, 15}});
+  add({.label = "tc kv_len 0 rows see nothing", .B = 1, .Hq = 4, .Hkv = 1, .L = 20, .S = 0, .D = 64});
+  // Decode-sized row counts (FMA decode config), same inputs.
+  add({.label = "decode L=1 G=8 D=128 paged", .B = 2, .Hq = 8, .Hkv = 1, .L = 1, .S = 1000, .D = 128, .page = 256});
+  add({.label = "decode L=15 G=1 D=64", .B = 1, .Hq = 2, .Hkv = 2, .L = 15, .S = 300, .D = 64, .page = 256});
+  return cs;
+}
+
+TEST(CudaFastAttention, TensorCorePrefillMatchesCpu) {
+  LOOM_REQUIRE_CUDA();
+  uint32_t seed = 5000;
+  for (const AttnCase& c : tc_attention_cases()) {
+    for (Dtype dt : {Dtype::bf16, Dtype::f16}) {
+      SCOPED_TRACE(c.label + " " + std::string(name(dt)));
+      AttnInputs in = make_inputs(c, dt, seed += 100);
+      auto [gpu, cpu] = run_both(c, in);
+      EXPECT_EQ(gpu.shape(), (Shape{c.B, c.Hq, c.L, c.D}));
+      EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, attn_tol_for(dt)));
+      for (float x : test::on_cpu(gpu).to_float_vector()) ASSERT_TRUE(std::isfinite(x)) << "non-finite output";
+    }
+  }
+}
+
+// Rows that see no key are exact zeros on the tensor-core path too (bf16 and f16, with and without
+// sinks): batch 1 starts at key 15, so its positions 0..14 see nothing.
+TEST(CudaFastAttention, TensorCorePaddingRowsAreZero) {
+  LOOM_REQUIRE_CUDA();
+  for (Dtype dt : {Dtype::bf16, Dtype::f16}) {
+    for (bool sinks : {false, true}) {
+      AttnCase c{.label = "pad",
+                 .B = 2,
+                 .Hq = 4,
+                 .Hkv = 1,
+                 .L = 20,
+                 .S = 20,
+                 .D = 64,
+                 .sinks = sinks,
+                 .kv_start = {0, 15},
+                 .aligned = true};
+      AttnInputs in = make_inputs(c, dt, 9);
+      auto [gpu, cpu] = run_both(c, in);
+      Array pad = slice(test::on_cpu(gpu), {1, 0, 0, 0}, {2, 4, 15, 64});
+      for (float v : pad.to_float_vector()) ASSERT_EQ(v, 0.0f);
     }
   }
 }

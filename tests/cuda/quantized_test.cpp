@@ -2,7 +2,13 @@
 // twin, for every affine width (2, 3, 4, 5, 6, 8) and group size (32, 64, 128) and for mxfp4, nvfp4 (with
 // and without a global scale) and mxfp8. quantize must be bit-identical (packed words, scales, biases);
 // dequantize within 1e-6 of max |cpu| (the same formula and roundings); quantized_matmul within 1e-5 for
-// M in {1, 5, 33} (decode kernel for M <= 8 with W.T, f32 panels + cuBLAS otherwise), with W.T and W.
+// M in {1, 5, 33} (decode kernels for M <= 8 with W.T, f32 panels + cuBLAS otherwise), with W.T and W.
+// The decode GEMV has two kernels: the pipelined one (K % 32 == 0, packed rows aligned to its 16/8/4-byte
+// copies) and the direct-load fallback (unaligned rows, nvfp4 rows of 16 mod 32 codes); both are covered
+// for every format and M = 1..8, with rows long enough for several pipeline rounds per lane, an odd number
+// of groups per row, and output counts that are not multiples of a warp's rows. Their sums are the same
+// f32 sums in another order than the twin's: within 1e-5 of max |cpu| (f32 outputs), one half-precision
+// rounding apart (1e-2) for bf16/f16 outputs.
 #include "loom/ops/quantized.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +16,7 @@
 #include <bit>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "loom/core/quant.h"
@@ -18,6 +25,10 @@
 
 namespace loom::test {
 namespace {
+
+// These tests prove the exact tier (f32 activations): force it for the whole test binary (the int8 fast
+// tier, the CPU default, has tests/quant/qmm_fast_test.cpp).
+const ScopedQmmPrecision kExactQmm(QmmPrecision::exact);
 
 std::vector<QuantSpec> all_specs() {
   std::vector<QuantSpec> v;
@@ -205,6 +216,136 @@ TEST(CudaQuantizedMatmul, HalfActivationsAndScalesAsStored) {
         Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
         EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, cpu.dtype() == Dtype::f32 ? 1e-5 : 1e-2));
       }
+}
+
+// K of the long-row decode tests: an odd number of groups, near 9600 codes (300 packs: with the 4 warps
+// of a block splitting a row, each lane runs 2 or 3 pipeline rounds, the last one partial).
+int64_t long_k(const QuantSpec& q) { return q.group_size * ((9600 / q.group_size) | 1); }
+
+// A copy of p.wq whose first word sits 4 bytes past a 16-byte boundary (the view starts one word into its
+// buffer): the pipelined kernel's 8/16-byte copies do not fit it, so 2/4/6/8-word packs take the fallback.
+Array misaligned(const Array& wq) {
+  std::vector<uint32_t> v = wq.to_vector<uint32_t>();
+  v.insert(v.begin(), 0u);
+  Array whole = Array::from(v, {static_cast<int64_t>(v.size())});
+  return Array(whole.buffer(), wq.shape(), {wq.shape(1), 1}, 1, Dtype::u32);
+}
+
+TEST(CudaQuantizedMatmul, DecodeEveryFormatAndRowCount) {
+  LOOM_REQUIRE_CUDA();
+  // 37 output rows (not a multiple of 4 or 8 rows per warp), K long (pipeline rounds), M = 1..8, aligned
+  // (pipelined kernel) and misaligned (fallback) packed rows.
+  for (const QuantSpec& q : all_specs()) {
+    const int64_t k = long_k(q);
+    Array g = global_scale_for(q, true);
+    QuantizedArrays p = quantize(weights(37, k, static_cast<uint32_t>(q.bits * 7 + q.group_size), Dtype::f32), q, g);
+    Array wq_mis = misaligned(p.wq);
+    for (int64_t m = 1; m <= 8; ++m) {
+      Array x = rand_array({m, k}, static_cast<uint32_t>(m + 100));
+      Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q, g);
+      Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q, g);
+      EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-5)) << quant_spec_str(q) << " K " << k << " M " << m;
+      Array gpu_mis = quantized_matmul(on_gpu(x), on_gpu(wq_mis), on_gpu(p.scales), on_gpu(p.biases), true, q, g);
+      EXPECT_TRUE(gpu_matches_cpu(gpu_mis, cpu, 1e-5)) << quant_spec_str(q) << " misaligned K " << k << " M " << m;
+    }
+  }
+}
+
+TEST(CudaQuantizedMatmul, DecodeManyRowsLongK) {
+  LOOM_REQUIRE_CUDA();
+  // 9000 output rows (one warp per row group, no splitting) and 1600 packs per row (50 pipeline rounds per
+  // lane, every stage slot reused); nvfp4 rows of 16 mod 32 codes on the fallback at the same size.
+  for (const QuantSpec& q : {QuantSpec{QuantMode::affine, 4, 64}, QuantSpec{QuantMode::affine, 8, 64},
+                             QuantSpec{QuantMode::affine, 3, 128}, default_quant_spec(QuantMode::mxfp4)})
+    for (int64_t m : {1, 3}) {
+      QuantizedArrays p = quantize(weights(9000, 1024, static_cast<uint32_t>(q.bits + 60), Dtype::bf16), q);
+      Array x = rand_array({m, 1024}, static_cast<uint32_t>(m + 61), Dtype::bf16);
+      Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
+      Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+      EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-2)) << quant_spec_str(q) << " N 9000 M " << m;
+    }
+  for (const QuantSpec& q : {QuantSpec{QuantMode::affine, 4, 32}, default_quant_spec(QuantMode::mxfp8)}) {
+    QuantizedArrays p = quantize(weights(45, 51200, static_cast<uint32_t>(q.bits + 70), Dtype::f32), q);
+    Array x = rand_array({2, 51200}, 71);
+    Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
+    Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+    EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-5)) << quant_spec_str(q) << " K 51200";
+  }
+  const QuantSpec nv = default_quant_spec(QuantMode::nvfp4);
+  Array g = global_scale_for(nv, true);
+  QuantizedArrays p = quantize(weights(300, 9616, 72, Dtype::f32), nv, g);
+  Array x = rand_array({5, 9616}, 73);
+  Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, nv, g);
+  Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, nv, g);
+  EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-5)) << "nvfp4 K 9616";
+}
+
+// Every activation, scale and output dtype through the pipelined kernel (the loads convert x as stored,
+// the scales are read as stored, the store rounds once).
+TEST(CudaQuantizedMatmul, DecodeDtypesPipelined) {
+  LOOM_REQUIRE_CUDA();
+  for (const QuantSpec& q : {QuantSpec{QuantMode::affine, 4, 128}, QuantSpec{QuantMode::affine, 8, 32},
+                             QuantSpec{QuantMode::affine, 6, 64}, default_quant_spec(QuantMode::nvfp4)})
+    for (Dtype wdt : {Dtype::f32, Dtype::bf16, Dtype::f16})
+      for (Dtype xdt : {Dtype::f32, Dtype::bf16, Dtype::f16})
+        for (int64_t m : {1, 2, 6}) {
+          SCOPED_TRACE(quant_spec_str(q) + ", " + std::string(name(wdt)) + " weights, " + std::string(name(xdt)) +
+                       " x, M " + std::to_string(m));
+          QuantizedArrays p = quantize(weights(70, 3840, 13, wdt), q);
+          Array x = rand_array({m, 3840}, 14, xdt);
+          Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
+          Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+          EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, cpu.dtype() == Dtype::f32 ? 1e-5 : 1e-2));
+        }
+}
+
+// The direct 4/8-bit kernel (qgemv_direct_kernel: affine 4 or 8 bits, power-of-two groups >= 32, M <= 4,
+// 16-byte aligned packed rows) over every group size, M = 1..4, 37 output rows (not a multiple of its 4 or 2
+// rows per warp), K from one group up to 8192 codes, including K whose 16-byte chunks (32 codes at 4-bit,
+// 16 at 8-bit) are not a multiple of a warp's 32 lanes x U steps (640, 4224: the last step is partial), and
+// every activation and scale dtype. The kernel sums the twin's f32 terms in another order: f32 outputs
+// within 1e-5 of max |cpu|; half outputs (the output dtype is x's) may land one output rounding apart, at
+// most one step of the dtype at the value, i.e. 2^-7 (bf16) or 2^-10 (f16) of max |cpu|.
+TEST(CudaQuantizedMatmul, DecodeDirect4And8Bit) {
+  LOOM_REQUIRE_CUDA();
+  const std::vector<std::pair<Dtype, Dtype>> dtypes = {{Dtype::f32, Dtype::f32},   {Dtype::bf16, Dtype::bf16},
+                                                       {Dtype::f16, Dtype::f16},   {Dtype::f32, Dtype::bf16},
+                                                       {Dtype::bf16, Dtype::f16}, {Dtype::f16, Dtype::f32}};
+  for (int bits : {4, 8})
+    for (int gs : {32, 64, 128}) {
+      const QuantSpec q{QuantMode::affine, bits, gs};
+      for (int64_t k : {int64_t{gs}, int64_t{640}, int64_t{4224}, int64_t{8192}})
+        for (const auto& [wdt, xdt] : dtypes) {
+          QuantizedArrays p = quantize(weights(37, k, static_cast<uint32_t>(bits * 31 + gs + k), wdt), q);
+          for (int64_t m = 1; m <= 4; ++m) {
+            SCOPED_TRACE(quant_spec_str(q) + " K " + std::to_string(k) + ", " + std::string(name(wdt)) +
+                         " scales, " + std::string(name(xdt)) + " x, M " + std::to_string(m));
+            Array x = rand_array({m, k}, static_cast<uint32_t>(m + 7 * k), xdt);
+            Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
+            Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+            const double tol = cpu.dtype() == Dtype::f32 ? 1e-5 : (cpu.dtype() == Dtype::bf16 ? 0x1p-7 : 0x1p-10);
+            EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, tol));
+          }
+        }
+    }
+}
+
+// The direct kernel at decode sizes: 4096 output rows (one warp per 4-row group, no splitting) and 2050 rows
+// (rows split among a block's warps, the last group partial), K = 4096 and 14336 (several 8-load steps per
+// lane), 4-bit and 8-bit g64, M = 1 and 3, bf16 x and scales (bf16 outputs: one bf16 step, 2^-7 of max).
+TEST(CudaQuantizedMatmul, DecodeDirectLargeShapes) {
+  LOOM_REQUIRE_CUDA();
+  for (int bits : {4, 8})
+    for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{{4096, 4096}, {2050, 14336}}) {
+      const QuantSpec q{QuantMode::affine, bits, 64};
+      QuantizedArrays p = quantize(weights(n, k, static_cast<uint32_t>(bits + n), Dtype::bf16), q);
+      for (int64_t m : {1, 3}) {
+        Array x = rand_array({m, k}, static_cast<uint32_t>(m + 90), Dtype::bf16);
+        Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
+        Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+        EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 0x1p-7)) << quant_spec_str(q) << " N " << n << " K " << k << " M " << m;
+      }
+    }
 }
 
 }  // namespace

@@ -243,3 +243,27 @@ TEST(Generate, PenaltiesSeeThePromptAndTheGeneratedTokens) {
   EXPECT_GT(xs, 0);
   EXPECT_LT(xs, n);
 }
+
+// The KV-cache preflight: a generation whose cache cannot fit the device's free memory fails up front
+// with a message that says so (here 2^30 tokens of the tiny model: 2 layers x 2 KV heads x head_dim x
+// (k, v) in f32, hundreds of bytes a token, so hundreds of GiB), and a
+// normal one is not refused.
+TEST(Generate, KvCachePreflightRefusesWhatCannotFit) {
+  auto& s = session();
+  std::vector<int32_t> prompt = s.tokenizer.encode("Hello", true);
+  generate::GenerateOptions opt;
+  opt.max_tokens = 1 << 30;
+  opt.max_context = int64_t{1} << 40;
+  models::Cache cache = s.loaded.model->make_cache();
+  try {
+    generate::TokenGenerator gen(*s.loaded.model, cache, prompt, opt);
+    FAIL() << "a 2^30-token generation passed the preflight";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the KV cache for"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("free"), std::string::npos) << e.what();
+  }
+  opt.max_tokens = 4;
+  models::Cache ok = s.loaded.model->make_cache();
+  generate::TokenGenerator gen(*s.loaded.model, ok, prompt, opt);
+  EXPECT_TRUE(gen.next().has_value());
+}

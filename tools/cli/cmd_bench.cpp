@@ -18,6 +18,7 @@
 #include "loom/common/error.h"
 #include "loom/core/allocator.h"
 #include "loom/core/thread_pool.h"
+#include "loom/generate/decode_graph.h"
 #include "loom/io/safetensors.h"
 #include "tools/cli/common.h"
 #include "loom/models/loader.h"
@@ -89,6 +90,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("-t,--threads", o->threads, "Threads (0 = all cores)");
   cmd->add_option("--dtype", o->dtype, kDtypeHelp);
   cmd->add_option("--device", o->device, kDeviceHelp);
+  add_qmm_option(cmd);
   cmd->add_flag("--bandwidth", o->bandwidth, "Also measure memory read bandwidth and the tg bound it implies");
   cmd->callback([o] {
     if (o->threads > 0) set_num_threads(o->threads);
@@ -131,21 +133,31 @@ void add_bench_command(CLI::App& app) {
     }
     if (o->n > 0) {
       double best = 0;
+      std::string graphs;
       for (int r = 0; r < o->reps; ++r) {
         models::Cache c = m.make_cache();
         prefill_depth(c);
+        // As loom generate decodes: the token stays on the device, steps replay a CUDA graph where
+        // one applies. Two warm-up steps (the second records the graph).
+        generate::DecodeGraph graph;
         Array tok = random_tokens(1, m.vocab_size(), 3);
-        m.forward(tok, c, models::LogitsMode::last);  // warm-up step
+        for (int i = 0; i < 2; ++i)
+          tok = reshape(astype(argmax(graph.forward(m, c, tok), -1), Dtype::i32), {1, 1});
         synchronize(opt.device);
         auto t = Clock::now();
         for (int i = 0; i < o->n; ++i) {
-          Array logits = m.forward(tok, c, models::LogitsMode::last);
+          Array logits = graph.forward(m, c, tok);
           tok = reshape(astype(argmax(logits, -1), Dtype::i32), {1, 1});
         }
         synchronize(opt.device);
         best = std::max(best, o->n / seconds_since(t));
+        if (opt.device.is_cuda())
+          graphs = graph.replays() > 0 ? "cuda graphs: " + std::to_string(graph.captures()) + " recorded, " +
+                                             std::to_string(graph.replays()) + " replays"
+                                       : "cuda graphs: off" + (graph.failure().empty() ? std::string() : " (" + graph.failure() + ")");
       }
       std::printf("| tg%-6d | %-12d | %10.2f |\n", o->n, o->d, best);
+      if (!graphs.empty()) std::printf("%s\n", graphs.c_str());
       if (bw > 0)
         std::printf("tg bound from bandwidth: %.2f t/s (weights read once per token); tg is %.0f%% of it\n", bw * 1e9 / wb,
                     100.0 * best / (bw * 1e9 / wb));

@@ -32,6 +32,7 @@ void add_cache_prompt_command(CLI::App& app) {
   cmd->add_option("--prefill-step-size", o->prefill_step_size, "Prompt tokens per prefill step");
   cmd->add_option("--dtype", o->dtype, kDtypeHelp);
   cmd->add_option("--device", o->device, kDeviceHelp);
+  add_qmm_option(cmd);
   cmd->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   cmd->callback([o] {
     if (o->threads > 0) set_num_threads(o->threads);

@@ -85,6 +85,7 @@ void add_chat_command(CLI::App& app) {
                   "Cache size (positions) from which the KV cache is quantized (with --kv-bits)");
   cmd->add_option("--dtype", o->dtype, kDtypeHelp);
   cmd->add_option("--device", o->device, kDeviceHelp);
+  add_qmm_option(cmd);
   cmd->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   cmd->callback([o] {
     std::optional<models::KVQuantization> kv_quantization;

@@ -159,6 +159,7 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--prefill-step-size", o->prefill_step_size, "Prompt tokens per prefill step");
   cmd->add_flag("--verbose", o->verbose, "Print separators around the answer");
   cmd->add_option("--device", o->device, kDeviceHelp);
+  add_qmm_option(cmd);
   cmd->add_option("--dtype", o->dtype, kDtypeHelp);
   cmd->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   cmd->callback([o] { run_generate(*o); });

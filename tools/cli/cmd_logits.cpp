@@ -28,6 +28,7 @@ void add_logits_command(CLI::App& app) {
   cmd->add_option("--chunk", o->chunk, "Feed tokens through the cache N at a time (0 = one full pass)");
   cmd->add_option("--dtype", o->dtype, "Compute dtype: float32 (default), bfloat16, float16");
   cmd->add_option("--device", o->device, kDeviceHelp);
+  add_qmm_option(cmd);
   cmd->callback([o] {
     std::vector<int32_t> ids = parse_token_list(o->tokens);
     Device dev = resolve_device(o->device);

@@ -31,6 +31,7 @@ void add_perplexity_command(CLI::App& app) {
   cmd->add_option("--max-tokens", o->max_tokens, "Evaluate at most this many tokens (0 = all)");
   cmd->add_option("--dtype", o->dtype, kDtypeHelp);
   cmd->add_option("--device", o->device, kDeviceHelp);
+  add_qmm_option(cmd);
   cmd->add_option("--threads", o->threads, "CPU threads (default: all cores)");
   cmd->callback([o] {
     if (o->threads > 0) set_num_threads(o->threads);

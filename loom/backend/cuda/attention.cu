@@ -23,10 +23,14 @@
 //    visible key range of each row tile is cut into `nsplit` parts; each CTA writes its unnormalised
 //    (m, l, acc) and attention_combine merges the parts (and the sink) per row. A single decode row on
 //    a long context thus spreads over many SMs.
-// Measured (H100 and H200 alike, bf16, Hq 32 / Hkv 8 / D 128): decode ~0.9-1.0 TB/s of K/V at 32k-128k
-// keys, prefill ~14 TFLOP/s (f32 FMA, no tensor cores). Decode is issue-bound at 8 warps per SM
-// (216 registers, 82 KB shared); tensor-core (mma) S and P V tiles and native-dtype shared tiles are
-// the next step, not needed for parity.
+//  * Prefill with bf16 or f16 q, k and v (one dtype), D == Dv in {64, 80, 96, 128, 256}, no additive or
+//    bool mask and 16-byte aligned rows runs attention_tc_kernel instead: the same CTA mapping, key
+//    range, visibility rule, split-K and epilogue, with S = Q K^T and P V on tensor cores (mma.sync
+//    m16n8k16, f32 accumulation), FlashAttention-2 style (see its comment). Everything else (f32,
+//    other head dims, masks, decode-sized row counts) keeps the FMA kernel.
+// Measured (H100 and H200 alike, bf16, Hq 32 / Hkv 8 / D 128) with the FMA kernel: decode ~0.9-1.0 TB/s
+// of K/V at 32k-128k keys, prefill ~14 TFLOP/s. Decode is issue-bound at 8 warps per SM (216
+// registers, 82 KB shared). bench/kernel_bench_attention times both paths.
 #include <algorithm>
 #include <atomic>
 #include <climits>
@@ -44,6 +48,9 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kMaxKvBlocks = 512;      // 128k tokens of 256-token pages
 constexpr int kMaxSplits = 128;        // key-range parts per row tile
 constexpr int kMinKeysPerSplit = 256;  // below this a split costs more than it spreads
+// The split count rounds kv_len up to whole kMinKeysPerSplit (see launch), which must divide the KV
+// page (256 positions) for replayed and op-by-op decode steps to split alike.
+static_assert(256 % kMinKeysPerSplit == 0, "kMinKeysPerSplit must divide the KV page size");
 constexpr float kNegInf = -INFINITY;
 
 enum : int { kF32 = 0, kF16 = 1, kBF16 = 2, kBool = 3 };
@@ -657,6 +664,386 @@ __global__ void __launch_bounds__(kThreads) attention_combine(const AttnParams p
   }
 }
 
+// ---------------------------------------------------------------- tensor-core prefill (bf16 / f16)
+//
+// FlashAttention-2 style, for q, k and v all bf16 (or all f16), D == Dv in {64, 80, 96, 128, 256},
+// no additive/bool mask, 16-byte aligned rows. Same CTA mapping, key range, visibility rule, split-K
+// and epilogue formulas as attention_kernel; only the tile math differs:
+//  * A CTA of 4 warps owns BM = 64 rows (row m = l * G + g, as above); warp w owns rows 16w..16w+15.
+//  * Q (once) and K/V tiles (BN keys each, double-buffered) go global -> shared with cp.async in the
+//    storage dtype; row pitch D + 8 elements, so the 8 row addresses of one ldmatrix phase fall in
+//    distinct 16-byte bank groups. Keys outside [s_lo, s_hi) or before kv_start are zero-filled
+//    (cp.async with src-size 0): no unwritten or padding slot is ever read.
+//  * S = Q K^T with mma.m16n8k16 (f32 accumulate), scores scaled / softcapped / masked in registers,
+//    online softmax per row in registers (a row's values live in the 4 lanes of a quad; max and sum
+//    are reduced with xor-shuffles 1 and 2), P rounded to the storage dtype in registers and used
+//    directly as the A operand of O += P V (the S accumulator layout of two n-tiles is the A layout
+//    of one k-step). V is read with ldmatrix.trans.
+//
+// Fragment layouts of mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16} (PTX ISA, "Matrix Fragments
+// for mma.m16n8k16 with floating point type"), with g = lane >> 2 (groupID), q = lane & 3
+// (threadID_in_group); each 32-bit register holds two 16-bit elements, the lower index in the low half:
+//   A (16 x 16, row-major): a0,a1 = (g, 2q..2q+1)  a2,a3 = (g+8, 2q..)  a4,a5 = (g, 2q+8..)  a6,a7 = (g+8, 2q+8..)
+//   B (16 x 8, k x n):      b0,b1 = (k 2q..2q+1, n g)  b2,b3 = (k 2q+8.., n g)
+//   C (16 x 8, f32):        c0,c1 = (g, 2q..2q+1)  c2,c3 = (g+8, 2q..2q+1)
+// ldmatrix.m8n8.x4.b16: lanes 8i..8i+7 give the addresses of rows 0..7 of matrix i (16 bytes each);
+// register i of lane l receives matrix i's row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1; with
+// .trans it receives column l / 4, rows 2 (l % 4) and 2 (l % 4) + 1 instead.
+// Hence: Q rows (row-major, d contiguous) load A directly; K rows (d contiguous) are B in "col"
+// layout (for each key n, its d values k contiguous) without .trans; V rows (d contiguous) need
+// .trans to give B = V[keys, d] with keys along k.
+
+template <int D_>
+struct TcCfg {
+  static constexpr int D = D_;
+  static constexpr int BM = 64;                  // 4 warps x 16 rows
+  static constexpr int BN = D <= 128 ? 64 : 32;  // keys per tile (D 256: fewer, for registers)
+  static constexpr int PITCH = D + 8;            // elements per shared row
+  static constexpr int CPR = D / 8;              // 16-byte chunks per row
+  static constexpr bool kQRegs = D <= 128;       // Q fragments kept in registers (else re-read per tile)
+  static_assert(D % 16 == 0, "mma k-steps of 16");
+  static constexpr size_t kQ = 0;
+  static constexpr size_t kStage = 2 * 2 * static_cast<size_t>(BN) * PITCH;  // K and V tiles of one stage
+  static constexpr size_t kKV = kQ + 2 * static_cast<size_t>(BM) * PITCH;
+  static constexpr size_t kPtr = kKV + 2 * kStage;  // row pointers [stage][k | v][BN]
+  static constexpr size_t kBytes = kPtr + sizeof(const char*) * 2 * 2 * BN;
+};
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+// 16 bytes global -> shared, asynchronously; valid == false writes 16 zero bytes and reads nothing.
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+__device__ __forceinline__ void ldsm_x4(unsigned addr, unsigned (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_trans(unsigned addr, unsigned (&r)[4]) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// c += A B for one 16 x 8 x 16 step (layouts above).
+template <typename T>
+__device__ __forceinline__ void mma16816(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+}
+
+// Two f32 values rounded to T, lo in the low half.
+template <typename T>
+__device__ __forceinline__ unsigned pack2(float lo, float hi) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<unsigned*>(&v);
+  } else {
+    __half2 v = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<unsigned*>(&v);
+  }
+}
+
+__device__ __forceinline__ float quad_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float quad_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+
+template <int D, typename T>
+__global__ void __launch_bounds__(kThreads, 2)
+    attention_tc_kernel(const __grid_constant__ AttnParams p, const __grid_constant__ KvTable t) {
+  using C = TcCfg<D>;
+  constexpr int BN = C::BN, PITCH = C::PITCH, NT = BN / 8, DT = D / 8;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* const Qs = reinterpret_cast<T*>(smem + C::kQ);
+  T* const KVs = reinterpret_cast<T*>(smem + C::kKV);  // stage s: K at s * 2 * BN * PITCH, V BN * PITCH on
+  const char** const ptrs = reinterpret_cast<const char**>(smem + C::kPtr);
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int gq = lane >> 2, tq = lane & 3;  // groupID, threadID_in_group
+  const int tile = blockIdx.x / p.nsplit, split = blockIdx.x % p.nsplit;
+  const int hk = blockIdx.y, b = blockIdx.z;
+  const int G = p.G;
+  const int m0 = tile * C::BM;
+  const int R = min(C::BM, G * p.L - m0);  // valid rows of this tile (>= 1)
+
+  const long long qoff = p.q_offsets ? load_index(p.q_offsets, p.qo_i64, b * p.qo_stride) : p.base_off;
+  const long long start = p.kv_start ? load_index(p.kv_start, p.ks_i64, b * p.ks_stride) : 0;
+  const int mode = p.mode, window = p.window, chunk = p.chunk;
+  const float scale = p.scale, softcap = p.softcap;
+
+  // This lane's two rows (C layout: g and g + 8 of the warp's 16) and the warp's position range.
+  // Rows past R mirror the last valid one (computed, never stored).
+  const int r_lo = warp * 16 + gq, r_hi = r_lo + 8;
+  const long long qpos_lo = qoff + (m0 + min(r_lo, R - 1)) / G, qpos_hi = qoff + (m0 + min(r_hi, R - 1)) / G;
+  const long long wq_min = qoff + (m0 + min(warp * 16, R - 1)) / G;
+  const long long wq_max = qoff + (m0 + min(warp * 16 + 15, R - 1)) / G;
+
+  // Keys any row of the tile may see, and this split's share in whole tiles (as attention_kernel).
+  const long long qmin = qoff + m0 / G, qmax = qoff + (m0 + R - 1) / G;
+  long long lo = max(start, 0LL), hi = p.kv_len;
+  if (mode != 0) hi = min(hi, qmax + 1);
+  if (mode == 2) lo = max(lo, qmin - window + 1);
+  if (mode == 3) lo = max(lo, start + (max(qmin, start) - start) / chunk * chunk);
+  long long s_lo = hi, s_hi = hi;
+  if (hi > lo) {
+    long long tiles = (hi - lo + BN - 1) / BN;
+    long long per = (tiles + p.nsplit - 1) / p.nsplit;
+    s_lo = min(hi, lo + split * per * BN);
+    s_hi = min(hi, s_lo + per * BN);
+  }
+
+  // Row pointers of keys [t0, t0 + BN) ∩ [start, s_hi) into ptrs[stage] (null: zero-fill), found as in
+  // attention_kernel: `blk` (uniform over the CTA) tracks the block of t0, advanced monotonically.
+  int blk = 0;
+  {
+    int z = t.count - 1;
+    while (blk < z) {
+      int mid = (blk + z + 1) >> 1;
+      if (t.start[mid] <= s_lo)
+        blk = mid;
+      else
+        z = mid - 1;
+    }
+  }
+  auto key_pointers = [&](long long t0, int stage) {
+    while (t.start[blk + 1] <= t0) ++blk;
+    if (tid < BN) {
+      const char *kp = nullptr, *vp = nullptr;
+      const long long j = t0 + tid;
+      if (j < s_hi && j >= start) {
+        int a = blk;
+        if (t.start[a + 1] <= j) {
+          int z = min(a + tid, t.count - 1);
+          ++a;
+          while (a < z) {
+            int mid = (a + z + 1) >> 1;
+            if (t.start[mid] <= j)
+              a = mid;
+            else
+              z = mid - 1;
+          }
+        }
+        const long long pidx = j - t.start[a];
+        kp = t.k[a] + (static_cast<long long>(b) * t.kstr[a][0] + static_cast<long long>(hk) * t.kstr[a][1] +
+                       pidx * t.kstr[a][2]) *
+                          static_cast<long long>(sizeof(T));
+        vp = t.v[a] + (static_cast<long long>(b) * t.vstr[a][0] + static_cast<long long>(hk) * t.vstr[a][1] +
+                       pidx * t.vstr[a][2]) *
+                          static_cast<long long>(sizeof(T));
+      }
+      ptrs[stage * 2 * BN + tid] = kp;
+      ptrs[stage * 2 * BN + BN + tid] = vp;
+    }
+  };
+  auto issue_kv = [&](int stage) {
+    const char* const* kp = ptrs + stage * 2 * BN;
+    T* ks = KVs + stage * 2 * BN * PITCH;
+    T* vs = ks + BN * PITCH;
+#pragma unroll 4
+    for (int c = tid; c < BN * C::CPR; c += kThreads) {
+      const int r = c / C::CPR, d = (c % C::CPR) * 8;
+      const char* k = kp[r];
+      const char* v = kp[BN + r];
+      cp_async16(smem_u32(ks + r * PITCH + d), k ? k + d * sizeof(T) : p.q, k != nullptr);
+      cp_async16(smem_u32(vs + r * PITCH + d), v ? v + d * sizeof(T) : p.q, v != nullptr);
+    }
+  };
+
+  // Prologue: pointers of tile 0, then Q and tile 0 in one cp.async group, then tile 1's pointers.
+  if (s_lo < s_hi) key_pointers(s_lo, 0);
+  __syncthreads();
+  for (int c = tid; c < C::BM * C::CPR; c += kThreads) {
+    const int r = c / C::CPR, d = (c % C::CPR) * 8;
+    const char* src = p.q;
+    if (r < R) {
+      const int m = m0 + r, l = m / G, h = hk * G + (m - l * G);
+      src = p.q + ((static_cast<long long>(b) * p.Hq + h) * p.L + l) * D * static_cast<long long>(sizeof(T)) +
+            d * sizeof(T);
+    }
+    cp_async16(smem_u32(Qs + r * PITCH + d), src, r < R);
+  }
+  if (s_lo < s_hi) issue_kv(0);
+  cp_async_commit();
+  if (s_lo + BN < s_hi) key_pointers(s_lo + BN, 1);
+
+  float o[DT][4];
+#pragma unroll
+  for (int j = 0; j < DT; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  float m_lo = kNegInf, m_hi = kNegInf, l_lo = 0.0f, l_hi = 0.0f;  // l: this lane's partial row sums
+  unsigned qf[C::kQRegs ? D / 16 : 1][4];
+  // ldmatrix source addresses (per lane) inside a 16-row / 16-column block, see the layout note.
+  const int a_row = (lane & 7) + ((lane >> 3) & 1) * 8, a_col = (lane >> 4) * 8;  // Q (A) and V (.trans)
+  const int b_row = (lane & 7) + (lane >> 4) * 8, b_col = ((lane >> 3) & 1) * 8;  // K (B)
+  const unsigned q_base = smem_u32(Qs + (warp * 16 + a_row) * PITCH + a_col);
+
+  int stage = 0;
+  for (long long t0 = s_lo; t0 < s_hi; t0 += BN, stage ^= 1) {
+    cp_async_wait_all();
+    __syncthreads();  // tile t0 landed for all threads; every warp is done with the other stage
+    if (t0 + BN < s_hi) {
+      issue_kv(stage ^ 1);
+      cp_async_commit();
+    }
+    if (t0 + 2 * BN < s_hi) key_pointers(t0 + 2 * BN, stage);  // read by issue_kv after the next barrier
+    if constexpr (C::kQRegs) {
+      if (t0 == s_lo) {
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) ldsm_x4(q_base + kk * 16 * sizeof(T), qf[kk]);
+      }
+    }
+    const T* ks = KVs + stage * 2 * BN * PITCH;
+    const T* vs = ks + BN * PITCH;
+
+    // S = Q K^T: s[j] is the C fragment of keys 8j..8j+7.
+    float s[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+    const unsigned k_base = smem_u32(ks + b_row * PITCH + b_col);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      unsigned a[4];
+      if constexpr (C::kQRegs) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) a[i] = qf[kk][i];
+      } else {
+        ldsm_x4(q_base + kk * 16 * sizeof(T), a);
+      }
+#pragma unroll
+      for (int np = 0; np < NT / 2; ++np) {
+        unsigned bk[4];
+        ldsm_x4(k_base + (np * 16 * PITCH + kk * 16) * sizeof(T), bk);
+        mma16816<T>(s[2 * np], a, bk[0], bk[1]);
+        mma16816<T>(s[2 * np + 1], a, bk[2], bk[3]);
+      }
+    }
+
+    // Scale, softcap and visibility as the CPU: sc = dot * scale; sc = softcap * tanh(sc / softcap);
+    // invisible keys (and keys past the range, zero-filled) get -inf. A tile every row of the warp
+    // sees whole skips the per-key rule (warp-uniform test).
+    const int nk = static_cast<int>(min(static_cast<long long>(BN), s_hi - t0));
+    bool full = nk == BN && t0 >= start;
+    if (mode != 0) full = full && t0 + BN - 1 <= wq_min;
+    if (mode == 2) full = full && wq_max - t0 < window;
+    if (mode == 3) full = full && (t0 - start) / chunk == (wq_max - start) / chunk;
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[j][e] * scale;
+        if (softcap > 0.0f) x = softcap * tanhf(x / softcap);
+        if (!full) {
+          const int key = 8 * j + 2 * tq + (e & 1);
+          if (!(key < nk && visible(mode, window, chunk, e < 2 ? qpos_lo : qpos_hi, t0 + key, start))) x = kNegInf;
+        }
+        s[j][e] = x;
+      }
+    }
+
+    // Online softmax per row: new max, rescale factor alpha, p = exp(s - max) (0 for -inf scores).
+    float mx_lo = kNegInf, mx_hi = kNegInf;
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      mx_lo = fmaxf(mx_lo, fmaxf(s[j][0], s[j][1]));
+      mx_hi = fmaxf(mx_hi, fmaxf(s[j][2], s[j][3]));
+    }
+    const float mn_lo = fmaxf(m_lo, quad_max(mx_lo)), mn_hi = fmaxf(m_hi, quad_max(mx_hi));
+    // A row with nothing visible yet keeps max -inf, alpha 1, and p = exp(-inf - 0) = 0.
+    const float base_lo = mn_lo == kNegInf ? 0.0f : mn_lo, base_hi = mn_hi == kNegInf ? 0.0f : mn_hi;
+    const float al_lo = __expf(m_lo - base_lo), al_hi = __expf(m_hi - base_hi);  // 0 when m was -inf
+    m_lo = mn_lo;
+    m_hi = mn_hi;
+    float sum_lo = 0.0f, sum_hi = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      s[j][0] = __expf(s[j][0] - base_lo);
+      s[j][1] = __expf(s[j][1] - base_lo);
+      s[j][2] = __expf(s[j][2] - base_hi);
+      s[j][3] = __expf(s[j][3] - base_hi);
+      sum_lo += s[j][0] + s[j][1];
+      sum_hi += s[j][2] + s[j][3];
+    }
+    l_lo = l_lo * al_lo + sum_lo;
+    l_hi = l_hi * al_hi + sum_hi;
+#pragma unroll
+    for (int j = 0; j < DT; ++j) {
+      o[j][0] *= al_lo;
+      o[j][1] *= al_lo;
+      o[j][2] *= al_hi;
+      o[j][3] *= al_hi;
+    }
+
+    // O += P V: the C fragments of key n-tiles 2kk and 2kk + 1 form the A fragment of k-step kk.
+    const unsigned v_base = smem_u32(vs + a_row * PITCH + a_col);
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; ++kk) {
+      unsigned a[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                       pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]), pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        unsigned bv[4];
+        ldsm_x4_trans(v_base + (kk * 16 * PITCH + dp * 16) * sizeof(T), bv);
+        mma16816<T>(o[2 * dp], a, bv[0], bv[1]);
+        mma16816<T>(o[2 * dp + 1], a, bv[2], bv[3]);
+      }
+    }
+  }
+  cp_async_wait_all();  // nothing in flight at exit (no tiles: the Q group)
+
+  // Epilogue: the finished rows, or this split's partial (m, l, acc), as attention_kernel.
+  l_lo = quad_sum(l_lo);
+  l_hi = quad_sum(l_hi);
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = half ? r_hi : r_lo;
+    if (r >= R) continue;
+    const int m = m0 + r, l = m / G, h = hk * G + (m - l * G);
+    const long long orow = (static_cast<long long>(b) * p.Hq + h) * p.L + l;
+    const float rm = half ? m_hi : m_lo, rl = half ? l_hi : l_lo;
+    if (p.nsplit == 1) {
+      float f, inv;
+      finish_row(p, h, rm, rl, f, inv);
+#pragma unroll
+      for (int j = 0; j < DT; ++j) {
+        const long long i = orow * D + 8 * j + 2 * tq;
+        store_f(p.out, p.out_dt, i, (o[j][2 * half] * f) * inv);
+        store_f(p.out, p.out_dt, i + 1, (o[j][2 * half + 1] * f) * inv);
+      }
+    } else {
+      float* acc = p.part_acc + (orow * p.nsplit + split) * D;
+#pragma unroll
+      for (int j = 0; j < DT; ++j)
+        *reinterpret_cast<float2*>(acc + 8 * j + 2 * tq) = make_float2(o[j][2 * half], o[j][2 * half + 1]);
+      if (tq == 0) {
+        float* ml = p.part_ml + (orow * p.nsplit + split) * 2;
+        ml[0] = rm;
+        ml[1] = rl;
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------- host side
 
 int float_code(Dtype dt, const char* op, const char* what) {
@@ -726,7 +1113,10 @@ void launch(AttnParams& p, const KvTable& t, const AttentionSpec& spec, Array& o
     long long span = p.kv_len;
     if (spec.mode == AttentionMode::window) span = std::min<long long>(span, static_cast<long long>(spec.window) + p.L);
     if (spec.mode == AttentionMode::chunk) span = std::min<long long>(span, static_cast<long long>(spec.chunk) + p.L);
-    long long by_len = std::max<long long>(1, span / kMinKeysPerSplit);
+    // Rounded up: a replayed decode step (generate/decode_graph.h) passes kv_len = its KV pages'
+    // capacity (a multiple of 256 >= the op-by-op step's length), and ceil(len / 256) is the same for
+    // both, so both cut the keys into the same parts and give bit-identical results.
+    long long by_len = std::max<long long>(1, (span + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
     nsplit = static_cast<int>(std::min<long long>({(target + base - 1) / base, by_len, kMaxSplits}));
   }
   p.nsplit = nsplit;
@@ -765,6 +1155,84 @@ void launch_dmax(AttnParams& p, const KvTable& t, const AttentionSpec& spec, Arr
                    else
                      launch<Cfg<DMAX, false, sizeof(KV)>, KV>(p, t, spec, out);
                  });
+}
+
+// The tensor-core prefill kernel, with the grid and split-K policy of launch() (its CTAs hold BM = 64
+// rows as the prefill config does).
+template <int D, typename T>
+void launch_tc(AttnParams& p, const KvTable& t, const AttentionSpec& spec, Array& out) {
+  using C = TcCfg<D>;
+  const char* op = "scaled_dot_product_attention";
+  const long long rows = static_cast<long long>(p.G) * p.L;
+  const long long tiles = (rows + C::BM - 1) / C::BM;
+  const long long base = tiles * p.Hkv * p.B;
+  if (tiles * kMaxSplits > INT_MAX || p.Hkv > 65535 || p.B > 65535)
+    throw NotSupportedError(format_error(op, "CUDA kernel grid too large for this shape"));
+  const int sms = sm_count(out.device());
+  int nsplit = 1;
+  const long long target = 2LL * 2 * sms;
+  if (base < target) {
+    long long span = p.kv_len;
+    if (spec.mode == AttentionMode::window) span = std::min<long long>(span, static_cast<long long>(spec.window) + p.L);
+    if (spec.mode == AttentionMode::chunk) span = std::min<long long>(span, static_cast<long long>(spec.chunk) + p.L);
+    // Rounded up: a replayed decode step (generate/decode_graph.h) passes kv_len = its KV pages'
+    // capacity (a multiple of 256 >= the op-by-op step's length), and ceil(len / 256) is the same for
+    // both, so both cut the keys into the same parts and give bit-identical results.
+    long long by_len = std::max<long long>(1, (span + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
+    nsplit = static_cast<int>(std::min<long long>({(target + base - 1) / base, by_len, kMaxSplits}));
+  }
+  p.nsplit = nsplit;
+  Array work;
+  const long long out_rows = static_cast<long long>(p.B) * p.Hq * p.L;
+  if (nsplit > 1) {
+    work = Array::empty({out_rows * nsplit * (p.Dv + 2)}, Dtype::f32, out.device());
+    p.part_acc = static_cast<float*>(work.raw_data());
+    p.part_ml = p.part_acc + out_rows * nsplit * p.Dv;
+  }
+  cudaStream_t st = stream_of(out);
+  auto kernel = attention_tc_kernel<D, T>;
+  LOOM_CUDA_CHECK(
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
+  dim3 grid(static_cast<unsigned>(tiles * nsplit), static_cast<unsigned>(p.Hkv), static_cast<unsigned>(p.B));
+  kernel<<<grid, kThreads, C::kBytes, st>>>(p, t);
+  check_launch(op);
+  if (nsplit > 1) {
+    attention_combine<<<static_cast<unsigned>(std::min<long long>(out_rows, 1 << 20)), kThreads, 0, st>>>(p, out_rows);
+    check_launch(op);
+  }
+}
+
+// Runs the tensor-core kernel when it applies (see its head comment); false: the caller falls back.
+bool try_launch_tc(AttnParams& p, const KvTable& t, const AttentionSpec& spec, Array& out, Dtype q_dt, Dtype k_dt,
+                   Dtype v_dt, bool has_mask) {
+  if (q_dt != k_dt || k_dt != v_dt || (k_dt != Dtype::bf16 && k_dt != Dtype::f16)) return false;
+  if (has_mask || p.D != p.Dv || !p.q_vec || !p.k_vec || !p.v_vec) return false;
+  // Decode-sized row counts keep the decode config of attention_kernel.
+  const long long rows = static_cast<long long>(p.G) * p.L;
+  if (rows <= (p.D <= 128 ? Cfg<128, true, 2>::BM : Cfg<256, true, 2>::BM)) return false;
+  auto run = [&](auto tag) {
+    using T = decltype(tag);
+    switch (p.D) {
+      case 64:
+        launch_tc<64, T>(p, t, spec, out);
+        return true;
+      case 80:
+        launch_tc<80, T>(p, t, spec, out);
+        return true;
+      case 96:
+        launch_tc<96, T>(p, t, spec, out);
+        return true;
+      case 128:
+        launch_tc<128, T>(p, t, spec, out);
+        return true;
+      case 256:
+        launch_tc<256, T>(p, t, spec, out);
+        return true;
+      default:
+        return false;
+    }
+  };
+  return k_dt == Dtype::bf16 ? run(__nv_bfloat16{}) : run(__half{});
 }
 
 }  // namespace
@@ -877,6 +1345,7 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
     t.start[1] = 0;
   }
 
+  if (try_launch_tc(p, t, spec, out, q.dtype(), k_blocks[0].dtype(), v_blocks[0].dtype(), mask.valid())) return;
   const int64_t dmax = std::max(D, Dv);
   if (dmax <= 64)
     launch_dmax<64>(p, t, spec, out);

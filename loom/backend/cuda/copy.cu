@@ -26,6 +26,19 @@ __global__ void copy_bits_kernel(const B* __restrict__ in, FastView iv, B* __res
   }
 }
 
+// copy_bits_kernel with the output shifted by (index[0] - base) * stride elements, the shift read on
+// the device (see copy_into_at in kernel_api.inc); one element per thread, grid-stride.
+template <typename B>
+__global__ void copy_bits_at_kernel(const B* __restrict__ in, FastView iv, B* __restrict__ out, FastView ov, int64_t n,
+                                    const int32_t* __restrict__ index, int64_t base, int64_t stride, int64_t max_p) {
+  const int64_t p = static_cast<int64_t>(*index) - base;
+  if (p < 0 || p > max_p) return;
+  out += p * stride;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[at(ov, i)] = in[at(iv, i)];
+}
+
 // The float conversions models use (f32/f16/bf16 pairs), contiguous on both sides: one rounding
 // from float, which equals convert_span's route through double for these types. Eight elements
 // per thread with vector loads and stores when both pointers are 16-byte aligned.
@@ -142,6 +155,20 @@ void strided_copy(const Array& in, Array& out) {
 
 void copy(const Array& in, Array& out) { strided_copy(in, out); }
 void copy_into(const Array& in, Array& out) { strided_copy(in, out); }
+
+void copy_into_at(const Array& in, Array& out, const Array& index, int64_t base, int64_t stride, int64_t max_p) {
+  int64_t n = out.size();
+  if (n == 0) return;
+  FastView iv = fast_view(in), ov = fast_view(out);
+  cudaStream_t stream = stream_of(out);
+  dispatch_bits(in.itemsize(), [&](auto bits) {
+    using B = decltype(bits);
+    copy_bits_at_kernel<B><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
+        static_cast<const B*>(in.raw_data()), iv, static_cast<B*>(out.raw_data()), ov, n,
+        static_cast<const int32_t*>(index.raw_data()), base, stride, max_p);
+  });
+  check_launch("copy_into_at");
+}
 
 void fill(Array& out, double value) {
   int64_t n = out.size();

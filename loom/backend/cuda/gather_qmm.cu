@@ -1,14 +1,19 @@
-// gather_qmm on CUDA (CPU twin: backend/cpu/gather_qmm.cpp). Two paths:
-//  - few output rows (P * M <= kDirectRows: decode, one token's k experts): one launch, no host sync.
-//    Each warp computes one output element: its lanes stride over K, decode the selected matrix's codes
-//    in place (any affine width 2-8, E2M1, E4M3; a code may straddle two words), scale them per group
-//    (affine value = q * scale + bias as the CPU twin's dequantize), multiply with x and reduce by
-//    shuffles, accumulating in f32 and rounding once at the store. Only the selected matrices are read.
-//  - many rows (prefill): the pairs are grouped by matrix on the host (the index arrays are copied back,
-//    one stream sync), x's rows are gathered into expert order (take_rows), each selected matrix runs
-//    once through the quantized_matmul kernel of quantized.cu on views of its words, scales and biases
-//    (qgemv for <= 8 rows, dequantized f32 panels + cuBLAS otherwise), and a second take_rows puts the
-//    result rows back in pair order.
+// gather_qmm on CUDA (CPU twin: backend/cpu/gather_qmm.cpp). Three paths:
+//  - W transposed (the MoE layers' layout), at most 8 rows per pair and P * M <= kGemvPairRows (decode, for
+//    any batch a decode step sees): one launch of quantized.cu's decode GEMV over all pairs (blockIdx.y =
+//    pair; the pair's expert and x block are read from the index arrays on the device, no host sync, so a
+//    CUDA graph can capture it). Each pair is one GEMV over its expert's packed rows, with the arithmetic
+//    of quantized_matmul's decode kernel (results within f32 rounding of the twin).
+//  - other few-row cases (W not transposed, P * M <= kDirectRows): one launch, no host sync. Each warp
+//    computes one output element: its lanes stride over K, decode the selected matrix's codes in place
+//    (any affine width 2-8, E2M1, E4M3; a code may straddle two words), scale them per group (affine value =
+//    q * scale + bias as the CPU twin's dequantize), multiply with x and reduce by shuffles, accumulating in
+//    f32 and rounding once at the store. Only the selected matrices are read.
+//  - many rows (prefill only: above both thresholds): the pairs are grouped by matrix on the host (the index
+//    arrays are copied back, one stream sync; decode never gets here), x's rows are gathered into expert
+//    order (take_rows), each selected matrix runs once through quantized_matmul on views of its words,
+//    scales and biases (dequantized panels + a GEMM), and a second take_rows puts the result rows back in
+//    pair order.
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
@@ -22,6 +27,7 @@ namespace loom::cuda {
 
 namespace {
 
+constexpr int64_t kGemvPairRows = 1024;  // P * M up to which transposed pairs take the decode GEMV
 constexpr int64_t kDirectRows = 64;
 constexpr int kWarps = 8;  // warps (output elements) per block of the direct kernel
 
@@ -113,6 +119,12 @@ Array upload_i32(const std::vector<int32_t>& v, Device d, cudaStream_t s) {
 
 }  // namespace
 
+namespace detail {  // defined in quantized.cu
+bool quantized_gemv_fits(const QuantSpec& spec, int64_t m);
+void quantized_gemv(const Array& x, const Array& wq, const Array& scales, const Array& biases, const QuantSpec& spec,
+                    float global_scale, const Array& lhs, const Array& rhs, int64_t m, int64_t n, Array& out);
+}  // namespace detail
+
 void gather_qmm(const Array& x, const Array& wq, const Array& scales, const Array& biases, const Array& lhs,
                 const Array& rhs, bool transpose, const QuantSpec& spec, float global_scale, Array& out) {
   const char* op = "gather_qmm";
@@ -123,6 +135,16 @@ void gather_qmm(const Array& x, const Array& wq, const Array& scales, const Arra
   cudaStream_t s = stream_of(out);
   if (affine && (!biases.valid() || biases.dtype() != scales.dtype()))
     throw Error(format_error(op, "affine biases must match the scales' dtype"));
+
+  if (transpose && P * M <= kGemvPairRows && detail::quantized_gemv_fits(spec, M)) {
+    const int64_t E = wq.shape(0);
+    Array out2 = view2d(out, 0, P * M, N);
+    detail::quantized_gemv(view2d(x, 0, x.shape(0) * M, K), view2d(wq, 0, E * rows, words),
+                           view2d(scales, 0, E * rows, groups),
+                           affine ? view2d(biases, 0, E * rows, groups) : Array(), spec, global_scale, lhs, rhs, M, N,
+                           out2);
+    return;
+  }
 
   if (P * M <= kDirectRows) {
     QmmArgs a{};

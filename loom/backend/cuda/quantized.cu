@@ -12,19 +12,25 @@
 //    f32 where it is read (weights dequantize as the f32 twin does: fma(q, scale, bias)), accumulation is f32
 //    and the result is rounded once at the store (to nearest even, as loom::cuda::copy converts): f32 in/out
 //    gives the f32 kernel's bits, half inputs (and outputs) those of converting to (and from) f32 around it.
-//  - quantized_matmul with W.T and M <= 8 (decode; affine group sizes >= 32, all MLX allows): qgemv_kernel,
-//    one warp per R packed rows (R = 8, or 4 for more than 4 activation rows). Lanes split K into "packs" of
-//    32 codes (= `bits` words): a warp-wide load reads 32 consecutive packs of a row (16-byte loads for
-//    2/4/8-bit codes, bypassing L1), and the 32 activations a lane loads per pack (L1/L2-resident, 16-byte
-//    loads in x's own dtype) serve all R rows. Codes become floats exactly (f16 magic numbers for 4/8-bit and
-//    E2M1, two codes per integer op; the 2^23 trick for other widths; E4M3 by bit placement), each half
-//    pack's dot product is scaled once, and the affine bias enters as bias * sum(x over the half pack). A
-//    shuffle reduction ends each row. The kernel is templated on x's dtype (converted in the inner loop);
-//    scales/biases are read in their stored dtype behind one warp-uniform branch per pack, and the output
-//    dtype is a switch at the store. Bytes moved ~= N * K * bits / 8 + the scales (and biases) + x from L2.
-//    Measured on an H200 (f32 x and scales, before the dtype variants), W [14336, 4096], M = 1: 4-bit ~23 us
-//    (~1.6 TB/s with the scales), 8-bit ~37 us (~1.8 TB/s): issue-bound on decode + f32 FMA work, not yet at
-//    bandwidth (tensor-core MMA over exact bf16 codes with split f32 activations would be the next step).
+//  - quantized_matmul with W.T and M <= 8 (decode; affine group sizes >= 32, all MLX allows), and
+//    gather_qmm's decode (detail::quantized_gemv: blockIdx.y is a (row block, expert) pair whose indices are
+//    read on the device): one warp per R packed rows (R = 8, or 4 for more than 4 activation rows or 5+ word
+//    packs). Lanes split K into "packs" of 32 codes (= `bits` words) and the 32 activations a lane loads
+//    per pack (L1/L2-resident, 16-byte loads in x's own dtype) serve all R rows. Codes become floats exactly
+//    (f16 magic numbers for 4/8-bit and E2M1, two codes per integer op; the 2^23 trick for other widths;
+//    E4M3 by bit placement), each half pack's dot product is scaled once, and the affine bias enters as
+//    bias * sum(x over the half pack). A shuffle reduction ends each row. The kernels are templated on x's
+//    dtype (converted in the inner loop); scales/biases are read in their stored dtype behind one
+//    warp-uniform branch per pack, and the output dtype is a switch at the store. Bytes moved ~= N * K *
+//    bits / 8 + the scales (and biases) + x from L2. qgemv_pipe_kernel (whole packs, rows aligned to its
+//    copies) feeds the packs through a per-lane cp.async ring in shared memory, 2-3 rounds ahead of the
+//    arithmetic, so loads and decode overlap within every warp; qgemv_kernel (the fallback) loads a round's
+//    packs into registers and then computes. Both sum the same terms in the same order.
+//    Measured on an H200 before the pipelined kernel (f32 x and scales), W [14336, 4096], M = 1: 4-bit
+//    ~23 us (~1.6 TB/s with the scales), 8-bit ~37 us (~1.8 TB/s); bench/kernel_bench_qmv measures both.
+//  - Of those, affine 4- and 8-bit with M <= 4 and 16-byte aligned packed rows (what mlx-community ships)
+//    take qgemv_direct_kernel instead: 16-byte chunks of R rows straight from global memory into registers,
+//    8 independent loads per lane per step, x loaded once per chunk for the R rows (see the kernel).
 //  - quantized_matmul otherwise (prefill, or W without transpose): panels of W dequantized to f32 (bounded
 //    scratch) and multiplied by cuBLAS in f32 (detail::sgemm_rowmajor in matmul.cu); x that is not f32 is
 //    converted into an f32 temporary first, and an output that is not f32 is computed in an f32 temporary
@@ -358,6 +364,10 @@ struct QmvArgs {
   int gs, gs_log2;  // group size (a power of two) and its log2
   float gmul;
   bool vec;  // rows 16-byte aligned: packs of 2/4/8 words load as vectors
+  // gather_qmm: blockIdx.y is a pair p; x block lhs[p] ([m, k] rows lhs[p] * m ...) times matrix rhs[p]
+  // (wq and the scales hold the stacked matrices [E, n, .]) into out rows p * m ... Null: block p, matrix 0.
+  const int32_t* lhs;
+  const int32_t* rhs;
 };
 
 __device__ __forceinline__ uint4 ld_stream16(const uint32_t* p) {
@@ -645,9 +655,69 @@ __device__ __forceinline__ void qmv_pack(int64_t p, bool half, const uint32_t (&
   }
 }
 
+// The R packed rows, activation rows and output position of one warp's row group.
+template <typename XT, int MT, int R>
+struct QmvRows {
+  int64_t n0;    // first output column of the group
+  int64_t out0;  // flat index of out[pair * m + 0, 0]
+  int64_t row[R];  // rows of the stacked matrices (past-the-end rows repeat the last one; results dropped)
+  const XT* xr[MT];  // activation rows (rows past m repeat row 0; results dropped)
+
+  __device__ QmvRows(const QmvArgs& a, int64_t first) : n0(first) {
+    const int64_t pair = blockIdx.y;
+    const int64_t ebase = a.rhs ? static_cast<int64_t>(__ldg(a.rhs + pair)) * a.n : 0;
+    const int64_t xblock = a.lhs ? static_cast<int64_t>(__ldg(a.lhs + pair)) : pair;
+    out0 = pair * a.m * a.n;
+#pragma unroll
+    for (int r = 0; r < R; ++r) row[r] = ebase + min(n0 + r, a.n - 1);
+#pragma unroll
+    for (int m = 0; m < MT; ++m) xr[m] = static_cast<const XT*>(a.x) + (xblock * a.m + (m < a.m ? m : 0)) * a.k;
+  }
+};
+
+// Reduces acc over the warp's lanes (and, when ks > 1, over the block's ks warps through `red`, the warp's
+// scratch at red + warp * red_stride) and stores out[m, n0 + r]: lane 0 parks the R * MT sums in shared
+// memory, then lane (or thread) r * MT + m stores one output (one rolled store instead of R * MT unrolled
+// ones, each a switch over out's dtype).
+template <typename XT, int MT, int R>
+__device__ __forceinline__ void qmv_finish(const QmvArgs& a, const QmvRows<XT, MT, R>& g, float (&acc)[R][MT],
+                                           float* red, int red_stride, int ks) {
+  static_assert(R * MT <= 32, "one lane per output of a row group");
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) acc[r][m] += __shfl_xor_sync(0xffffffffu, acc[r][m], o);
+    }
+  if (lane == 0) {
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int m = 0; m < MT; ++m) red[warp * red_stride + r * MT + m] = acc[r][m];
+  }
+  if (ks > 1) {
+    __syncthreads();
+    if (threadIdx.x < R * MT) {
+      const int r = threadIdx.x / MT, m = threadIdx.x % MT;
+      float v = 0.0f;
+      for (int i = 0; i < ks; ++i) v += red[i * red_stride + threadIdx.x];
+      if (m < a.m && g.n0 + r < a.n) store_out(a, g.out0 + m * a.n + g.n0 + r, v);
+    }
+    return;
+  }
+  __syncwarp();
+  if (lane < R * MT) {
+    const int r = lane / MT, m = lane % MT;
+    if (m < a.m && g.n0 + r < a.n) store_out(a, g.out0 + m * a.n + g.n0 + r, red[warp * red_stride + lane]);
+  }
+}
+
 // One warp per R packed rows (or, when N is small, the block's 4 warps per R rows, splitting the packs:
 // `ks` warps per row group); lane l takes packs l, l + 32 ks, ... of all R rows (a warp-wide load reads 32
 // consecutive packs of a row, R packs per lane in flight); shuffles (and shared memory when ks = 4) reduce.
+// The fallback of qgemv_pipe_kernel (rows not aligned for its copies, nvfp4 rows ending in half a pack).
 template <class D, typename XT, int MT, int R>
 __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, int ks) {
   constexpr int W = D::kWords;
@@ -656,16 +726,10 @@ __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, 
   if (n0 >= a.n) return;  // uniform over the block when ks > 1
   const int part = warp % ks;
   const int64_t packs = (a.k + 31) >> 5;
-  int64_t row[R];
+  const QmvRows<XT, MT, R> g(a, n0);
   const uint32_t* wr[R];
 #pragma unroll
-  for (int r = 0; r < R; ++r) {
-    row[r] = min(n0 + r, a.n - 1);  // past-the-end rows repeat the last (results dropped)
-    wr[r] = a.wq + row[r] * a.words;
-  }
-  const XT* xr[MT];
-#pragma unroll
-  for (int m = 0; m < MT; ++m) xr[m] = static_cast<const XT*>(a.x) + (m < a.m ? m : 0) * a.k;
+  for (int r = 0; r < R; ++r) wr[r] = a.wq + g.row[r] * a.words;
   float acc[R][MT];
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -680,41 +744,139 @@ __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, 
     float s[R][2], b[R][2];
 #pragma unroll
     for (int r = 0; r < R; ++r) load_pack<W>(wr[r], p, a.vec, half, w[r]);
-    pack_params<D, R>(a, nv, p, row, s, b);
-    qmv_pack<D, XT, MT, R>(p, half, w, s, b, xr, acc);
+    pack_params<D, R>(a, nv, p, g.row, s, b);
+    qmv_pack<D, XT, MT, R>(p, half, w, s, b, g.xr, acc);
   }
+  __shared__ float red[kQmvThreads / 32][R * MT];
+  qmv_finish<XT, MT, R>(a, g, acc, &red[0][0], R * MT, ks);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The pipelined decode GEMV: qgemv_kernel's work split and arithmetic (qmv_pack, bit for bit the same
+// sums), but the packed rows reach the lanes through shared memory by cp.async, kStages - 1 iterations
+// ahead of the arithmetic, so every warp keeps (kStages - 1) * R packs per lane in flight while it decodes
+// (qgemv_kernel loads, then computes: all of a launch's warps wait on memory together, then compute
+// together, and the two phases add up). Each lane copies and reads only its own shared-memory slots, so
+// only cp.async.wait_group orders them (no barrier). The scales and biases of the copied packs are
+// prefetched into L2 when their copies are issued. Needs K % 32 == 0 (whole packs) and the packed rows
+// aligned to the copy size (16 bytes for 4 and 8 words per pack, 8 for 2 and 6, 4 otherwise).
+
+template <int W>
+constexpr int pipe_chunk() {  // words per cp.async
+  return W % 4 == 0 ? 4 : (W % 2 == 0 ? 2 : 1);
+}
+
+template <int MT, int W>
+constexpr int pipe_rows() {  // rows per warp: 4 for the wide codes (their packs fill the stages sooner)
+  return W >= 5 ? 4 : qmv_rows<MT>();
+}
+
+template <int W, int R>
+constexpr int pipe_stages() {  // as many as 48 KiB of static shared memory holds (4 warps), 2 to 4
+  return 96 / (R * W) < 2 ? 2 : (96 / (R * W) > 4 ? 4 : 96 / (R * W));
+}
+
+template <int BYTES>
+__device__ __forceinline__ void cp_async(uint32_t* smem, const uint32_t* gmem) {
+  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
+  if constexpr (BYTES == 16)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
+  else
+    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(s), "l"(gmem), "n"(BYTES) : "memory");
+}
+
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
+
+template <class D, typename XT, int MT, int R>
+__global__ void __launch_bounds__(kQmvThreads) qgemv_pipe_kernel(QmvArgs a, bool nv, int ks) {
+  constexpr int W = D::kWords, C = pipe_chunk<W>(), S = pipe_stages<W, R>();
+  constexpr int kSlot = R * W * 32;  // words of one stage of one warp: row r's chunk c of lane l at
+                                     // r * W * 32 + c * 32 * C + l * C (consecutive lanes, consecutive chunks)
+  static_assert(R * MT <= S * kSlot, "the reduction scratch fits a warp's stages");
+  __shared__ __align__(16) uint32_t stage[kQmvThreads / 32][S * kSlot];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (kQmvThreads / 32 / ks) + warp / ks) * R;
+  if (n0 >= a.n) return;  // uniform over the block when ks > 1
+  const int part = warp % ks;
+  const int64_t packs = a.k >> 5;
+  const QmvRows<XT, MT, R> g(a, n0);
+  const uint32_t* wr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) wr[r] = a.wq + g.row[r] * a.words;
+  float acc[R][MT];
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
-    for (int m = 0; m < MT; ++m) {
+    for (int m = 0; m < MT; ++m) acc[r][m] = 0.0f;
+
+  // Iteration i handles pack first + i * step of each row (lanes whose pack lies past the row skip it).
+  const int64_t first = part * 32 + lane, step = 32 * ks;
+  const int64_t iters = part * 32 < packs ? (packs - part * 32 + step - 1) / step : 0;  // warp-uniform
+  uint32_t* mine = stage[warp];
+  // Copies iteration i's packs into its slot and commits one group (an empty one past the end, so that
+  // wait_group<S - 1> always means "iteration i has landed").
+  auto issue = [&](int64_t i) {
+    const int64_t p = first + i * step;
+    if (i < iters && p < packs) {
+      uint32_t* dst = mine + (i % S) * kSlot + lane * C;
 #pragma unroll
-      for (int o = 16; o > 0; o >>= 1) acc[r][m] += __shfl_xor_sync(0xffffffffu, acc[r][m], o);
+      for (int r = 0; r < R; ++r) {
+#pragma unroll
+        for (int c = 0; c < W / C; ++c) cp_async<C * 4>(dst + r * W * 32 + c * 32 * C, wr[r] + p * W + c * C);
+        const int64_t gi = g.row[r] * a.groups + ((p * 32) >> a.gs_log2);
+        if constexpr (D::kAffine) {
+          prefetch_l2(static_cast<const char*>(a.scales) + gi * (a.scode == kF32 ? 4 : 2));
+          prefetch_l2(static_cast<const char*>(a.biases) + gi * (a.scode == kF32 ? 4 : 2));
+        } else {
+          prefetch_l2(a.sbytes + gi);
+        }
+      }
     }
-  // Lane 0 parks the R * MT sums in shared memory; then lane (or, when ks > 1, thread) r * MT + m stores
-  // out[m, n0 + r] (one rolled store instead of R * MT unrolled ones, each a switch over out's dtype).
-  static_assert(R * MT <= 32, "one lane per output of a row group");
-  __shared__ float red[kQmvThreads / 32][R * MT];
-  if (lane == 0) {
+    cp_async_commit();
+  };
 #pragma unroll
-    for (int r = 0; r < R; ++r)
+  for (int i = 0; i < S - 1; ++i) issue(i);
+  for (int64_t i = 0; i < iters; ++i) {
+    issue(i + S - 1);
+    cp_async_wait<S - 1>();
+    const int64_t p = first + i * step;
+    if (p < packs) {
+      const uint32_t* src = mine + (i % S) * kSlot + lane * C;
+      uint32_t w[R][W];
 #pragma unroll
-      for (int m = 0; m < MT; ++m) red[warp][r * MT + m] = acc[r][m];
-  }
-  if (ks > 1) {
-    __syncthreads();
-    if (threadIdx.x < R * MT) {
-      const int r = threadIdx.x / MT, m = threadIdx.x % MT;
-      float v = 0.0f;
-      for (int i = 0; i < ks; ++i) v += red[i][threadIdx.x];
-      if (m < a.m && n0 + r < a.n) store_out(a, m * a.n + n0 + r, v);
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int c = 0; c < W / C; ++c) {
+          const uint32_t* q = src + r * W * 32 + c * 32 * C;
+          if constexpr (C == 4) {
+            const uint4 v = *reinterpret_cast<const uint4*>(q);
+            w[r][4 * c] = v.x;
+            w[r][4 * c + 1] = v.y;
+            w[r][4 * c + 2] = v.z;
+            w[r][4 * c + 3] = v.w;
+          } else if constexpr (C == 2) {
+            const uint2 v = *reinterpret_cast<const uint2*>(q);
+            w[r][2 * c] = v.x;
+            w[r][2 * c + 1] = v.y;
+          } else {
+            w[r][c] = *q;
+          }
+        }
+      float s[R][2], b[R][2];
+      pack_params<D, R>(a, nv, p, g.row, s, b);
+      qmv_pack<D, XT, MT, R>(p, false, w, s, b, g.xr, acc);
     }
-    return;
   }
+  cp_async_wait<0>();  // (only empty groups can remain) before the scratch below reuses the stages
   __syncwarp();
-  if (lane < R * MT) {
-    const int r = lane / MT, m = lane % MT;
-    if (m < a.m && n0 + r < a.n) store_out(a, m * a.n + n0 + r, red[warp][lane]);
-  }
+  qmv_finish<XT, MT, R>(a, g, acc, reinterpret_cast<float*>(&stage[0][0]), S * kSlot, ks);
 }
 
 int multiprocessors() {
@@ -727,42 +889,250 @@ int multiprocessors() {
   return n;
 }
 
-template <class D, typename XT, int MT, int R = qmv_rows<MT>()>
-void launch_qgemv_mt(const QmvArgs& a, bool nv, cudaStream_t s) {
-  // With fewer than 8 row-group warps per multiprocessor, the 4 warps of a block share each row group.
-  const int64_t groups = (a.n + R - 1) / R;
-  const int ks = groups < int64_t{8} * multiprocessors() ? kQmvThreads / 32 : 1;
+// Grid of the decode kernels for R rows per warp: with fewer than `warps_per_sm` row-group warps per
+// multiprocessor (over all pairs), the 4 warps of a block share each row group (ks = 4) and split its packs.
+struct QmvGrid {
+  dim3 grid;
+  int ks;
+};
+
+QmvGrid qmv_grid(int64_t n, int rows_per_warp, int64_t pairs, int warps_per_sm = 8) {
+  const int64_t groups = (n + rows_per_warp - 1) / rows_per_warp;
+  const int ks = groups * pairs < int64_t{warps_per_sm} * multiprocessors() ? kQmvThreads / 32 : 1;
   const int64_t per_block = kQmvThreads / 32 / ks;
   const int64_t blocks = (groups + per_block - 1) / per_block;
-  if (blocks > INT32_MAX) throw NotSupportedError(format_error("quantized_matmul", "too many output columns"));
-  qgemv_kernel<D, XT, MT, R><<<static_cast<unsigned>(blocks), kQmvThreads, 0, s>>>(a, nv, ks);
+  if (blocks > INT32_MAX || pairs > 65535)
+    throw NotSupportedError(format_error("quantized_matmul", "too many output columns or pairs"));
+  return {dim3(static_cast<unsigned>(blocks), static_cast<unsigned>(pairs)), ks};
+}
+
+template <class D, typename XT, int MT>
+void launch_qgemv_mt(const QmvArgs& a, bool nv, int64_t pairs, cudaStream_t s) {
+  constexpr int W = D::kWords, C = pipe_chunk<W>();
+  // Whole packs and rows aligned to the copy size (every row is when the first is: a row is K / 32 packs
+  // of W words, a multiple of C words).
+  if (a.k % 32 == 0 && reinterpret_cast<uintptr_t>(a.wq) % (4 * C) == 0) {
+    constexpr int R = pipe_rows<MT, W>();
+    const QmvGrid g = qmv_grid(a.n, R, pairs);
+    qgemv_pipe_kernel<D, XT, MT, R><<<g.grid, kQmvThreads, 0, s>>>(a, nv, g.ks);
+    check_launch("qgemv_pipe_kernel");
+    return;
+  }
+  constexpr int R = qmv_rows<MT>();
+  const QmvGrid g = qmv_grid(a.n, R, pairs);
+  qgemv_kernel<D, XT, MT, R><<<g.grid, kQmvThreads, 0, s>>>(a, nv, g.ks);
   check_launch("qgemv_kernel");
 }
 
 template <class D, typename XT>
-void launch_qgemv_x(const QmvArgs& a, bool nv, cudaStream_t s) {
+void launch_qgemv_x(const QmvArgs& a, bool nv, int64_t pairs, cudaStream_t s) {
   if (a.m == 1)
-    launch_qgemv_mt<D, XT, 1>(a, nv, s);
+    launch_qgemv_mt<D, XT, 1>(a, nv, pairs, s);
   else if (a.m == 2)
-    launch_qgemv_mt<D, XT, 2>(a, nv, s);
+    launch_qgemv_mt<D, XT, 2>(a, nv, pairs, s);
   else if (a.m <= 4)
-    launch_qgemv_mt<D, XT, 4>(a, nv, s);
+    launch_qgemv_mt<D, XT, 4>(a, nv, pairs, s);
   else
-    launch_qgemv_mt<D, XT, 8>(a, nv, s);
+    launch_qgemv_mt<D, XT, 8>(a, nv, pairs, s);
 }
 
-// Instantiations: 8 decoders x 3 x dtypes x 4 row counts (the scale and output dtypes are runtime).
+// Instantiations: 8 decoders x 3 x dtypes x 4 row counts x 2 kernels (the scale and output dtypes are
+// runtime).
 template <class D>
-void launch_qgemv(const QmvArgs& a, int xcode, bool nv, cudaStream_t s) {
+void launch_qgemv(const QmvArgs& a, int xcode, bool nv, int64_t pairs, cudaStream_t s) {
   if (xcode == kF32)
-    launch_qgemv_x<D, float>(a, nv, s);
+    launch_qgemv_x<D, float>(a, nv, pairs, s);
   else if (xcode == kBF16)
-    launch_qgemv_x<D, __nv_bfloat16>(a, nv, s);
+    launch_qgemv_x<D, __nv_bfloat16>(a, nv, pairs, s);
   else
-    launch_qgemv_x<D, __half>(a, nv, s);
+    launch_qgemv_x<D, __half>(a, nv, pairs, s);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// ---------------------------------------------------------------------------------------------------
+// The direct decode GEMV for MLX affine 4- and 8-bit weights (the formats mlx-community ships), M <= 4, used
+// by quantized_matmul and gather_qmm's pairs alike (QmvRows reads the pair's indices on the device). Every
+// lane streams 16-byte chunks of its R rows from global memory straight into registers (no shared memory):
+// each step issues R x U = 8 independent 16-byte loads (and the chunks' scales and biases) before using
+// any. A chunk holds 128 / BITS codes (32 at 4-bit, 16 at 8-bit) and starts at a multiple of that, so it
+// lies inside one group for every power-of-two group size >= 32 (all the host lets through): one scale and
+// one bias per (row, chunk). Lane l of part `part` (of the ks warps sharing a row group) takes chunks
+// part * 32 + l + 32 * ks * j. For each chunk and activation row: dot = sum(q * x) and xs = sum(x) in f32,
+// the x values loaded once (L1/L2-resident) for all R rows, then acc += scale * dot and acc += bias * xs,
+// so the sums are qgemv_kernel's per-group f32 sums in another order (within f32 rounding of the twin).
+// Bytes moved ~= N * K * BITS / 8 + 2 * N * K / gs * itemsize(scales) + x (once per warp, from L2).
+
+// Rows per warp: 4 for 1-2 activation rows, 2 for 3-4 (the accumulators and x values grow with M).
+template <int MT>
+constexpr int direct_rows() {
+  return MT <= 2 ? 4 : 2;
+}
+
+// Codes 8c .. 8c+7 of a 16-byte chunk as exact floats (c < 128 / BITS / 8, a compile-time constant after
+// unrolling). 4-bit: word c holds codes 8c .. 8c+7 LSB first, and codes i and i+4 sit 16 bits apart, so one
+// mask and one OR build the half pair (1024 + code_i, 1024 + code_i+4). 8-bit: words 2c and 2c+1 hold one
+// code per byte; a byte permute puts bytes (0, 2) or (1, 3) under 0x64 (1024 + code each).
+template <int BITS>
+__device__ __forceinline__ void decode_chunk8(const uint4& v, int c, float (&q)[8]) {
+  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
+  if constexpr (BITS == 4) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = offset_pair(((w[c] >> (4 * i)) & 0x000F000Fu) | 0x64006400u);
+      q[i] = f.x;
+      q[i + 4] = f.y;
+    }
+  } else {
+    static_assert(BITS == 8, "4- and 8-bit codes only");
+#pragma unroll
+    for (int j = 0; j < 2; ++j) {
+      const float2 e = offset_pair(__byte_perm(w[2 * c + j], 0x64u, 0x4240));
+      const float2 o = offset_pair(__byte_perm(w[2 * c + j], 0x64u, 0x4341));
+      q[4 * j] = e.x;
+      q[4 * j + 1] = o.x;
+      q[4 * j + 2] = e.y;
+      q[4 * j + 3] = o.y;
+    }
+  }
+}
+
+// Element i of an affine scale/bias array in dtype `scode` (warp-uniform), converted exactly to f32.
+__device__ __forceinline__ float ld_param_code(const void* base, int scode, int64_t i) {
+  if (scode == kF32) return ld_param<float>(base, i);
+  if (scode == kBF16) return ld_param<__nv_bfloat16>(base, i);
+  return ld_param<__half>(base, i);
+}
+
+// Blocks per multiprocessor the direct kernel is compiled for: 4 for one activation row (registers capped at
+// 65536 / (128 * 4) = 128 per thread; 16 warps per SM with 8 loads of 16 bytes in flight per lane keep
+// ~64 KiB per SM in flight), 3 for more (170 registers: at 128 the 2- and 4-row variants spilled).
+template <int MT>
+constexpr int direct_min_blocks() {
+  return MT == 1 ? 4 : 3;
+}
+
+template <int BITS, typename XT, int MT, int R>
+__global__ void __launch_bounds__(kQmvThreads, direct_min_blocks<MT>()) qgemv_direct_kernel(QmvArgs a, int ks) {
+  constexpr int kCodes = 128 / BITS;  // codes per 16-byte chunk
+  constexpr int kPieces = kCodes / 8;
+  constexpr int U = 8 / R;  // chunks per row per step
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (kQmvThreads / 32 / ks) + warp / ks) * R;
+  if (n0 >= a.n) return;  // uniform over the block when ks > 1
+  const int part = warp % ks;
+  const int64_t chunks = a.words >> 2;  // the host checks words % 4 == 0
+  const QmvRows<XT, MT, R> g(a, n0);
+  const uint32_t* wr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) wr[r] = a.wq + g.row[r] * a.words;
+  float acc[R][MT];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int m = 0; m < MT; ++m) acc[r][m] = 0.0f;
+
+  const int64_t step = int64_t{32} * ks;
+  for (int64_t c0 = part * 32 + lane; c0 < chunks; c0 += step * U) {
+    uint4 w[U][R];
+    float s[U][R], b[U][R];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + u * step;
+#pragma unroll
+      for (int r = 0; r < R; ++r) w[u][r] = c < chunks ? ld_stream16(wr[r] + 4 * c) : make_uint4(0u, 0u, 0u, 0u);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + u * step;
+      const int64_t grp = c < chunks ? (c * kCodes) >> a.gs_log2 : 0;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        s[u][r] = ld_param_code(a.scales, a.scode, g.row[r] * a.groups + grp);
+        b[u][r] = ld_param_code(a.biases, a.scode, g.row[r] * a.groups + grp);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t c = c0 + u * step;
+      if (c >= chunks) continue;
+      float dot[R][MT], xs[MT];
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        xs[m] = 0.0f;
+#pragma unroll
+        for (int r = 0; r < R; ++r) dot[r][m] = 0.0f;
+      }
+#pragma unroll
+      for (int pc = 0; pc < kPieces; ++pc) {
+        float xv[MT][8];
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          load_x8(g.xr[m] + c * kCodes + pc * 8, xv[m]);
+          xs[m] += ((xv[m][0] + xv[m][1]) + (xv[m][2] + xv[m][3])) + ((xv[m][4] + xv[m][5]) + (xv[m][6] + xv[m][7]));
+        }
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          float q[8];
+          decode_chunk8<BITS>(w[u][r], pc, q);
+#pragma unroll
+          for (int m = 0; m < MT; ++m)
+#pragma unroll
+            for (int i = 0; i < 8; ++i) dot[r][m] = fmaf(xv[m][i], q[i], dot[r][m]);
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int m = 0; m < MT; ++m) {
+          acc[r][m] = fmaf(s[u][r], dot[r][m], acc[r][m]);
+          acc[r][m] = fmaf(b[u][r], xs[m], acc[r][m]);
+        }
+    }
+  }
+  __shared__ float red[kQmvThreads / 32][R * MT];
+  qmv_finish<XT, MT, R>(a, g, acc, &red[0][0], R * MT, ks);
+}
+
+// Whether the direct kernel takes the call: affine 4/8-bit, power-of-two groups >= 32 (one group per chunk),
+// at most 4 activation rows, packed rows of whole 16-byte chunks from a 16-byte aligned start.
+bool direct_fits(const QmvArgs& a, const QuantSpec& spec) {
+  // 8-bit only: measured on an H200 (bench/kernel_bench_qmv), this kernel beats qgemv_pipe_kernel at
+  // 8 bits (14336x4096: 30 vs 42 us) but not at 4 bits (25.5 vs 21.4 us), which keeps the pipe kernel.
+  return spec.mode == QuantMode::affine && spec.bits == 8 && spec.group_size >= 32 &&
+         std::has_single_bit(static_cast<unsigned>(spec.group_size)) && a.m >= 1 && a.m <= 4 && a.words % 4 == 0 &&
+         a.k % 32 == 0 && aligned16(a.wq);
+}
+
+template <int BITS, typename XT, int MT>
+void launch_direct_mt(const QmvArgs& a, int64_t pairs, cudaStream_t s) {
+  constexpr int R = direct_rows<MT>();
+  // Split rows among a block's warps unless there are >= 16 row-group warps per multiprocessor.
+  const QmvGrid g = qmv_grid(a.n, R, pairs, 16);
+  qgemv_direct_kernel<BITS, XT, MT, R><<<g.grid, kQmvThreads, 0, s>>>(a, g.ks);
+  check_launch("qgemv_direct_kernel");
+}
+
+template <int BITS, typename XT>
+void launch_direct_x(const QmvArgs& a, int64_t pairs, cudaStream_t s) {
+  if (a.m == 1)
+    launch_direct_mt<BITS, XT, 1>(a, pairs, s);
+  else if (a.m == 2)
+    launch_direct_mt<BITS, XT, 2>(a, pairs, s);
+  else
+    launch_direct_mt<BITS, XT, 4>(a, pairs, s);  // M = 3 repeats row 0 in the fourth slot (result dropped)
+}
+
+// Instantiations: 2 widths x 3 x dtypes x 3 row counts.
+template <int BITS>
+void launch_direct(const QmvArgs& a, int xcode, int64_t pairs, cudaStream_t s) {
+  if (xcode == kF32)
+    launch_direct_x<BITS, float>(a, pairs, s);
+  else if (xcode == kBF16)
+    launch_direct_x<BITS, __nv_bfloat16>(a, pairs, s);
+  else
+    launch_direct_x<BITS, __half>(a, pairs, s);
+}
 
 // Rows of W dequantized to f32 at a time in the prefill path (128 MiB).
 constexpr int64_t kPanelElems = int64_t{1} << 25;
@@ -802,6 +1172,86 @@ void dequantize(const Array& wq, const Array& scales, const Array& biases, const
   launch_dequantize(a, out.raw_data(), float_code(out.dtype(), op), stream_of(out));
 }
 
+namespace detail {
+
+// (Declared where used: gather_qmm.cu.)
+bool quantized_gemv_fits(const QuantSpec& spec, int64_t m) {
+  return m >= 1 && m <= 8 && (spec.mode != QuantMode::affine || spec.group_size >= 32);
+}
+
+// The decode kernels: out [pairs * m, n] = for each pair p, x rows lhs[p] * m .. (lhs[p] + 1) * m - 1 of
+// x [., K] times matrix rhs[p] of wq [E * n, words] (scales/biases [E * n, groups]) transposed; without
+// index arrays one pair, block 0, matrix 0. Every array contiguous; indices int32 on the device (read
+// there, no host synchronisation). Dtypes as quantized_matmul takes them.
+void quantized_gemv(const Array& x, const Array& wq, const Array& scales, const Array& biases, const QuantSpec& spec,
+                    float global_scale, const Array& lhs, const Array& rhs, int64_t m, int64_t n, Array& out) {
+  const char* op = "quantized_matmul";
+  const bool affine = spec.mode == QuantMode::affine;
+  const int xcode = float_code(x.dtype(), op), ocode = float_code(out.dtype(), op);
+  const int scode = affine ? float_code(scales.dtype(), op) : kF32;
+  const int64_t words = wq.shape(-1), kq = words * 32 / spec.bits;
+  const int64_t pairs = lhs.valid() ? lhs.size() : 1;
+  if (pairs == 0 || m == 0 || n == 0) return;
+  cudaStream_t s = stream_of(out);
+  // The activations' rows are read 16 bytes at a time: give them a 16-byte aligned home if they lack one
+  // (row lengths K * itemsize are multiples of 16: K is a multiple of the group size).
+  Array xa = x;
+  if (!aligned16(x.raw_data())) {
+    xa = Array::empty(x.shape(), x.dtype(), x.device());
+    LOOM_CUDA_CHECK(cudaMemcpyAsync(xa.raw_data(), x.raw_data(), x.nbytes(), cudaMemcpyDeviceToDevice, s));
+  }
+  QmvArgs a{};
+  a.x = xa.raw_data();
+  a.wq = wq.data<uint32_t>();
+  a.scales = affine ? scales.raw_data() : nullptr;
+  a.biases = affine ? biases.raw_data() : nullptr;
+  a.sbytes = affine ? nullptr : scales.data<uint8_t>();
+  a.out = out.raw_data();
+  a.scode = scode;
+  a.ocode = ocode;
+  a.m = static_cast<int>(m);
+  a.n = n;
+  a.k = kq;
+  a.words = words;
+  a.groups = scales.shape(-1);
+  a.gs = spec.group_size;
+  a.gs_log2 = std::countr_zero(static_cast<unsigned>(spec.group_size));
+  a.gmul = global_scale > 0 ? global_scale / (448.0f * 6.0f) : 1.0f;
+  a.vec = aligned16(wq.raw_data()) && (words * 4) % 16 == 0;
+  a.lhs = lhs.valid() ? lhs.data<int32_t>() : nullptr;
+  a.rhs = rhs.valid() ? rhs.data<int32_t>() : nullptr;
+  if (direct_fits(a, spec)) return launch_direct<8>(a, xcode, pairs, s);
+  switch (spec.mode) {
+    case QuantMode::affine:
+      switch (spec.bits) {
+        case 2:
+          return launch_qgemv<DecAffine<2>>(a, xcode, false, pairs, s);
+        case 3:
+          return launch_qgemv<DecAffine<3>>(a, xcode, false, pairs, s);
+        case 4:
+          return launch_qgemv<DecAffine<4>>(a, xcode, false, pairs, s);
+        case 5:
+          return launch_qgemv<DecAffine<5>>(a, xcode, false, pairs, s);
+        case 6:
+          return launch_qgemv<DecAffine<6>>(a, xcode, false, pairs, s);
+        case 8:
+          return launch_qgemv<DecAffine<8>>(a, xcode, false, pairs, s);
+        default:
+          break;
+      }
+      break;
+    case QuantMode::mxfp4:
+      return launch_qgemv<DecFp4>(a, xcode, false, pairs, s);
+    case QuantMode::nvfp4:
+      return launch_qgemv<DecFp4>(a, xcode, true, pairs, s);
+    case QuantMode::mxfp8:
+      return launch_qgemv<DecFp8>(a, xcode, false, pairs, s);
+  }
+  throw NotSupportedError(format_error(op, "no CUDA decode kernel for " + quant_spec_str(spec)));
+}
+
+}  // namespace detail
+
 // out [M, N] = x [M, K] @ W.T (transpose) or x @ W. x and out: contiguous f32, bf16 or f16 (independently);
 // affine scales/biases: contiguous f32, bf16 or f16 (the same dtype); fp modes: uint8 scales. Accumulates in
 // f32 and rounds once into out's dtype (see the file comment).
@@ -817,9 +1267,8 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
   const int xcode = io_code(x.dtype(), "activations");
   const int ocode = io_code(out.dtype(), "an output");
   const bool affine = spec.mode == QuantMode::affine;
-  int scode = kF32;
   if (affine) {
-    scode = io_code(scales.dtype(), "affine scales");
+    io_code(scales.dtype(), "affine scales");
     if (!biases.valid() || biases.dtype() != scales.dtype())
       throw Error(format_error(op, "affine biases must match the scales' dtype"));
   } else if (scales.dtype() != Dtype::u8) {
@@ -836,70 +1285,9 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
     LOOM_CUDA_CHECK(cudaMemsetAsync(out.raw_data(), 0, out.nbytes(), s));
     return;
   }
-  const float gmul = global_scale > 0 ? global_scale / (448.0f * 6.0f) : 1.0f;
-
-  if (transpose && m <= 8 && (!affine || spec.group_size >= 32)) {
-    // The activations' rows are read 16 bytes at a time: give them a 16-byte aligned home if they lack one
-    // (row lengths K * itemsize are multiples of 16: K is a multiple of the group size).
-    Array xa = x;
-    if (!aligned16(x.raw_data())) {
-      xa = Array::empty(x.shape(), x.dtype(), x.device());
-      LOOM_CUDA_CHECK(cudaMemcpyAsync(xa.raw_data(), x.raw_data(), x.nbytes(), cudaMemcpyDeviceToDevice, s));
-    }
-    QmvArgs a{};
-    a.x = xa.raw_data();
-    a.wq = wq.data<uint32_t>();
-    a.scales = affine ? scales.raw_data() : nullptr;
-    a.biases = affine ? biases.raw_data() : nullptr;
-    a.sbytes = affine ? nullptr : scales.data<uint8_t>();
-    a.out = out.raw_data();
-    a.scode = scode;
-    a.ocode = ocode;
-    a.m = static_cast<int>(m);
-    a.n = n;
-    a.k = kq;
-    a.words = words;
-    a.groups = scales.shape(-1);
-    a.gs = spec.group_size;
-    a.gs_log2 = std::countr_zero(static_cast<unsigned>(spec.group_size));
-    a.gmul = gmul;
-    a.vec = aligned16(wq.raw_data()) && (words * 4) % 16 == 0;
-    switch (spec.mode) {
-      case QuantMode::affine:
-        switch (spec.bits) {
-          case 2:
-            launch_qgemv<DecAffine<2>>(a, xcode, false, s);
-            return;
-          case 3:
-            launch_qgemv<DecAffine<3>>(a, xcode, false, s);
-            return;
-          case 4:
-            launch_qgemv<DecAffine<4>>(a, xcode, false, s);
-            return;
-          case 5:
-            launch_qgemv<DecAffine<5>>(a, xcode, false, s);
-            return;
-          case 6:
-            launch_qgemv<DecAffine<6>>(a, xcode, false, s);
-            return;
-          case 8:
-            launch_qgemv<DecAffine<8>>(a, xcode, false, s);
-            return;
-          default:
-            break;
-        }
-        break;
-      case QuantMode::mxfp4:
-        launch_qgemv<DecFp4>(a, xcode, false, s);
-        return;
-      case QuantMode::nvfp4:
-        launch_qgemv<DecFp4>(a, xcode, true, s);
-        return;
-      case QuantMode::mxfp8:
-        launch_qgemv<DecFp8>(a, xcode, false, s);
-        return;
-    }
-    throw NotSupportedError(format_error(op, "no CUDA decode kernel for " + quant_spec_str(spec)));
+  if (transpose && detail::quantized_gemv_fits(spec, m)) {
+    detail::quantized_gemv(x, wq, scales, biases, spec, global_scale, Array(), Array(), m, n, out);
+    return;
   }
 
   DequantArgs da = dequant_args(wq, scales, biases, spec, global_scale, op);

@@ -5,6 +5,7 @@
 #include "loom/backend/cuda/runtime.h"
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <vector>
 
@@ -49,12 +50,62 @@ size_t size_class(size_t bytes) {
 
 std::string mib(size_t b) { return std::to_string((b + (1 << 19)) >> 20) + " MiB"; }
 
+struct PerDevice;
+
+// The blocks of one captured graph (see DeviceRuntime::begin_capture): freed ones wait here, not in
+// the device's free lists, because replays of the graph write into them. When the graph is gone the
+// pool's free blocks join the device's free lists, and blocks still held go there when freed.
+struct Pool {
+  explicit Pool(PerDevice* o) : owner(o) {}
+  ~Pool();
+  PerDevice* owner;
+  std::map<size_t, std::vector<void*>> free_blocks;  // guarded by owner->mu
+};
+
 struct PerDevice {
   std::once_flag init;
   cudaStream_t stream = nullptr;
   std::mutex mu;
   std::map<size_t, std::vector<void*>> free_blocks;
   AllocatorStats st;
+  std::shared_ptr<Pool> capturing;  // the pool of the graph being recorded, if any
+};
+
+Pool::~Pool() {
+  std::lock_guard<std::mutex> lock(owner->mu);
+  for (auto& [cls, v] : free_blocks) owner->free_blocks[cls].insert(owner->free_blocks[cls].end(), v.begin(), v.end());
+}
+
+// Takes a free block of size class cls from `list`, or returns nullptr.
+void* pop_block(std::map<size_t, std::vector<void*>>& list, size_t cls) {
+  auto it = list.find(cls);
+  if (it == list.end() || it->second.empty()) return nullptr;
+  void* ptr = it->second.back();
+  it->second.pop_back();
+  return ptr;
+}
+
+class CudaGraph final : public DeviceGraph {
+ public:
+  CudaGraph(cudaGraph_t g, cudaGraphExec_t e, cudaStream_t s, int device, std::shared_ptr<Pool> pool)
+      : graph_(g), exec_(e), stream_(s), device_(device), pool_(std::move(pool)) {}
+  ~CudaGraph() override {
+    // An in-flight replay completes first (the executable is freed asynchronously); the pool's blocks
+    // are then reused only by work queued after it on the same stream.
+    cudaGraphExecDestroy(exec_);
+    cudaGraphDestroy(graph_);
+  }
+  void launch() override {
+    LOOM_CUDA_CHECK(cudaSetDevice(device_));
+    LOOM_CUDA_CHECK(cudaGraphLaunch(exec_, stream_));
+  }
+
+ private:
+  cudaGraph_t graph_;
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+  int device_;
+  std::shared_ptr<Pool> pool_;
 };
 
 class CudaRuntime final : public DeviceRuntime {
@@ -86,15 +137,16 @@ class CudaRuntime final : public DeviceRuntime {
     PerDevice& p = dev(d);
     size_t cls = size_class(bytes);
     void* ptr = nullptr;
+    std::shared_ptr<Pool> pool;
     {
       std::lock_guard<std::mutex> lock(p.mu);
       p.st.allocs++;
-      auto it = p.free_blocks.find(cls);
-      if (it != p.free_blocks.end() && !it->second.empty()) {
-        ptr = it->second.back();
-        it->second.pop_back();
-        p.st.cached_bytes -= cls;
-      }
+      pool = p.capturing;
+      // While recording, the graph's own free blocks first, then any free block of the device (it
+      // becomes the graph's).
+      if (pool) ptr = pop_block(pool->free_blocks, cls);
+      if (!ptr) ptr = pop_block(p.free_blocks, cls);
+      if (ptr) p.st.cached_bytes -= cls;
     }
     if (!ptr) ptr = system_alloc(p, d, bytes, cls);
     {
@@ -107,13 +159,81 @@ class CudaRuntime final : public DeviceRuntime {
     buf->size = bytes;
     buf->device = d;
     PerDevice* pp = &p;
-    buf->release = [pp, cls](void* q, size_t) {
-      std::lock_guard<std::mutex> lock(pp->mu);
-      pp->st.active_bytes -= cls;
-      pp->st.cached_bytes += cls;
-      pp->free_blocks[cls].push_back(q);
-    };
+    if (!pool) {
+      buf->release = [pp, cls](void* q, size_t) {
+        std::lock_guard<std::mutex> lock(pp->mu);
+        pp->st.active_bytes -= cls;
+        pp->st.cached_bytes += cls;
+        pp->free_blocks[cls].push_back(q);
+      };
+    } else {
+      buf->release = [pp, cls, weak = std::weak_ptr<Pool>(pool)](void* q, size_t) {
+        std::shared_ptr<Pool> owner = weak.lock();  // outlives the lock below (~Pool takes it)
+        std::lock_guard<std::mutex> lock(pp->mu);
+        pp->st.active_bytes -= cls;
+        pp->st.cached_bytes += cls;
+        (owner ? owner->free_blocks : pp->free_blocks)[cls].push_back(q);
+      };
+    }
     return buf;
+  }
+
+  void begin_capture(Device d) override {
+    PerDevice& p = dev(d);
+    if (p.capturing) throw Error(format_error("cuda", "a graph is already being recorded on " + d.str()));
+    LOOM_CUDA_CHECK(cudaSetDevice(d.index));
+    // Relaxed: allocating device memory (cudaMalloc) while recording is allowed.
+    LOOM_CUDA_CHECK(cudaStreamBeginCapture(p.stream, cudaStreamCaptureModeRelaxed));
+    auto pool = std::make_shared<Pool>(&p);
+    std::lock_guard<std::mutex> lock(p.mu);
+    p.capturing = std::move(pool);
+  }
+
+  std::unique_ptr<DeviceGraph> end_capture(Device d) override {
+    PerDevice& p = dev(d);
+    std::shared_ptr<Pool> pool;
+    {
+      std::lock_guard<std::mutex> lock(p.mu);
+      pool = std::move(p.capturing);
+      p.capturing.reset();
+    }
+    if (!pool) throw Error(format_error("cuda", "no graph is being recorded on " + d.str()));
+    LOOM_CUDA_CHECK(cudaSetDevice(d.index));
+    cudaGraph_t g = nullptr;
+    cudaError_t e = cudaStreamEndCapture(p.stream, &g);
+    if (e != cudaSuccess || !g) {
+      cudaGetLastError();
+      if (g) cudaGraphDestroy(g);
+      throw Error(format_error("cuda", std::string("graph capture failed: ") + cudaGetErrorString(e)));
+    }
+    cudaGraphExec_t exec = nullptr;
+    e = cudaGraphInstantiate(&exec, g, 0);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      cudaGraphDestroy(g);
+      throw Error(format_error("cuda", std::string("graph instantiation failed: ") + cudaGetErrorString(e)));
+    }
+    return std::make_unique<CudaGraph>(g, exec, p.stream, d.index, std::move(pool));
+  }
+
+  void abort_capture(Device d) noexcept override {
+    if (d.index < 0 || d.index >= device_count()) return;
+    PerDevice& p = devices_[d.index];
+    if (!p.stream) return;
+    std::shared_ptr<Pool> pool;
+    {
+      std::lock_guard<std::mutex> lock(p.mu);
+      pool = std::move(p.capturing);
+      p.capturing.reset();
+    }
+    cudaSetDevice(d.index);
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(p.stream, &status) == cudaSuccess && status != cudaStreamCaptureStatusNone) {
+      cudaGraph_t g = nullptr;
+      cudaStreamEndCapture(p.stream, &g);
+      if (g) cudaGraphDestroy(g);
+    }
+    cudaGetLastError();
   }
 
   void copy_bytes(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes) override {

@@ -20,6 +20,7 @@ void memory_info(int, size_t&, size_t&) { unavailable("cuda::memory_info"); }
 
 void copy(const Array& in, Array& out) { unavailable("copy"); }
 void copy_into(const Array& in, Array& out) { unavailable("copy_into"); }
+void copy_into_at(const Array&, Array&, const Array&, int64_t, int64_t, int64_t) { unavailable("copy_into_at"); }
 void fill(Array& out, double value) { unavailable("fill"); }
 void arange(Array& out, double start, double step) { unavailable("arange"); }
 void unary(UnaryOp op, const Array& in, Array& out) { unavailable("unary"); }
