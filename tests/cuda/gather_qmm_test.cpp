@@ -175,11 +175,11 @@ TEST(CudaGatherQMM, DecodeKernelLongRowsAndGroupedAboveThreshold) {
     EXPECT_TRUE(parity(xg, wg, {}, rg, true, spec, 1e-5)) << quant_spec_str(spec) << " 1100 pairs";
 }
 
-// The direct 4/8-bit decode kernel through gather_qmm's pairs: one token's top-8 over 6 experts with repeated
+// The 4/8-bit decode GEMV through gather_qmm's pairs: one token's top-8 over 6 experts with repeated
 // experts (W [6, 99, 2048]: 99 rows, not a multiple of 4; 2048 codes, the MoE expert shape's K), and 2 tokens
 // x top-4 with M = 2 and 4 rows per pair picked by lhs; every group size, f32 and bf16 activations (bf16
 // outputs: one bf16 step, 2^-7 of max |cpu|; f32 outputs 1e-5, the f32 sums in another order).
-TEST(CudaGatherQMM, DecodeDirect4And8BitPairs) {
+TEST(CudaGatherQMM, Decode4And8BitPairs) {
   LOOM_REQUIRE_CUDA();
   Array w = rand_array({6, 99, 2048}, 80);
   Array top8 = Array::from(std::vector<int32_t>{5, 1, 5, 0, 2, 1, 5, 3}, {1, 8});

@@ -299,14 +299,13 @@ TEST(CudaQuantizedMatmul, DecodeDtypesPipelined) {
         }
 }
 
-// The direct 4/8-bit kernel (qgemv_direct_kernel: affine 4 or 8 bits, power-of-two groups >= 32, M <= 4,
-// 16-byte aligned packed rows) over every group size, M = 1..4, 37 output rows (not a multiple of its 4 or 2
-// rows per warp), K from one group up to 8192 codes, including K whose 16-byte chunks (32 codes at 4-bit,
-// 16 at 8-bit) are not a multiple of a warp's 32 lanes x U steps (640, 4224: the last step is partial), and
-// every activation and scale dtype. The kernel sums the twin's f32 terms in another order: f32 outputs
+// The decode GEMV at 4 and 8 bits (affine, power-of-two groups >= 32, M <= 4, 16-byte aligned packed rows,
+// what mlx-community ships) over every group size, M = 1..4, 37 output rows, K from one group up to 8192
+// codes, including K whose 16-byte chunks (32 codes at 4-bit, 16 at 8-bit) end on a partial step of a warp
+// (640, 4224), and every activation and scale dtype. The GPU sums the twin's f32 terms in another order: f32 outputs
 // within 1e-5 of max |cpu|; half outputs (the output dtype is x's) may land one output rounding apart, at
 // most one step of the dtype at the value, i.e. 2^-7 (bf16) or 2^-10 (f16) of max |cpu|.
-TEST(CudaQuantizedMatmul, DecodeDirect4And8Bit) {
+TEST(CudaQuantizedMatmul, Decode4And8BitGroupsAndDtypes) {
   LOOM_REQUIRE_CUDA();
   const std::vector<std::pair<Dtype, Dtype>> dtypes = {{Dtype::f32, Dtype::f32},   {Dtype::bf16, Dtype::bf16},
                                                        {Dtype::f16, Dtype::f16},   {Dtype::f32, Dtype::bf16},
@@ -330,10 +329,8 @@ TEST(CudaQuantizedMatmul, DecodeDirect4And8Bit) {
     }
 }
 
-// The direct kernel at decode sizes: 4096 output rows (one warp per 4-row group, no splitting) and 2050 rows
-// (rows split among a block's warps, the last group partial), K = 4096 and 14336 (several 8-load steps per
-// lane), 4-bit and 8-bit g64, M = 1 and 3, bf16 x and scales (bf16 outputs: one bf16 step, 2^-7 of max).
-TEST(CudaQuantizedMatmul, DecodeDirectLargeShapes) {
+// The decode GEMV at model sizes: 4096 and 2050 output rows, K = 4096 and 14336 (many loads per lane), 4-bit and 8-bit g64, M = 1 and 3, bf16 x and scales (bf16 outputs: one bf16 step, 2^-7 of max).
+TEST(CudaQuantizedMatmul, DecodeLargeShapes) {
   LOOM_REQUIRE_CUDA();
   for (int bits : {4, 8})
     for (const auto& [n, k] : std::vector<std::pair<int64_t, int64_t>>{{4096, 4096}, {2050, 14336}}) {

@@ -28,9 +28,9 @@
 //    packs into registers and then computes. Both sum the same terms in the same order.
 //    Measured on an H200 before the pipelined kernel (f32 x and scales), W [14336, 4096], M = 1: 4-bit
 //    ~23 us (~1.6 TB/s with the scales), 8-bit ~37 us (~1.8 TB/s); bench/kernel_bench_qmv measures both.
-//  - Of those, affine 4- and 8-bit with M <= 4 and 16-byte aligned packed rows (what mlx-community ships)
-//    take qgemv_direct_kernel instead: 16-byte chunks of R rows straight from global memory into registers,
-//    8 independent loads per lane per step, x loaded once per chunk for the R rows (see the kernel).
+//    (A register-streaming variant, 16-byte chunks of 4 rows straight into registers with x shared by
+//    the rows, measured slower at model level on an H100: Llama-1B 8-bit tg 442 vs 518 t/s, 8B 117 vs
+//    121, so it was dropped.)
 //  - quantized_matmul otherwise (prefill, or W without transpose): panels of W dequantized to f32 (bounded
 //    scratch) and multiplied by cuBLAS in f32 (detail::sgemm_rowmajor in matmul.cu); x that is not f32 is
 //    converted into an f32 temporary first, and an output that is not f32 is computed in an f32 temporary
@@ -950,190 +950,6 @@ void launch_qgemv(const QmvArgs& a, int xcode, bool nv, int64_t pairs, cudaStrea
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-// ---------------------------------------------------------------------------------------------------
-// The direct decode GEMV for MLX affine 4- and 8-bit weights (the formats mlx-community ships), M <= 4, used
-// by quantized_matmul and gather_qmm's pairs alike (QmvRows reads the pair's indices on the device). Every
-// lane streams 16-byte chunks of its R rows from global memory straight into registers (no shared memory):
-// each step issues R x U = 8 independent 16-byte loads (and the chunks' scales and biases) before using
-// any. A chunk holds 128 / BITS codes (32 at 4-bit, 16 at 8-bit) and starts at a multiple of that, so it
-// lies inside one group for every power-of-two group size >= 32 (all the host lets through): one scale and
-// one bias per (row, chunk). Lane l of part `part` (of the ks warps sharing a row group) takes chunks
-// part * 32 + l + 32 * ks * j. For each chunk and activation row: dot = sum(q * x) and xs = sum(x) in f32,
-// the x values loaded once (L1/L2-resident) for all R rows, then acc += scale * dot and acc += bias * xs,
-// so the sums are qgemv_kernel's per-group f32 sums in another order (within f32 rounding of the twin).
-// Bytes moved ~= N * K * BITS / 8 + 2 * N * K / gs * itemsize(scales) + x (once per warp, from L2).
-
-// Rows per warp: 4 for 1-2 activation rows, 2 for 3-4 (the accumulators and x values grow with M).
-template <int MT>
-constexpr int direct_rows() {
-  return MT <= 2 ? 4 : 2;
-}
-
-// Codes 8c .. 8c+7 of a 16-byte chunk as exact floats (c < 128 / BITS / 8, a compile-time constant after
-// unrolling). 4-bit: word c holds codes 8c .. 8c+7 LSB first, and codes i and i+4 sit 16 bits apart, so one
-// mask and one OR build the half pair (1024 + code_i, 1024 + code_i+4). 8-bit: words 2c and 2c+1 hold one
-// code per byte; a byte permute puts bytes (0, 2) or (1, 3) under 0x64 (1024 + code each).
-template <int BITS>
-__device__ __forceinline__ void decode_chunk8(const uint4& v, int c, float (&q)[8]) {
-  const uint32_t w[4] = {v.x, v.y, v.z, v.w};
-  if constexpr (BITS == 4) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 f = offset_pair(((w[c] >> (4 * i)) & 0x000F000Fu) | 0x64006400u);
-      q[i] = f.x;
-      q[i + 4] = f.y;
-    }
-  } else {
-    static_assert(BITS == 8, "4- and 8-bit codes only");
-#pragma unroll
-    for (int j = 0; j < 2; ++j) {
-      const float2 e = offset_pair(__byte_perm(w[2 * c + j], 0x64u, 0x4240));
-      const float2 o = offset_pair(__byte_perm(w[2 * c + j], 0x64u, 0x4341));
-      q[4 * j] = e.x;
-      q[4 * j + 1] = o.x;
-      q[4 * j + 2] = e.y;
-      q[4 * j + 3] = o.y;
-    }
-  }
-}
-
-// Element i of an affine scale/bias array in dtype `scode` (warp-uniform), converted exactly to f32.
-__device__ __forceinline__ float ld_param_code(const void* base, int scode, int64_t i) {
-  if (scode == kF32) return ld_param<float>(base, i);
-  if (scode == kBF16) return ld_param<__nv_bfloat16>(base, i);
-  return ld_param<__half>(base, i);
-}
-
-// Blocks per multiprocessor the direct kernel is compiled for: 4 for one activation row (registers capped at
-// 65536 / (128 * 4) = 128 per thread; 16 warps per SM with 8 loads of 16 bytes in flight per lane keep
-// ~64 KiB per SM in flight), 3 for more (170 registers: at 128 the 2- and 4-row variants spilled).
-template <int MT>
-constexpr int direct_min_blocks() {
-  return MT == 1 ? 4 : 3;
-}
-
-template <int BITS, typename XT, int MT, int R>
-__global__ void __launch_bounds__(kQmvThreads, direct_min_blocks<MT>()) qgemv_direct_kernel(QmvArgs a, int ks) {
-  constexpr int kCodes = 128 / BITS;  // codes per 16-byte chunk
-  constexpr int kPieces = kCodes / 8;
-  constexpr int U = 8 / R;  // chunks per row per step
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (kQmvThreads / 32 / ks) + warp / ks) * R;
-  if (n0 >= a.n) return;  // uniform over the block when ks > 1
-  const int part = warp % ks;
-  const int64_t chunks = a.words >> 2;  // the host checks words % 4 == 0
-  const QmvRows<XT, MT, R> g(a, n0);
-  const uint32_t* wr[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = a.wq + g.row[r] * a.words;
-  float acc[R][MT];
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int m = 0; m < MT; ++m) acc[r][m] = 0.0f;
-
-  const int64_t step = int64_t{32} * ks;
-  for (int64_t c0 = part * 32 + lane; c0 < chunks; c0 += step * U) {
-    uint4 w[U][R];
-    float s[U][R], b[U][R];
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t c = c0 + u * step;
-#pragma unroll
-      for (int r = 0; r < R; ++r) w[u][r] = c < chunks ? ld_stream16(wr[r] + 4 * c) : make_uint4(0u, 0u, 0u, 0u);
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t c = c0 + u * step;
-      const int64_t grp = c < chunks ? (c * kCodes) >> a.gs_log2 : 0;
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-        s[u][r] = ld_param_code(a.scales, a.scode, g.row[r] * a.groups + grp);
-        b[u][r] = ld_param_code(a.biases, a.scode, g.row[r] * a.groups + grp);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int64_t c = c0 + u * step;
-      if (c >= chunks) continue;
-      float dot[R][MT], xs[MT];
-#pragma unroll
-      for (int m = 0; m < MT; ++m) {
-        xs[m] = 0.0f;
-#pragma unroll
-        for (int r = 0; r < R; ++r) dot[r][m] = 0.0f;
-      }
-#pragma unroll
-      for (int pc = 0; pc < kPieces; ++pc) {
-        float xv[MT][8];
-#pragma unroll
-        for (int m = 0; m < MT; ++m) {
-          load_x8(g.xr[m] + c * kCodes + pc * 8, xv[m]);
-          xs[m] += ((xv[m][0] + xv[m][1]) + (xv[m][2] + xv[m][3])) + ((xv[m][4] + xv[m][5]) + (xv[m][6] + xv[m][7]));
-        }
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          float q[8];
-          decode_chunk8<BITS>(w[u][r], pc, q);
-#pragma unroll
-          for (int m = 0; m < MT; ++m)
-#pragma unroll
-            for (int i = 0; i < 8; ++i) dot[r][m] = fmaf(xv[m][i], q[i], dot[r][m]);
-        }
-      }
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int m = 0; m < MT; ++m) {
-          acc[r][m] = fmaf(s[u][r], dot[r][m], acc[r][m]);
-          acc[r][m] = fmaf(b[u][r], xs[m], acc[r][m]);
-        }
-    }
-  }
-  __shared__ float red[kQmvThreads / 32][R * MT];
-  qmv_finish<XT, MT, R>(a, g, acc, &red[0][0], R * MT, ks);
-}
-
-// Whether the direct kernel takes the call: affine 4/8-bit, power-of-two groups >= 32 (one group per chunk),
-// at most 4 activation rows, packed rows of whole 16-byte chunks from a 16-byte aligned start.
-bool direct_fits(const QmvArgs& a, const QuantSpec& spec) {
-  // 8-bit only: measured on an H200 (bench/kernel_bench_qmv), this kernel beats qgemv_pipe_kernel at
-  // 8 bits (14336x4096: 30 vs 42 us) but not at 4 bits (25.5 vs 21.4 us), which keeps the pipe kernel.
-  return spec.mode == QuantMode::affine && spec.bits == 8 && spec.group_size >= 32 &&
-         std::has_single_bit(static_cast<unsigned>(spec.group_size)) && a.m >= 1 && a.m <= 4 && a.words % 4 == 0 &&
-         a.k % 32 == 0 && aligned16(a.wq);
-}
-
-template <int BITS, typename XT, int MT>
-void launch_direct_mt(const QmvArgs& a, int64_t pairs, cudaStream_t s) {
-  constexpr int R = direct_rows<MT>();
-  // Split rows among a block's warps unless there are >= 16 row-group warps per multiprocessor.
-  const QmvGrid g = qmv_grid(a.n, R, pairs, 16);
-  qgemv_direct_kernel<BITS, XT, MT, R><<<g.grid, kQmvThreads, 0, s>>>(a, g.ks);
-  check_launch("qgemv_direct_kernel");
-}
-
-template <int BITS, typename XT>
-void launch_direct_x(const QmvArgs& a, int64_t pairs, cudaStream_t s) {
-  if (a.m == 1)
-    launch_direct_mt<BITS, XT, 1>(a, pairs, s);
-  else if (a.m == 2)
-    launch_direct_mt<BITS, XT, 2>(a, pairs, s);
-  else
-    launch_direct_mt<BITS, XT, 4>(a, pairs, s);  // M = 3 repeats row 0 in the fourth slot (result dropped)
-}
-
-// Instantiations: 2 widths x 3 x dtypes x 3 row counts.
-template <int BITS>
-void launch_direct(const QmvArgs& a, int xcode, int64_t pairs, cudaStream_t s) {
-  if (xcode == kF32)
-    launch_direct_x<BITS, float>(a, pairs, s);
-  else if (xcode == kBF16)
-    launch_direct_x<BITS, __nv_bfloat16>(a, pairs, s);
-  else
-    launch_direct_x<BITS, __half>(a, pairs, s);
-}
-
 // Rows of W dequantized to f32 at a time in the prefill path (128 MiB).
 constexpr int64_t kPanelElems = int64_t{1} << 25;
 
@@ -1220,7 +1036,6 @@ void quantized_gemv(const Array& x, const Array& wq, const Array& scales, const 
   a.vec = aligned16(wq.raw_data()) && (words * 4) % 16 == 0;
   a.lhs = lhs.valid() ? lhs.data<int32_t>() : nullptr;
   a.rhs = rhs.valid() ? rhs.data<int32_t>() : nullptr;
-  if (direct_fits(a, spec)) return launch_direct<8>(a, xcode, pairs, s);
   switch (spec.mode) {
     case QuantMode::affine:
       switch (spec.bits) {
