@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/kernel_bench_util.h"
 #include "loom/core/device.h"
 #include "loom/core/quant.h"
 #include "loom/ops/device.h"
@@ -29,25 +30,8 @@ using namespace loom;
 const Device kDev = Device::cuda(0);
 double g_min_ms = 30.0;
 
-double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-// Mean seconds per call of f: 3 warm-up calls, then batches until g_min_ms has passed.
-double time_call(const std::function<void()>& f) {
-  for (int i = 0; i < 3; ++i) f();
-  synchronize(kDev);
-  int64_t calls = 0;
-  const double t0 = now_s();
-  double t = t0;
-  int batch = 10;
-  while ((t - t0) * 1e3 < g_min_ms) {
-    for (int i = 0; i < batch; ++i) f();
-    synchronize(kDev);
-    calls += batch;
-    batch = std::min(batch * 2, 1000);
-    t = now_s();
-  }
-  return (t - t0) / static_cast<double>(calls);
-}
+// Mean seconds per call of f (bench/kernel_bench_util.h).
+double time_call(const std::function<void()>& f) { return kbench::time_call(f, kDev, g_min_ms); }
 
 void report(const std::string& name, int64_t n, int64_t k, const std::string& fmt, double sec, double bytes) {
   std::printf("%-22s %6lldx%-6lld %-10s %9.2f us %8.1f GB/s\n", name.c_str(), static_cast<long long>(n),
