@@ -1096,11 +1096,14 @@ bool rows_vec_aligned(const void* base, int64_t esize, std::initializer_list<int
   return true;
 }
 
-template <class C, typename KV>
-void launch(AttnParams& p, const KvTable& t, const AttentionSpec& spec, Array& out) {
+// Launches `kernel` (CTAs of BM rows, smem_bytes of dynamic shared memory) over the grid and split-K
+// policy every attention kernel shares, then attention_combine when the keys were split.
+template <typename Kernel>
+void launch_split(Kernel kernel, int BM, size_t smem_bytes, AttnParams& p, const KvTable& t, const AttentionSpec& spec,
+                  Array& out) {
   const char* op = "scaled_dot_product_attention";
   const long long rows = static_cast<long long>(p.G) * p.L;
-  const long long tiles = (rows + C::BM - 1) / C::BM;
+  const long long tiles = (rows + BM - 1) / BM;
   const long long base = tiles * p.Hkv * p.B;
   if (tiles * kMaxSplits > INT_MAX || p.Hkv > 65535 || p.B > 65535)
     throw NotSupportedError(format_error(op, "CUDA kernel grid too large for this shape"));
@@ -1128,11 +1131,9 @@ void launch(AttnParams& p, const KvTable& t, const AttentionSpec& spec, Array& o
     p.part_ml = p.part_acc + out_rows * nsplit * p.Dv;
   }
   cudaStream_t st = stream_of(out);
-  auto kernel = attention_kernel<C, KV>;
-  LOOM_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
+  LOOM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)));
   dim3 grid(static_cast<unsigned>(tiles * nsplit), static_cast<unsigned>(p.Hkv), static_cast<unsigned>(p.B));
-  kernel<<<grid, kThreads, C::kBytes, st>>>(p, t);
+  kernel<<<grid, kThreads, smem_bytes, st>>>(p, t);
   check_launch(op);
   if (nsplit > 1) {
     attention_combine<<<static_cast<unsigned>(std::min<long long>(out_rows, 1 << 20)), kThreads, 0, st>>>(p, out_rows);
@@ -1140,6 +1141,11 @@ void launch(AttnParams& p, const KvTable& t, const AttentionSpec& spec, Array& o
   }
   // `work` returns to the caching allocator here; the next user queues behind these kernels on the
   // same stream, so the release is stream-ordered.
+}
+
+template <class C, typename KV>
+void launch(AttnParams& p, const KvTable& t, const AttentionSpec& spec, Array& out) {
+  launch_split(attention_kernel<C, KV>, C::BM, C::kBytes, p, t, spec, out);
 }
 
 template <int DMAX>
@@ -1161,45 +1167,7 @@ void launch_dmax(AttnParams& p, const KvTable& t, const AttentionSpec& spec, Arr
 // rows as the prefill config does).
 template <int D, typename T>
 void launch_tc(AttnParams& p, const KvTable& t, const AttentionSpec& spec, Array& out) {
-  using C = TcCfg<D>;
-  const char* op = "scaled_dot_product_attention";
-  const long long rows = static_cast<long long>(p.G) * p.L;
-  const long long tiles = (rows + C::BM - 1) / C::BM;
-  const long long base = tiles * p.Hkv * p.B;
-  if (tiles * kMaxSplits > INT_MAX || p.Hkv > 65535 || p.B > 65535)
-    throw NotSupportedError(format_error(op, "CUDA kernel grid too large for this shape"));
-  const int sms = sm_count(out.device());
-  int nsplit = 1;
-  const long long target = 2LL * 2 * sms;
-  if (base < target) {
-    long long span = p.kv_len;
-    if (spec.mode == AttentionMode::window) span = std::min<long long>(span, static_cast<long long>(spec.window) + p.L);
-    if (spec.mode == AttentionMode::chunk) span = std::min<long long>(span, static_cast<long long>(spec.chunk) + p.L);
-    // Rounded up: a replayed decode step (generate/decode_graph.h) passes kv_len = its KV pages'
-    // capacity (a multiple of 256 >= the op-by-op step's length), and ceil(len / 256) is the same for
-    // both, so both cut the keys into the same parts and give bit-identical results.
-    long long by_len = std::max<long long>(1, (span + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
-    nsplit = static_cast<int>(std::min<long long>({(target + base - 1) / base, by_len, kMaxSplits}));
-  }
-  p.nsplit = nsplit;
-  Array work;
-  const long long out_rows = static_cast<long long>(p.B) * p.Hq * p.L;
-  if (nsplit > 1) {
-    work = Array::empty({out_rows * nsplit * (p.Dv + 2)}, Dtype::f32, out.device());
-    p.part_acc = static_cast<float*>(work.raw_data());
-    p.part_ml = p.part_acc + out_rows * nsplit * p.Dv;
-  }
-  cudaStream_t st = stream_of(out);
-  auto kernel = attention_tc_kernel<D, T>;
-  LOOM_CUDA_CHECK(
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(C::kBytes)));
-  dim3 grid(static_cast<unsigned>(tiles * nsplit), static_cast<unsigned>(p.Hkv), static_cast<unsigned>(p.B));
-  kernel<<<grid, kThreads, C::kBytes, st>>>(p, t);
-  check_launch(op);
-  if (nsplit > 1) {
-    attention_combine<<<static_cast<unsigned>(std::min<long long>(out_rows, 1 << 20)), kThreads, 0, st>>>(p, out_rows);
-    check_launch(op);
-  }
+  launch_split(attention_tc_kernel<D, T>, TcCfg<D>::BM, TcCfg<D>::kBytes, p, t, spec, out);
 }
 
 // Runs the tensor-core kernel when it applies (see its head comment); false: the caller falls back.
