@@ -44,6 +44,26 @@ Array padding_arg(const Array& lp, int64_t B, const char* op) {
   return contiguous(astype(lp, Dtype::i32));
 }
 
+// The operands of the Mamba scans (x, dt, A, B, C required; D, state, left padding optional): checked
+// present, moved to one device, the float ones checked floating point.
+struct MambaScanOperands {
+  Array x, dt, A, Bm, Cm, D, state, lp;
+};
+MambaScanOperands mamba_scan_operands(const char* op, const Array& x, const Array& dt, const Array& A, const Array& Bm,
+                                      const Array& Cm, const Array& D, const Array& state, const Array& lp) {
+  require_valid(x, op, "x");
+  require_valid(dt, op, "dt");
+  require_valid(A, op, "A");
+  require_valid(Bm, op, "B");
+  require_valid(Cm, op, "C");
+  MambaScanOperands o{x, dt, A, Bm, Cm, D, state, lp};
+  ops_detail::unify_devices({&o.x, &o.dt, &o.A, &o.Bm, &o.Cm, &o.D, &o.state, &o.lp}, op);
+  for (auto [a, what] :
+       {std::pair{&o.x, "x"}, {&o.dt, "dt"}, {&o.A, "A"}, {&o.Bm, "B"}, {&o.Cm, "C"}, {&o.D, "D"}, {&o.state, "state"}})
+    check_float(*a, op, what);
+  return o;
+}
+
 Array opt_contig(const Array& a) { return a.valid() ? contiguous(a) : a; }
 Array opt_f32(const Array& a) { return a.valid() ? contiguous(astype(a, Dtype::f32)) : a; }
 
@@ -346,16 +366,8 @@ ScanResult selective_scan(const Array& x_in, const Array& dt_in, const Array& A_
                           const Array& Cm_in, const Array& D_in, const Array& state_in, const Array& left_padding,
                           StreamOrDevice) {
   const char* op = "selective_scan";
-  require_valid(x_in, op, "x");
-  require_valid(dt_in, op, "dt");
-  require_valid(A_in, op, "A");
-  require_valid(Bm_in, op, "B");
-  require_valid(Cm_in, op, "C");
-  Array x = x_in, dt = dt_in, A = A_in, Bm = Bm_in, Cm = Cm_in, D = D_in, state = state_in, lp = left_padding;
-  ops_detail::unify_devices({&x, &dt, &A, &Bm, &Cm, &D, &state, &lp}, op);
-  for (auto [a, what] :
-       {std::pair{&x, "x"}, {&dt, "dt"}, {&A, "A"}, {&Bm, "B"}, {&Cm, "C"}, {&D, "D"}, {&state, "state"}})
-    check_float(*a, op, what);
+  auto [x, dt, A, Bm, Cm, D, state, lp] =
+      mamba_scan_operands(op, x_in, dt_in, A_in, Bm_in, Cm_in, D_in, state_in, left_padding);
   check_ndim(x, 3, op, "x", "[B, L, Di]");
   check_ndim(A, 2, op, "A", "[Di, N]");
   const int64_t B = x.shape(0), L = x.shape(1), Di = x.shape(2), N = A.shape(1);
@@ -378,16 +390,8 @@ ScanResult ssd_scan(const Array& x_in, const Array& dt_in, const Array& A_in, co
                     const Array& D_in, const Array& state_in, const Array& left_padding, int64_t chunk_size,
                     StreamOrDevice) {
   const char* op = "ssd_scan";
-  require_valid(x_in, op, "x");
-  require_valid(dt_in, op, "dt");
-  require_valid(A_in, op, "A");
-  require_valid(Bm_in, op, "B");
-  require_valid(Cm_in, op, "C");
-  Array x = x_in, dt = dt_in, A = A_in, Bm = Bm_in, Cm = Cm_in, D = D_in, state = state_in, lp = left_padding;
-  ops_detail::unify_devices({&x, &dt, &A, &Bm, &Cm, &D, &state, &lp}, op);
-  for (auto [a, what] :
-       {std::pair{&x, "x"}, {&dt, "dt"}, {&A, "A"}, {&Bm, "B"}, {&Cm, "C"}, {&D, "D"}, {&state, "state"}})
-    check_float(*a, op, what);
+  auto [x, dt, A, Bm, Cm, D, state, lp] =
+      mamba_scan_operands(op, x_in, dt_in, A_in, Bm_in, Cm_in, D_in, state_in, left_padding);
   check_ndim(x, 4, op, "x", "[B, L, H, P]");
   check_ndim(Bm, 4, op, "B", "[B, L, G, N]");
   const int64_t B = x.shape(0), L = x.shape(1), H = x.shape(2), P = x.shape(3), G = Bm.shape(2), N = Bm.shape(3);
