@@ -131,11 +131,6 @@ struct JambaAttention : nn::Module {
   }
 };
 
-// A state array on the device `x` computes on (a prompt-cache file loads states on the CPU).
-Array on_device_of(const Array& state, const Array& x) {
-  return state.valid() && !(state.device() == x.device()) ? to_device(state, x.device()) : state;
-}
-
 // The Mamba-1 mixer of mamba.cpp with weighted RMSNorms of dt, B and C (rms_norm_eps).
 struct JambaMambaMixer : nn::Module {
   explicit JambaMambaMixer(const ModelArgs& a)
@@ -161,15 +156,7 @@ struct JambaMambaMixer : nn::Module {
     Array dbc = x_proj(u);
     Array dt = dt_layernorm(slice_axis(dbc, -1, 0, R));
     Array Bm = b_layernorm(slice_axis(dbc, -1, R, R + N)), Cm = c_layernorm(slice_axis(dbc, -1, R + N, R + 2 * N));
-    Array delta = softplus(astype(dt_proj(dt), Dtype::f32));
-    Array A = negative(exp(astype(A_log, Dtype::f32)));
-    fast::ScanResult scan =
-        fast::selective_scan(astype(u, Dtype::f32), delta, A, astype(Bm, Dtype::f32), astype(Cm, Dtype::f32),
-                             astype(D, Dtype::f32), on_device_of(cache[1], x), left_padding);
-    cache[0] = conv.state;
-    cache[1] = scan.state;
-    cache.advance(x.shape(1));
-    return out_proj(fast::swiglu(z, astype(scan.y, x.dtype())));
+    return mamba1_scan_output(dt_proj, out_proj, A_log, D, u, dt, Bm, Cm, z, conv.state, cache, left_padding, x);
   }
 
   nn::Linear in_proj;

@@ -75,11 +75,6 @@ ModelArgs model_args(const io::Config& c) {
   return a;
 }
 
-// A state array on the device `x` computes on (a prompt-cache file loads states on the CPU).
-Array on_device_of(const Array& state, const Array& x) {
-  return state.valid() && !(state.device() == x.device()) ? to_device(state, x.device()) : state;
-}
-
 struct MambaMixer : nn::Module {
   explicit MambaMixer(const ModelArgs& a)
       : in_proj(a.hidden_size, 2 * a.intermediate_size, a.use_bias),
@@ -105,15 +100,7 @@ struct MambaMixer : nn::Module {
       Cm = fast::rms_norm(Cm, {}, args.mixer_rms_eps);
     }
     // The scan runs in f32 (dt, A and the state as transformers keeps them); y returns in x's dtype.
-    Array delta = softplus(astype(dt_proj(dt), Dtype::f32));
-    Array A = negative(exp(astype(A_log, Dtype::f32)));
-    fast::ScanResult scan =
-        fast::selective_scan(astype(u, Dtype::f32), delta, A, astype(Bm, Dtype::f32), astype(Cm, Dtype::f32),
-                             astype(D, Dtype::f32), on_device_of(cache[1], x), left_padding);
-    cache[0] = conv.state;
-    cache[1] = scan.state;
-    cache.advance(x.shape(1));
-    return out_proj(fast::swiglu(z, astype(scan.y, x.dtype())));
+    return mamba1_scan_output(dt_proj, out_proj, A_log, D, u, dt, Bm, Cm, z, conv.state, cache, left_padding, x);
   }
 
   nn::Linear in_proj;

@@ -74,11 +74,6 @@ ModelArgs model_args(const io::Config& c) {
   return a;
 }
 
-// A state array on the device `x` computes on (a prompt-cache file loads states on the CPU).
-Array on_device_of(const Array& state, const Array& x) {
-  return state.valid() && !(state.device() == x.device()) ? to_device(state, x.device()) : state;
-}
-
 // transformers' MambaRMSNormGated: rms_norm(y * silu(gate)) * weight, in f32, over groups of
 // `group_size` channels.
 struct RMSNormGated : nn::Module {

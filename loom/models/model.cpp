@@ -7,8 +7,10 @@
 #include "loom/common/error.h"
 #include "loom/models/ssm_backbone.h"
 
+#include "loom/ops/device.h"
 #include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
+#include "loom/ops/ssm.h"
 
 namespace loom::models {
 
@@ -151,6 +153,24 @@ Cache LanguageModel::make_cache(const CacheOptions& options) const {
   Cache c;
   for (int i = 0; i < num_layers(); ++i) c.layers.push_back(attention_layer_cache(options));
   return c;
+}
+
+Array on_device_of(const Array& state, const Array& x) {
+  return state.valid() && !(state.device() == x.device()) ? to_device(state, x.device()) : state;
+}
+
+Array mamba1_scan_output(const nn::Linear& dt_proj, const nn::Linear& out_proj, const Array& A_log, const Array& D,
+                         const Array& u, const Array& dt, const Array& Bm, const Array& Cm, const Array& z,
+                         const Array& conv_state, ArraysCache& cache, const Array& left_padding, const Array& x) {
+  Array delta = softplus(astype(dt_proj(dt), Dtype::f32));
+  Array A = negative(exp(astype(A_log, Dtype::f32)));
+  fast::ScanResult scan =
+      fast::selective_scan(astype(u, Dtype::f32), delta, A, astype(Bm, Dtype::f32), astype(Cm, Dtype::f32),
+                           astype(D, Dtype::f32), on_device_of(cache[1], x), left_padding);
+  cache[0] = conv_state;
+  cache[1] = scan.state;
+  cache.advance(x.shape(1));
+  return out_proj(fast::swiglu(z, astype(scan.y, x.dtype())));
 }
 
 void sanitize_conv1d_weights(WeightMap& w, const std::string& name) {

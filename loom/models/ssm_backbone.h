@@ -21,6 +21,17 @@ namespace loom::models {
 // last axis of 1 (mlx-lm's rule).
 void sanitize_conv1d_weights(WeightMap& w, const std::string& name = "conv1d.weight");
 
+// A recurrent state on the device `x` computes on (a prompt-cache file may hold it elsewhere).
+Array on_device_of(const Array& state, const Array& x);
+
+// The end of a Mamba-1 mixer (mamba, falcon_mamba, jamba), as transformers computes it: delta =
+// softplus(dt_proj(dt)) and A = -exp(A_log) in f32, the selective scan in f32 from the layer's scan
+// state (cache[1]), the conv and scan states stored (cache[0] = conv_state) and the cache advanced by
+// x's length, then out_proj(silu(z) * y) with y in x's dtype.
+Array mamba1_scan_output(const nn::Linear& dt_proj, const nn::Linear& out_proj, const Array& A_log, const Array& D,
+                         const Array& u, const Array& dt, const Array& Bm, const Array& Cm, const Array& z,
+                         const Array& conv_state, ArraysCache& cache, const Array& left_padding, const Array& x);
+
 template <typename Block, typename Args>
 struct SsmBackbone : nn::Module {
   explicit SsmBackbone(const Args& a) : embeddings(a.vocab_size, a.hidden_size), norm_f(a.hidden_size, a.norm_eps) {
