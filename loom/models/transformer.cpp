@@ -195,24 +195,24 @@ Array DecoderBody::operator()(const Array& tokens, Cache& cache, bool only_last,
   Step step = make_step(cache, tokens.shape(1));
   // The residual stream accumulates in f32 whatever the compute dtype (DESIGN.md: accumulate in
   // f32); the normed activations that feed the matmuls are in `dtype`.
+  // (add_and_norm writes the normed values in `dtype` directly: one rounding of the f32 result, as
+  // astype would do, without a conversion pass.)
   Array x = embed_tokens(tokens, Dtype::f32);
-  auto to_compute = [dtype](const Array& a) { return astype(a, dtype); };
-  Array normed = to_compute(layers[0]->input_layernorm(x));
+  Array normed = astype(layers[0]->input_layernorm(x), dtype);
   for (size_t i = 0; i < layers.size(); ++i) {
     const DecoderBlock& blk = *layers[i];
     Array attn = blk.self_attn(normed, cache.at<KVCache>(i), step);
-    auto [normed2, h] = blk.post_attention_layernorm.add_and_norm(attn, x);
-    Array mlp_out = (*blk.mlp)(to_compute(normed2));
+    auto [normed2, h] = blk.post_attention_layernorm.add_and_norm(attn, x, dtype);
+    Array mlp_out = (*blk.mlp)(normed2);
     if (i + 1 < layers.size()) {
-      std::tie(normed, x) = layers[i + 1]->input_layernorm.add_and_norm(mlp_out, h);
-      normed = to_compute(normed);
+      std::tie(normed, x) = layers[i + 1]->input_layernorm.add_and_norm(mlp_out, h, dtype);
     } else {
       if (only_last) {
         int64_t L = mlp_out.shape(1);
         mlp_out = slice_axis(mlp_out, 1, L - 1, L);
         h = slice_axis(h, 1, L - 1, L);
       }
-      normed = to_compute(norm.add_and_norm(mlp_out, h).first);
+      normed = norm.add_and_norm(mlp_out, h, dtype).first;
     }
   }
   return normed;

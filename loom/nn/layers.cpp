@@ -122,8 +122,9 @@ void RMSNorm::members(Members& m) { m.param("weight", weight, {dims}); }
 
 Array RMSNorm::operator()(const Array& x) const { return fast::rms_norm(x, weight, eps); }
 
-std::pair<Array, Array> RMSNorm::add_and_norm(const Array& x, const Array& residual) const {
-  return fast::add_rms_norm(x, residual, weight, eps);
+std::pair<Array, Array> RMSNorm::add_and_norm(const Array& x, const Array& residual,
+                                             std::optional<Dtype> out_dtype) const {
+  return fast::add_rms_norm(x, residual, weight, eps, out_dtype);
 }
 
 LayerNorm::LayerNorm(int64_t d, float e, bool aff, bool b) : dims(d), eps(e), affine(aff), has_bias(aff && b) {}

@@ -103,7 +103,9 @@ struct RMSNorm : Module {
   RMSNorm(int64_t dims, float eps);
   Array operator()(const Array& x) const;
   // Residual add fused with this norm: returns {norm(x + residual), x + residual}.
-  std::pair<Array, Array> add_and_norm(const Array& x, const Array& residual) const;
+  // {norm(x + residual) (in out_dtype when given), x + residual}: fast::add_rms_norm.
+  std::pair<Array, Array> add_and_norm(const Array& x, const Array& residual,
+                                       std::optional<Dtype> out_dtype = std::nullopt) const;
 
   Array weight;  // [dims]
   int64_t dims;

@@ -32,7 +32,8 @@ Array rms_norm(const Array& x_in, const Array& weight, float eps, StreamOrDevice
   return out;
 }
 
-std::pair<Array, Array> add_rms_norm(const Array& x_in, const Array& r_in, const Array& weight, float eps, StreamOrDevice) {
+std::pair<Array, Array> add_rms_norm(const Array& x_in, const Array& r_in, const Array& weight, float eps,
+                                     std::optional<Dtype> out_dtype, StreamOrDevice) {
   device_of({&x_in, &r_in, &weight}, "add_rms_norm");
   check_float(x_in, "add_rms_norm");
   if (x_in.shape() != r_in.shape())
@@ -41,7 +42,9 @@ std::pair<Array, Array> add_rms_norm(const Array& x_in, const Array& r_in, const
   check_norm_weight(x_in, weight, "add_rms_norm", "weight");
   Array x = contiguous(x_in), r = contiguous(r_in);
   Dtype dt = promote_types(x.dtype(), r.dtype());
-  Array out = Array::empty(x.shape(), dt, x.device());
+  if (out_dtype && !is_floating(*out_dtype))
+    throw ValueError(format_error("add_rms_norm", "output dtype " + std::string(name(*out_dtype)) + " is not a float"));
+  Array out = Array::empty(x.shape(), out_dtype.value_or(dt), x.device());
   Array sum = Array::empty(x.shape(), dt, x.device());
   LOOM_KERNEL(out.device(), add_rms_norm)(x, r, weight.valid() ? contiguous(weight) : weight, eps, out, sum);
   return {out, sum};

@@ -2,6 +2,7 @@
 // the portable fallback and the test oracle.
 #pragma once
 
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -12,9 +13,11 @@ namespace loom::fast {
 
 // x * rsqrt(mean(x^2, -1) + eps) * weight (weight may be empty). f32 math, output in x's dtype.
 Array rms_norm(const Array& x, const Array& weight, float eps, StreamOrDevice s = {});
-// Residual add fused with the next norm: returns {rms_norm(x + residual), x + residual}.
+// Residual add fused with the next norm: returns {rms_norm(x + residual), x + residual}. The sum has the
+// promoted dtype of x and residual; the normed output has `out_dtype` when given (rounded once from the
+// f32 result, as astype of the f32 output would), else the sum's dtype.
 std::pair<Array, Array> add_rms_norm(const Array& x, const Array& residual, const Array& weight, float eps,
-                                     StreamOrDevice s = {});
+                                     std::optional<Dtype> out_dtype = std::nullopt, StreamOrDevice s = {});
 // (x - mean) * rsqrt(var + eps) * weight + bias over the last axis (weight/bias may be empty).
 Array layer_norm(const Array& x, const Array& weight, const Array& bias, float eps, StreamOrDevice s = {});
 // Rotary embedding of x [..., L, D] at positions offset + l (see RopeSpec).

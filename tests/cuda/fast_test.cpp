@@ -55,6 +55,8 @@ TEST(CudaFastNorm, RmsNormMatchesCpu) {
         {rand_swapped({3, 5, 7, 13}, 1, 1, 2, dt, -2, 2), 13}, {rand_gapped({11, 40}, 2, dt, -3, 3), 40},
         {rand_gapped({2, 9, 1000}, 3, dt, -3, 3), 1000},       {rand_swapped({4, 3, 4096}, 4, 0, 1, dt, -2, 2), 4096},
         {rand_array({2, 5000}, 5, dt, -1, 1), 5000},
+        // Rows wider than a block holds in registers (8192): walked in chunks and read twice.
+        {rand_array({3, 12345}, 8, dt, -1, 1), 12345},
     };
     for (const Case& c : cases) {
       SCOPED_TRACE(std::string(name(dt)) + " " + shape_str(c.x.shape()));
@@ -72,7 +74,7 @@ TEST(CudaFastNorm, RmsNormMatchesCpu) {
 TEST(CudaFastNorm, AddRmsNormMatchesCpu) {
   LOOM_REQUIRE_CUDA();
   for (Dtype dt : kDtypes) {
-    for (int64_t d : {24, 896, 2048}) {
+    for (int64_t d : {24, 896, 2048, 4096, 9000}) {  // 9000: more than one chunk of a row
       SCOPED_TRACE(std::string(name(dt)) + " d=" + std::to_string(d));
       Array x = rand_swapped({3, 5, 7, d}, 10, 0, 1, dt);
       Array r = rand_gapped({3, 5, 7, d}, 11, dt);
@@ -97,10 +99,28 @@ TEST(CudaFastNorm, AddRmsNormMatchesCpu) {
   }
 }
 
+// The normed output written in another dtype than the f32 sum (what the decoder body asks for).
+TEST(CudaFastNorm, AddRmsNormOutputDtypeMatchesCpu) {
+  LOOM_REQUIRE_CUDA();
+  for (int64_t d : {64, 4096, 9000}) {
+    Array x = rand_array({3, d}, 40, Dtype::bf16), r = rand_gapped({3, d}, 41, Dtype::f32);
+    Array w = rand_array({d}, 42, Dtype::bf16, 0.5f, 1.5f);
+    for (Dtype odt : {Dtype::bf16, Dtype::f16}) {
+      SCOPED_TRACE(std::string(name(odt)) + " d=" + std::to_string(d));
+      auto [y, s] = fast::add_rms_norm(x, r, w, 1e-6f, odt);
+      auto [gy, gs] = fast::add_rms_norm(on_gpu(x), on_gpu(r), on_gpu(w), 1e-6f, odt);
+      EXPECT_EQ(gy.dtype(), odt);
+      EXPECT_EQ(gs.dtype(), Dtype::f32);
+      EXPECT_TRUE(gpu_matches_cpu(gs, s, 0.0));
+      EXPECT_TRUE(gpu_matches_cpu(gy, y, kTolHalf));
+    }
+  }
+}
+
 TEST(CudaFastNorm, LayerNormMatchesCpu) {
   LOOM_REQUIRE_CUDA();
   for (Dtype dt : kDtypes) {
-    for (int64_t d : {13, 768, 3000}) {
+    for (int64_t d : {13, 768, 3000, 8500}) {  // 8500: more than one chunk of a row
       SCOPED_TRACE(std::string(name(dt)) + " d=" + std::to_string(d));
       Array x = rand_swapped({3, 5, 7, d}, 20, 0, 2, dt, 1, 3);  // offset mean, so centring matters
       Array w = rand_array({d}, 21, dt, 0.5f, 1.5f);
@@ -682,6 +702,83 @@ TEST(CudaFastAttention, TensorCorePrefillMatchesCpu) {
   LOOM_REQUIRE_CUDA();
   uint32_t seed = 5000;
   for (const AttnCase& c : tc_attention_cases()) {
+    for (Dtype dt : {Dtype::bf16, Dtype::f16}) {
+      SCOPED_TRACE(c.label + " " + std::string(name(dt)));
+      AttnInputs in = make_inputs(c, dt, seed += 100);
+      auto [gpu, cpu] = run_both(c, in);
+      EXPECT_EQ(gpu.shape(), (Shape{c.B, c.Hq, c.L, c.D}));
+      EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, attn_tol_for(dt)));
+      for (float x : test::on_cpu(gpu).to_float_vector()) ASSERT_TRUE(std::isfinite(x)) << "non-finite output";
+    }
+  }
+}
+
+// Decode shapes as models run them (bf16 / f16 K and V with 16-byte aligned rows, D in {64, 128}, G * L
+// <= 8, the decode config): every mode, GQA group sizes 1-8, L 1 and 2, sinks and softcap, left padding
+// with NaN in the padding slots, per-row q_offsets, 256- and 100-position blocks (key runs across block
+// edges), plain arrays, one pass (short ranges) and split-K with the combine pass (long ranges, few
+// CTAs), no keys.
+std::vector<AttnCase> decode_attention_cases() {
+  std::vector<AttnCase> cs;
+  auto add = [&](AttnCase c) {
+    c.aligned = true;
+    cs.push_back(std::move(c));
+  };
+  add({.label = "dec G=4 D=64 paged 7", .B = 1, .Hq = 32, .Hkv = 8, .L = 1, .S = 7, .D = 64, .page = 256});
+  add({.label = "dec G=4 D=128 paged 300", .B = 1, .Hq = 32, .Hkv = 8, .L = 1, .S = 300, .D = 128, .page = 256});
+  add({.label = "dec G=4 D=128 split 4100", .B = 1, .Hq = 32, .Hkv = 8, .L = 1, .S = 4100, .D = 128, .page = 256});
+  add({.label = "dec G=8 D=64 blocks of 100", .B = 2, .Hq = 8, .Hkv = 1, .L = 1, .S = 777, .D = 64, .page = 100});
+  add({.label = "dec G=1 D=128 plain", .B = 3, .Hq = 4, .Hkv = 4, .L = 1, .S = 333, .D = 128});
+  add({.label = "dec L=2 G=4 speculative", .B = 2, .Hq = 8, .Hkv = 2, .L = 2, .S = 900, .D = 128, .page = 256});
+  add({.label = "dec window",
+       .B = 2,
+       .Hq = 8,
+       .Hkv = 2,
+       .L = 1,
+       .S = 1100,
+       .D = 64,
+       .page = 256,
+       .mode = AttentionMode::window,
+       .window = 37});
+  add({.label = "dec chunk",
+       .B = 1,
+       .Hq = 8,
+       .Hkv = 2,
+       .L = 1,
+       .S = 700,
+       .D = 128,
+       .page = 256,
+       .mode = AttentionMode::chunk,
+       .chunk = 128});
+  add({.label = "dec sinks + softcap split",
+       .B = 1,
+       .Hq = 8,
+       .Hkv = 2,
+       .L = 1,
+       .S = 1900,
+       .D = 128,
+       .page = 256,
+       .softcap = 30.0f,
+       .sinks = true});
+  add({.label = "dec left padding NaN + q_offsets",
+       .B = 3,
+       .Hq = 8,
+       .Hkv = 2,
+       .L = 1,
+       .S = 1300,
+       .D = 64,
+       .page = 256,
+       .q_offsets = {1299, 1000, 700},
+       .kv_start = {0, 517, 699},
+       .nan_padding = true});
+  add({.label = "dec no keys", .B = 1, .Hq = 4, .Hkv = 1, .L = 1, .S = 0, .D = 64, .sinks = true});
+  return cs;
+}
+
+TEST(CudaFastAttention, DecodeShapesMatchCpu) {
+  LOOM_REQUIRE_CUDA();
+  uint32_t seed = 9000;
+  for (const AttnCase& c : decode_attention_cases()) {
     for (Dtype dt : {Dtype::bf16, Dtype::f16}) {
       SCOPED_TRACE(c.label + " " + std::string(name(dt)));
       AttnInputs in = make_inputs(c, dt, seed += 100);

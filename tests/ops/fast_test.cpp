@@ -61,6 +61,23 @@ TEST(FastNorm, AddRmsNormMatchesReference) {
   }
 }
 
+// The normed output in another dtype than the sum: the f32 result rounded once, i.e. exactly astype of
+// the default output (the models write their compute dtype this way), with the sum unchanged.
+TEST(FastNorm, AddRmsNormOutputDtype) {
+  Array x = rand_array({4, 40}, 30), r = rand_gapped({4, 40}, 31, Dtype::f32);
+  Array w = rand_array({40}, 32, Dtype::f32, 0.5f, 1.5f);
+  auto [y32, s32] = fast::add_rms_norm(x, r, w, 1e-6f);
+  for (Dtype odt : {Dtype::bf16, Dtype::f16, Dtype::f32}) {
+    SCOPED_TRACE(std::string(name(odt)));
+    auto [y, s] = fast::add_rms_norm(x, r, w, 1e-6f, odt);
+    EXPECT_EQ(y.dtype(), odt);
+    EXPECT_EQ(s.dtype(), Dtype::f32);
+    EXPECT_EQ(astype(y32, odt).to_float_vector(), y.to_float_vector());
+    EXPECT_EQ(s32.to_float_vector(), s.to_float_vector());
+  }
+  EXPECT_THROW(fast::add_rms_norm(x, r, w, 1e-6f, Dtype::i32), std::exception);
+}
+
 TEST(FastNorm, LayerNormMatchesReference) {
   for (Dtype dt : kDtypes) {
     SCOPED_TRACE(std::string(name(dt)));

@@ -2,8 +2,13 @@
 // rows (the op makes x contiguous). CPU twin: backend/cpu/norm.cpp — same formulas and rounding points:
 // statistics in f32, inv = 1 / sqrt(stat / d + eps), y = x * inv * w (f32, one rounding to the output
 // dtype at the end); add_rms_norm rounds x + residual to the sum's dtype and normalises that rounded sum.
-// Rows are short (a hidden size), so a warp owns a row up to 1024 features and a block of 8 warps owns
-// one beyond; both read the row twice (statistics, then output), the second read hitting L1/L2.
+// A row belongs to `rt` threads (32 to 1024, the fewest that hold the row at kVpt elements each; blocks
+// of 128 threads hold several short rows). Each thread loads its kVpt elements of a chunk at once into
+// registers, so a row costs one memory round trip per pass instead of one per element (a loop whose
+// stores might alias the next loads serialises them: a single 4096-wide add_rms_norm row took 19 us that
+// way on an H100). Rows of up to rt * kVpt = 8192 elements stay in registers between the passes; longer
+// ones are walked in chunks and read again.
+#include <climits>
 #include <cmath>
 
 #include "loom/backend/cuda/common.cuh"
@@ -12,8 +17,9 @@
 namespace loom::cuda {
 namespace {
 
-constexpr int kWarpRowMax = 1024;  // rows up to this width get one warp each
-constexpr int kBlockWarps = 8;     // wider rows get a block of this many warps
+constexpr int kVpt = 8;               // row elements per thread and chunk
+constexpr int kMaxRowThreads = 1024;  // threads of the widest row
+constexpr int kMinBlock = 128;        // short rows share blocks of this many threads
 
 // An optional 1-D float operand (weight, bias, or an input of another dtype than the output), read
 // with a runtime dtype switch: the branch is uniform, and it avoids instantiating every dtype pair.
@@ -33,6 +39,20 @@ __device__ __forceinline__ float ld(const FVec& v, int64_t i) {
       return __bfloat162float(static_cast<const __nv_bfloat16*>(v.p)[o]);
     default:
       return static_cast<const float*>(v.p)[o];
+  }
+}
+
+// out[i] = v rounded once to dtype dt.
+__device__ __forceinline__ void store_as(void* p, Fdt dt, int64_t i, float v) {
+  switch (dt) {
+    case Fdt::f16:
+      static_cast<__half*>(p)[i] = __float2half_rn(v);
+      break;
+    case Fdt::bf16:
+      static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v);
+      break;
+    default:
+      static_cast<float*>(p)[i] = v;
   }
 }
 
@@ -59,112 +79,180 @@ FVec fvec_of(const Array& a, const char* op, const char* what) {
   return v;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
-// Sum of v over the threads of one row: the warp for WPR == 1, the block (one row) otherwise.
-// `red` holds kBlockWarps floats; the trailing sync lets the caller reuse it.
-template <int WPR>
-__device__ __forceinline__ float row_sum(float v, float* red) {
-  v = warp_sum(v);
-  if constexpr (WPR == 1) {
-    return v;
-  } else {
-    int warp = threadIdx.x >> 5;
-    if ((threadIdx.x & 31) == 0) red[warp] = v;
-    __syncthreads();
-    float s = 0;
-#pragma unroll
-    for (int w = 0; w < WPR; ++w) s += red[w];
-    __syncthreads();
-    return s;
+// Which row a thread works on and where it sits in it. Every thread of a block reaches the same
+// barriers (threads of rows past the end included, with `live` false).
+struct RowSlot {
+  int rt;        // threads per row
+  int lane;      // position in the row
+  int sub;       // row within the block
+  int64_t row;   // global row
+  bool live;     // row < rows
+  __device__ RowSlot(int rt_, int64_t rows) : rt(rt_) {
+    lane = threadIdx.x % rt;
+    sub = threadIdx.x / rt;
+    row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / rt) + sub;
+    live = row < rows;
   }
-}
-
-// Thread layout shared by the kernels: WPR warps per row; a block holds 4 rows (WPR == 1) or one.
-template <int WPR>
-struct RowLayout {
-  static constexpr int kThreads = WPR == 1 ? 128 : 32 * WPR;
-  static constexpr int kRowsPerBlock = WPR == 1 ? 4 : 1;
-  static constexpr int kRowThreads = 32 * WPR;
-  __device__ static int row_in_block() { return WPR == 1 ? threadIdx.x >> 5 : 0; }
-  __device__ static int lane() { return WPR == 1 ? (threadIdx.x & 31) : threadIdx.x; }
+  // Element of chunk c, slot j handled by this thread.
+  __device__ int64_t at(int64_t c, int j) const { return c * rt * kVpt + j * rt + lane; }
 };
 
-template <typename T, int WPR>
-__global__ void __launch_bounds__(RowLayout<WPR>::kThreads)
-    rms_norm_kernel(const T* x, FVec w, float eps, T* out, int64_t rows, int64_t d) {
-  using RL = RowLayout<WPR>;
-  __shared__ float red[kBlockWarps];
-  // The row loop is uniform over the block when WPR > 1 (one row per block), as row_sum's syncs need.
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * RL::kRowsPerBlock + RL::row_in_block(); r < rows;
-       r += static_cast<int64_t>(gridDim.x) * RL::kRowsPerBlock) {
-    const T* xr = x + r * d;
-    T* yr = out + r * d;
-    float ss = 0;
-    for (int64_t i = RL::lane(); i < d; i += RL::kRowThreads) {
-      float v = to_f(xr[i]);
-      ss += v * v;
+// Sum of v over the threads of the slot's row (warp shuffles, then shared memory across its warps).
+// `red` holds one float per warp of the block; the trailing barrier lets the caller reuse it.
+__device__ __forceinline__ float row_sum(float v, const RowSlot& s, float* red) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (s.rt == 32) return v;
+  const int warp = threadIdx.x >> 5, wpr = s.rt >> 5;
+  if ((threadIdx.x & 31) == 0) red[warp] = v;
+  __syncthreads();
+  float t = 0;
+  for (int w = 0; w < wpr; ++w) t += red[s.sub * wpr + w];
+  __syncthreads();
+  return t;
+}
+
+// The weight values of a single-chunk row (the common case), loaded before the reduction so that their
+// latency overlaps it; longer rows read the weights where they use them.
+__device__ __forceinline__ void load_weights(const FVec& w, const RowSlot& s, int64_t chunks, int64_t d,
+                                             float (&wv)[kVpt]) {
+#pragma unroll
+  for (int j = 0; j < kVpt; ++j) {
+    const int64_t i = s.at(0, j);
+    wv[j] = w.p && chunks == 1 && s.live && i < d ? ld(w, i) : 0.0f;
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kMaxRowThreads)
+    rms_norm_kernel(const T* __restrict__ x, FVec w, float eps, T* __restrict__ out, int64_t rows, int64_t d, int rt) {
+  __shared__ float red[kMaxRowThreads / 32];
+  const RowSlot s(rt, rows);
+  const T* xr = x + (s.live ? s.row : 0) * d;
+  const int64_t chunks = (d + int64_t{rt} * kVpt - 1) / (int64_t{rt} * kVpt);
+  float v[kVpt];
+  float ss = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+#pragma unroll
+    for (int j = 0; j < kVpt; ++j) {
+      const int64_t i = s.at(c, j);
+      v[j] = s.live && i < d ? to_f(xr[i]) : 0.0f;
     }
-    ss = row_sum<WPR>(ss, red);
-    float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
-    for (int64_t i = RL::lane(); i < d; i += RL::kRowThreads) {
-      float v = to_f(xr[i]);
-      yr[i] = from_f<T>(w.p ? v * inv * ld(w, i) : v * inv);
+#pragma unroll
+    for (int j = 0; j < kVpt; ++j) ss += v[j] * v[j];
+  }
+  float wv[kVpt];
+  load_weights(w, s, chunks, d, wv);  // in flight during the reduction
+  ss = row_sum(ss, s, red);
+  const float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
+  if (!s.live) return;
+  T* yr = out + s.row * d;
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (chunks > 1) {  // the last chunk is still in registers
+#pragma unroll
+      for (int j = 0; j < kVpt; ++j) {
+        const int64_t i = s.at(c, j);
+        v[j] = i < d ? to_f(xr[i]) : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kVpt; ++j) {
+      const int64_t i = s.at(c, j);
+      if (i < d) yr[i] = from_f<T>(w.p ? v[j] * inv * (chunks == 1 ? wv[j] : ld(w, i)) : v[j] * inv);
     }
   }
 }
 
-// out and sum share dtype T (the promotion of x's and r's); x and r are read through FVec.
-template <typename T, int WPR>
-__global__ void __launch_bounds__(RowLayout<WPR>::kThreads)
-    add_rms_norm_kernel(FVec x, FVec res, FVec w, float eps, T* out, T* sum, int64_t rows, int64_t d) {
-  using RL = RowLayout<WPR>;
-  __shared__ float red[kBlockWarps];
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * RL::kRowsPerBlock + RL::row_in_block(); r < rows;
-       r += static_cast<int64_t>(gridDim.x) * RL::kRowsPerBlock) {
-    float ss = 0;
-    for (int64_t i = RL::lane(); i < d; i += RL::kRowThreads) {
-      T s = from_f<T>(ld(x, r * d + i) + ld(res, r * d + i));
-      sum[r * d + i] = s;
-      float v = to_f(s);  // normalise the rounded sum, as the unfused pair would
-      ss += v * v;
+// sum has dtype T (the promotion of x's and r's), out dtype odt; x and r are read through FVec.
+template <typename T>
+__global__ void __launch_bounds__(kMaxRowThreads)
+    add_rms_norm_kernel(FVec x, FVec res, FVec w, float eps, void* out, Fdt odt, T* sum, int64_t rows, int64_t d,
+                        int rt) {
+  __shared__ float red[kMaxRowThreads / 32];
+  const RowSlot s(rt, rows);
+  const int64_t base = (s.live ? s.row : 0) * d;
+  const int64_t chunks = (d + int64_t{rt} * kVpt - 1) / (int64_t{rt} * kVpt);
+  float v[kVpt];
+  float ss = 0;
+  // The sum x + r rounded to T, as the unfused pair would round it (normalised from that rounding).
+  auto load_sum = [&](int64_t c) {
+    float a[kVpt], b[kVpt];
+#pragma unroll
+    for (int j = 0; j < kVpt; ++j) {
+      const int64_t i = s.at(c, j);
+      const bool in = s.live && i < d;
+      a[j] = in ? ld(x, base + i) : 0.0f;
+      b[j] = in ? ld(res, base + i) : 0.0f;
     }
-    ss = row_sum<WPR>(ss, red);
-    float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
-    for (int64_t i = RL::lane(); i < d; i += RL::kRowThreads) {
-      // Recomputed rather than re-read from `sum`: the same thread, the same rounding, no memory trip.
-      float v = to_f(from_f<T>(ld(x, r * d + i) + ld(res, r * d + i)));
-      out[r * d + i] = from_f<T>(w.p ? v * inv * ld(w, i) : v * inv);
+#pragma unroll
+    for (int j = 0; j < kVpt; ++j) v[j] = to_f(from_f<T>(a[j] + b[j]));
+  };
+  for (int64_t c = 0; c < chunks; ++c) {
+    load_sum(c);
+#pragma unroll
+    for (int j = 0; j < kVpt; ++j) {
+      const int64_t i = s.at(c, j);
+      if (s.live && i < d) sum[base + i] = from_f<T>(v[j]);
+      ss += v[j] * v[j];
+    }
+  }
+  float wv[kVpt];
+  load_weights(w, s, chunks, d, wv);  // in flight during the reduction
+  ss = row_sum(ss, s, red);
+  const float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
+  if (!s.live) return;
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (chunks > 1) load_sum(c);  // recomputed rather than re-read from `sum`: the same rounding
+#pragma unroll
+    for (int j = 0; j < kVpt; ++j) {
+      const int64_t i = s.at(c, j);
+      if (i < d) store_as(out, odt, base + i, w.p ? v[j] * inv * (chunks == 1 ? wv[j] : ld(w, i)) : v[j] * inv);
     }
   }
 }
 
-template <typename T, int WPR>
-__global__ void __launch_bounds__(RowLayout<WPR>::kThreads)
-    layer_norm_kernel(const T* x, FVec w, FVec b, float eps, T* out, int64_t rows, int64_t d) {
-  using RL = RowLayout<WPR>;
-  __shared__ float red[kBlockWarps];
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * RL::kRowsPerBlock + RL::row_in_block(); r < rows;
-       r += static_cast<int64_t>(gridDim.x) * RL::kRowsPerBlock) {
-    const T* xr = x + r * d;
-    T* yr = out + r * d;
-    // Two passes (mean, then the centred sum of squares) as the CPU does: no cancellation for rows
-    // with a large mean.
-    float s = 0;
-    for (int64_t i = RL::lane(); i < d; i += RL::kRowThreads) s += to_f(xr[i]);
-    float mean = row_sum<WPR>(s, red) / static_cast<float>(d);
-    float var = 0;
-    for (int64_t i = RL::lane(); i < d; i += RL::kRowThreads) {
-      float c = to_f(xr[i]) - mean;
-      var += c * c;
+template <typename T>
+__global__ void __launch_bounds__(kMaxRowThreads)
+    layer_norm_kernel(const T* __restrict__ x, FVec w, FVec b, float eps, T* __restrict__ out, int64_t rows, int64_t d,
+                      int rt) {
+  __shared__ float red[kMaxRowThreads / 32];
+  const RowSlot s(rt, rows);
+  const T* xr = x + (s.live ? s.row : 0) * d;
+  const int64_t chunks = (d + int64_t{rt} * kVpt - 1) / (int64_t{rt} * kVpt);
+  float v[kVpt];
+  auto load = [&](int64_t c) {
+#pragma unroll
+    for (int j = 0; j < kVpt; ++j) {
+      const int64_t i = s.at(c, j);
+      v[j] = s.live && i < d ? to_f(xr[i]) : 0.0f;
     }
-    var = row_sum<WPR>(var, red) / static_cast<float>(d);
-    float inv = 1.0f / sqrtf(var + eps);
-    for (int64_t i = RL::lane(); i < d; i += RL::kRowThreads) {
-      float y = (to_f(xr[i]) - mean) * inv;
+  };
+  // Two passes (mean, then the centred sum of squares) as the CPU does: no cancellation for rows
+  // with a large mean.
+  float sm = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    load(c);
+#pragma unroll
+    for (int j = 0; j < kVpt; ++j) sm += v[j];
+  }
+  const float mean = row_sum(sm, s, red) / static_cast<float>(d);
+  float var = 0;
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (chunks > 1) load(c);
+#pragma unroll
+    for (int j = 0; j < kVpt; ++j)
+      if (s.at(c, j) < d) var += (v[j] - mean) * (v[j] - mean);
+  }
+  var = row_sum(var, s, red) / static_cast<float>(d);
+  const float inv = 1.0f / sqrtf(var + eps);
+  if (!s.live) return;
+  T* yr = out + s.row * d;
+  for (int64_t c = 0; c < chunks; ++c) {
+    if (chunks > 1) load(c);
+#pragma unroll
+    for (int j = 0; j < kVpt; ++j) {
+      const int64_t i = s.at(c, j);
+      if (i >= d) continue;
+      float y = (v[j] - mean) * inv;
       if (w.p) y *= ld(w, i);
       if (b.p) y += ld(b, i);
       yr[i] = from_f<T>(y);
@@ -177,21 +265,34 @@ int64_t row_count(const Array& x) {
   return d ? x.size() / d : 0;
 }
 
+// Threads per row, threads per block and blocks for `rows` rows of width d.
+struct NormLaunch {
+  int rt, threads;
+  unsigned blocks;
+};
+
+NormLaunch norm_launch(int64_t rows, int64_t d) {
+  int rt = 32;
+  while (rt < kMaxRowThreads && int64_t{rt} * kVpt < d) rt *= 2;
+  const int threads = rt < kMinBlock ? kMinBlock : rt;
+  const int64_t per_block = threads / rt;
+  const int64_t blocks = (rows + per_block - 1) / per_block;
+  if (blocks > INT32_MAX) throw NotSupportedError("normalisation: too many rows for one CUDA launch");
+  return {rt, threads, static_cast<unsigned>(blocks)};
+}
+
 }  // namespace
 
 void rms_norm(const Array& x, const Array& weight, float eps, Array& out) {
   int64_t d = x.shape().back(), rows = row_count(x);
   if (rows == 0 || d == 0) return;
   FVec w = fvec_of(weight, "rms_norm", "weight");
+  const NormLaunch l = norm_launch(rows, d);
   cudaStream_t st = stream_of(out);
   dispatch_float(out.dtype(), "rms_norm", [&](auto tag) {
     using T = decltype(tag);
-    const T* xp = static_cast<const T*>(x.raw_data());
-    T* op = static_cast<T*>(out.raw_data());
-    if (d <= kWarpRowMax)
-      rms_norm_kernel<T, 1><<<grid_for(rows, 4), 128, 0, st>>>(xp, w, eps, op, rows, d);
-    else
-      rms_norm_kernel<T, kBlockWarps><<<grid_for(rows, 1), 32 * kBlockWarps, 0, st>>>(xp, w, eps, op, rows, d);
+    rms_norm_kernel<T><<<l.blocks, l.threads, 0, st>>>(static_cast<const T*>(x.raw_data()), w, eps,
+                                                      static_cast<T*>(out.raw_data()), rows, d, l.rt);
   });
   check_launch("rms_norm");
 }
@@ -202,16 +303,13 @@ void add_rms_norm(const Array& x, const Array& residual, const Array& weight, fl
   FVec xv = fvec_of(x, "add_rms_norm", "input"), rv = fvec_of(residual, "add_rms_norm", "residual");
   xv.stride = rv.stride = 1;  // contiguous rows, indexed flat
   FVec w = fvec_of(weight, "add_rms_norm", "weight");
-  cudaStream_t st = stream_of(out);
-  dispatch_float(out.dtype(), "add_rms_norm", [&](auto tag) {
+  const NormLaunch l = norm_launch(rows, d);
+  const Fdt odt = fdt_of(out.dtype(), "add_rms_norm", "output");
+  cudaStream_t stream = stream_of(out);
+  dispatch_float(sum.dtype(), "add_rms_norm", [&](auto tag) {
     using T = decltype(tag);
-    T* op = static_cast<T*>(out.raw_data());
-    T* sp = static_cast<T*>(sum.raw_data());
-    if (d <= kWarpRowMax)
-      add_rms_norm_kernel<T, 1><<<grid_for(rows, 4), 128, 0, st>>>(xv, rv, w, eps, op, sp, rows, d);
-    else
-      add_rms_norm_kernel<T, kBlockWarps>
-          <<<grid_for(rows, 1), 32 * kBlockWarps, 0, st>>>(xv, rv, w, eps, op, sp, rows, d);
+    add_rms_norm_kernel<T><<<l.blocks, l.threads, 0, stream>>>(xv, rv, w, eps, out.raw_data(), odt,
+                                                              static_cast<T*>(sum.raw_data()), rows, d, l.rt);
   });
   check_launch("add_rms_norm");
 }
@@ -221,15 +319,12 @@ void layer_norm(const Array& x, const Array& weight, const Array& bias, float ep
   if (rows == 0 || d == 0) return;
   // The op passes weight and bias as given (possibly strided 1-D views): FVec carries the stride.
   FVec w = fvec_of(weight, "layer_norm", "weight"), b = fvec_of(bias, "layer_norm", "bias");
+  const NormLaunch l = norm_launch(rows, d);
   cudaStream_t st = stream_of(out);
   dispatch_float(out.dtype(), "layer_norm", [&](auto tag) {
     using T = decltype(tag);
-    const T* xp = static_cast<const T*>(x.raw_data());
-    T* op = static_cast<T*>(out.raw_data());
-    if (d <= kWarpRowMax)
-      layer_norm_kernel<T, 1><<<grid_for(rows, 4), 128, 0, st>>>(xp, w, b, eps, op, rows, d);
-    else
-      layer_norm_kernel<T, kBlockWarps><<<grid_for(rows, 1), 32 * kBlockWarps, 0, st>>>(xp, w, b, eps, op, rows, d);
+    layer_norm_kernel<T><<<l.blocks, l.threads, 0, st>>>(static_cast<const T*>(x.raw_data()), w, b, eps,
+                                                        static_cast<T*>(out.raw_data()), rows, d, l.rt);
   });
   check_launch("layer_norm");
 }
