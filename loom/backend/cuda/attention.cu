@@ -32,13 +32,13 @@
 // of K/V at 32k-128k keys, prefill ~14 TFLOP/s. Decode is issue-bound at 8 warps per SM (216
 // registers, 82 KB shared). bench/kernel_bench_attention times both paths.
 #include <algorithm>
-#include <atomic>
 #include <climits>
 #include <cmath>
 #include <type_traits>
 
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/kernels.h"
+#include "loom/backend/cuda/mma.cuh"
 
 namespace loom::cuda {
 namespace {
@@ -680,15 +680,7 @@ __global__ void __launch_bounds__(kThreads) attention_combine(const AttnParams p
 //    directly as the A operand of O += P V (the S accumulator layout of two n-tiles is the A layout
 //    of one k-step). V is read with ldmatrix.trans.
 //
-// Fragment layouts of mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16} (PTX ISA, "Matrix Fragments
-// for mma.m16n8k16 with floating point type"), with g = lane >> 2 (groupID), q = lane & 3
-// (threadID_in_group); each 32-bit register holds two 16-bit elements, the lower index in the low half:
-//   A (16 x 16, row-major): a0,a1 = (g, 2q..2q+1)  a2,a3 = (g+8, 2q..)  a4,a5 = (g, 2q+8..)  a6,a7 = (g+8, 2q+8..)
-//   B (16 x 8, k x n):      b0,b1 = (k 2q..2q+1, n g)  b2,b3 = (k 2q+8.., n g)
-//   C (16 x 8, f32):        c0,c1 = (g, 2q..2q+1)  c2,c3 = (g+8, 2q..2q+1)
-// ldmatrix.m8n8.x4.b16: lanes 8i..8i+7 give the addresses of rows 0..7 of matrix i (16 bytes each);
-// register i of lane l receives matrix i's row l / 4, elements 2 (l % 4) and 2 (l % 4) + 1; with
-// .trans it receives column l / 4, rows 2 (l % 4) and 2 (l % 4) + 1 instead.
+// Fragment layouts of mma.m16n8k16 and ldmatrix: loom/backend/cuda/mma.cuh.
 // Hence: Q rows (row-major, d contiguous) load A directly; K rows (d contiguous) are B in "col"
 // layout (for each key n, its d values k contiguous) without .trans; V rows (d contiguous) need
 // .trans to give B = V[keys, d] with keys along k.
@@ -729,24 +721,6 @@ __device__ __forceinline__ void ldsm_x4_trans(unsigned addr, unsigned (&r)[4]) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                : "r"(addr));
-}
-
-// c += A B for one 16 x 8 x 16 step (layouts above).
-template <typename T>
-__device__ __forceinline__ void mma16816(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
-  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  } else {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
 }
 
 // Two f32 values rounded to T, lo in the low half.
@@ -1065,17 +1039,6 @@ bool index_is_i64(const Array& a, const char* op, const char* what) {
     throw NotSupportedError(format_error(
         op, std::string("CUDA kernel takes int32 or int64 ") + what + ", got " + std::string(name(a.dtype()))));
   return a.dtype() == Dtype::i64;
-}
-
-int sm_count(Device d) {
-  static std::atomic<int> cache[16] = {};
-  int i = d.index >= 0 && d.index < 16 ? d.index : 0;
-  int n = cache[i].load(std::memory_order_relaxed);
-  if (n == 0) {
-    LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, d.index));
-    cache[i].store(n, std::memory_order_relaxed);
-  }
-  return n;
 }
 
 // A stride as int32 for the table: dims of size 1 never move the pointer, so their stride is 0.

@@ -24,6 +24,8 @@ void check_launch(const char* kernel);
 // kernel and copy of loom queues on it, so buffers freed on the host are safe to reuse in order).
 cudaStream_t stream_for(Device d);
 inline cudaStream_t stream_of(const Array& a) { return stream_for(a.device()); }
+// Multiprocessors of device d (queried once per device).
+int sm_count(Device d);
 
 // Grid size for n threads in blocks of `threads` (at least 1 block, capped for grid-stride loops).
 inline unsigned grid_for(int64_t n, int threads) {

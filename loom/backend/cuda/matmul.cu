@@ -244,7 +244,10 @@ Array converted(const Array& x, Dtype dt) {
 // path and stays in L1/L2, shared by all warps of an SM. Accumulation is f32 per lane, then a
 // butterfly shuffle reduction per (row, m). Bytes moved ~= N * K * sizeof(W) (+ x from L2, + M * N
 // outputs). Launch: 256 threads (8 warps, 8 * R rows) per block, grid.x = ceil(N / (8 R)), grid.y
-// walks the batch (or the gathered index pairs of gather_mm). Rows whose byte alignment does not allow
+// walks the batch (or the gathered index pairs of gather_mm). When the row groups give fewer than 16
+// warps per multiprocessor (a 2048-row projection of a 1B model), the 8 warps of a block split K
+// instead (ks = 2, 4 or 8 warps per row group, summed in shared memory in part order; see
+// gemv_split). Rows whose byte alignment does not allow
 // 16-byte loads take a scalar loop (correct, slower). Measured on an H200 (4.3 TB/s device copy), bf16 W
 // [14336, 4096]: 32 us at M = 1 (3.6 TB/s; launch and tail included), 3.4-4.4 TB/s from 117 MB to 1 GB
 // weights; M = 4 ~3.1 TB/s; M = 8 ~1.9 TB/s (f32 FMA issue-bound: 8 FMAs per weight; tensor cores would
@@ -270,6 +273,7 @@ struct GemvArgs {
   int m;
   int64_t n, k, ldx, ldw;
   bool vec;  // 16-byte loads legal for every row of x and w
+  int ks;    // warps sharing a row group (parts of K), set at launch
   GemvBatch batch;
 };
 
@@ -363,9 +367,12 @@ template <typename XT, typename WT, typename OT, int MT, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_rows_kernel(GemvArgs g) {
   constexpr int U = 8 / R;
   constexpr int V = 16 / sizeof(WT);  // weight elements per 16-byte load
-  const int lane = threadIdx.x & 31;
-  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + (threadIdx.x >> 5)) * R;
-  if (n0 >= g.n) return;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ks = g.ks, part = warp % ks;
+  // Rows past the end repeat the last one and store nothing: with ks > 1 every warp of the block
+  // must reach the barriers below.
+  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (kGemvWarps / ks) + warp / ks) * R;
+  if (ks == 1 && n0 >= g.n) return;
+  __shared__ float red[kGemvWarps][R * MT];
   for (int64_t p = blockIdx.y; p < g.batch.count; p += gridDim.y) {
     int64_t xo, wo;
     batch_offsets(g.batch, p, xo, wo);
@@ -373,7 +380,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_rows_kernel(GemvArgs g) 
     const WT* w = static_cast<const WT*>(g.w) + wo;
     const WT* wr[R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) wr[r] = w + min(n0 + r, g.n - 1) * g.ldw;  // past-the-end rows repeat the last
+    for (int r = 0; r < R; ++r) wr[r] = w + min(n0 + r, g.n - 1) * g.ldw;
     const XT* xr[MT];
 #pragma unroll
     for (int m = 0; m < MT; ++m) xr[m] = x + (m < g.m ? m : 0) * g.ldx;  // padding rows read row 0
@@ -385,18 +392,20 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_rows_kernel(GemvArgs g) 
 
     int64_t kdone = 0;
     if (g.vec) {
+      // Chunks of 32 vectors (one load per lane) are dealt to the ks parts in turn; a part keeps U
+      // chunks per row in flight.
       const int64_t nvec = g.k / V;
-      for (int64_t v0 = 0; v0 < nvec; v0 += 32 * U) {
+      for (int64_t v0 = 0; v0 < nvec; v0 += 32 * U * ks) {
         uint4 wv[R][U];
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          const int64_t v = v0 + u * 32 + lane;
+          const int64_t v = v0 + (u * ks + part) * 32 + lane;
 #pragma unroll
           for (int r = 0; r < R; ++r) wv[r][u] = v < nvec ? ld_stream16(wr[r] + v * V) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int u = 0; u < U; ++u) {
-          const int64_t v = v0 + u * 32 + lane;
+          const int64_t v = v0 + (u * ks + part) * 32 + lane;
           if (v >= nvec) break;
           float wf[R][V];
 #pragma unroll
@@ -414,8 +423,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_rows_kernel(GemvArgs g) 
       }
       kdone = nvec * V;
     }
-    // Tail (and the whole row when 16-byte loads are not legal): lanes take consecutive elements.
-    for (int64_t k = kdone + lane; k < g.k; k += 32) {
+    // Tail (and the whole row when 16-byte loads are not legal): lanes of part 0 take consecutive
+    // elements.
+    for (int64_t k = kdone + lane; part == 0 && k < g.k; k += 32) {
       float xf[MT];
 #pragma unroll
       for (int m = 0; m < MT; ++m) xf[m] = to_f(xr[m][k]);
@@ -430,21 +440,56 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_rows_kernel(GemvArgs g) 
     for (int r = 0; r < R; ++r)
 #pragma unroll
       for (int m = 0; m < MT; ++m) acc[r][m] = warp_sum(acc[r][m]);
+    OT* o = static_cast<OT*>(g.out) + p * g.m * g.n;
+    if (ks == 1) {
+      if (lane == 0) {
+#pragma unroll
+        for (int r = 0; r < R; ++r)
+#pragma unroll
+          for (int m = 0; m < MT; ++m)
+            if (m < g.m && n0 + r < g.n) o[m * g.n + n0 + r] = from_f<OT>(acc[r][m]);
+      }
+      continue;
+    }
+    // The ks parts of a row group are consecutive warps: part 0 adds the others' sums in part order.
     if (lane == 0) {
-      OT* o = static_cast<OT*>(g.out) + p * g.m * g.n;
 #pragma unroll
       for (int r = 0; r < R; ++r)
 #pragma unroll
-        for (int m = 0; m < MT; ++m)
-          if (m < g.m && n0 + r < g.n) o[m * g.n + n0 + r] = from_f<OT>(acc[r][m]);
+        for (int m = 0; m < MT; ++m) red[warp][r * MT + m] = acc[r][m];
     }
+    __syncthreads();
+    if (part == 0 && lane < R * MT) {
+      const int r = lane / MT, m = lane % MT;
+      float v = red[warp][lane];
+      for (int i = 1; i < ks; ++i) v += red[warp + i][lane];
+      if (m < g.m && n0 + r < g.n) o[m * g.n + n0 + r] = from_f<OT>(v);
+    }
+    __syncthreads();
   }
 }
 
+// K split of the decode GEMV: while the row groups (over the batch) give fewer than kGemvMinWarps
+// warps per multiprocessor, the warps of a block share row groups (ks = 2, 4 or 8 parts of K), as long
+// as every part gets at least one 32-vector chunk.
+constexpr int kGemvMinWarps = 16;
+
+int gemv_split(const GemvArgs& g, int rows_per_warp, int wsize) {
+  const int64_t groups = (g.n + rows_per_warp - 1) / rows_per_warp * std::min<int64_t>(g.batch.count, 65535);
+  const int64_t chunks = g.vec ? g.k / (16 / wsize) / 32 : 0;
+  int dev = 0;
+  LOOM_CUDA_CHECK(cudaGetDevice(&dev));
+  const int64_t want = int64_t{kGemvMinWarps} * sm_count(Device::cuda(dev));
+  int ks = 1;
+  while (ks < kGemvWarps && groups * ks < want && chunks >= 2 * ks) ks *= 2;
+  return ks;
+}
+
 template <typename XT, typename WT, int MT, int R = gemv_rows<MT>()>
-void launch_gemv_mt(const GemvArgs& g, cudaStream_t s) {
+void launch_gemv_mt(GemvArgs g, cudaStream_t s) {
   using OT = std::conditional_t<std::is_same_v<XT, WT>, XT, float>;
-  constexpr int rows_per_block = kGemvWarps * R;
+  g.ks = gemv_split(g, R, sizeof(WT));
+  const int64_t rows_per_block = kGemvWarps / g.ks * R;
   dim3 grid(static_cast<unsigned>((g.n + rows_per_block - 1) / rows_per_block),
             static_cast<unsigned>(std::min<int64_t>(g.batch.count, 65535)));
   gemv_rows_kernel<XT, WT, OT, MT, R><<<grid, kGemvWarps * 32, 0, s>>>(g);

@@ -4,6 +4,7 @@
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/runtime.h"
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -310,6 +311,17 @@ CudaRuntime& rt() {
 }  // namespace
 
 cudaStream_t stream_for(Device d) { return rt().stream(d); }
+
+int sm_count(Device d) {
+  static std::atomic<int> cache[16] = {};
+  const int i = d.index >= 0 && d.index < 16 ? d.index : 0;
+  int n = cache[i].load(std::memory_order_relaxed);
+  if (n == 0) {
+    LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, d.index));
+    cache[i].store(n, std::memory_order_relaxed);
+  }
+  return n;
+}
 
 StridedView view_of(const Array& a) {
   StridedView v;
