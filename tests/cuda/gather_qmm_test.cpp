@@ -3,7 +3,7 @@
 // mxfp8. Paths: W transposed with at most 8 rows per pair and up to 1024 pair rows goes through the decode
 // GEMV over all pairs (indices read on the device): the decode shape, hundreds of pairs with repeated
 // experts (sorted, as the switch layers pass them, and shuffled), x blocks picked by lhs, M = 1..8 per pair,
-// rows long enough for several pipeline rounds; W without transpose with broadcast index arrays (direct
+// rows long enough for several rounds per lane; W without transpose with broadcast index arrays (direct
 // kernel); more rows (M = 9 per pair, or over 1024 pair rows: pairs grouped by expert on the host, one
 // quantized_matmul each); bf16/f16 activations and scales. Within 1e-5 of max |cpu| (f32 accumulation in
 // another order; half outputs one rounding apart: 1e-2).
@@ -123,7 +123,7 @@ TEST(CudaGatherQMM, HalfActivationsAndScales) {
 
 TEST(CudaGatherQMM, DecodeKernelAnyNumberOfPairs) {
   LOOM_REQUIRE_CUDA();
-  // W [6, 40, 1152]: 36 packs per row (lanes 0-3 run a second pipeline round) and 40 rows (5 row groups of 8).
+  // W [6, 40, 1152]: 36 packs per row (lanes 0-3 run a second round) and 40 rows (5 row groups of 8).
   Array w = rand_array({6, 40, 1152}, 20);
   // 300 pairs of one row each (over the old 64-row limit; every expert used ~50 times), sorted and shuffled.
   Array x1 = rand_array({300, 1, 1152}, 21);
@@ -152,7 +152,7 @@ TEST(CudaGatherQMM, DecodeKernelAnyNumberOfPairs) {
 
 TEST(CudaGatherQMM, DecodeKernelLongRowsAndGroupedAboveThreshold) {
   LOOM_REQUIRE_CUDA();
-  // W [4, 64, 8192]: 256 packs per row. 200 pairs: one warp per row group, 8 pipeline rounds per lane; 8
+  // W [4, 64, 8192]: 256 packs per row. 200 pairs: one warp per row group, 8 rounds per lane; 8
   // pairs (one token's top-8 with a repeated expert): the block's warps split each row, 2 rounds each.
   Array w = rand_array({4, 64, 8192}, 60);
   Array x = rand_array({200, 1, 8192}, 61, Dtype::bf16);

@@ -3,12 +3,11 @@
 // and without a global scale) and mxfp8. quantize must be bit-identical (packed words, scales, biases);
 // dequantize within 1e-6 of max |cpu| (the same formula and roundings); quantized_matmul within 1e-5 for
 // M in {1, 5, 33} (decode kernels for M <= 8 with W.T, f32 panels + cuBLAS otherwise), with W.T and W.
-// The decode GEMV has two kernels: the pipelined one (K % 32 == 0, packed rows aligned to its 16/8/4-byte
-// copies) and the direct-load fallback (unaligned rows, nvfp4 rows of 16 mod 32 codes); both are covered
-// for every format and M = 1..8, with rows long enough for several pipeline rounds per lane, an odd number
-// of groups per row, and output counts that are not multiples of a warp's rows. Their sums are the same
-// f32 sums in another order than the twin's: within 1e-5 of max |cpu| (f32 outputs), one half-precision
-// rounding apart (1e-2) for bf16/f16 outputs.
+// The decode GEMV (one kernel: 2 rows per warp for M = 1, 8 or 4 rows for more; vector or word loads by
+// alignment; nvfp4 rows of 16 mod 32 codes) is covered for every format and M = 1..8, with rows long enough
+// for several rounds per lane, an odd number of groups per row, and output counts that are not multiples
+// of a warp's rows. Its sums are the same f32 sums in another order than the twin's: within 1e-5 of max
+// |cpu| (f32 outputs), one half-precision rounding apart (1e-2) for bf16/f16 outputs.
 #include "loom/ops/quantized.h"
 
 #include <gtest/gtest.h>
@@ -219,11 +218,11 @@ TEST(CudaQuantizedMatmul, HalfActivationsAndScalesAsStored) {
 }
 
 // K of the long-row decode tests: an odd number of groups, near 9600 codes (300 packs: with the 4 warps
-// of a block splitting a row, each lane runs 2 or 3 pipeline rounds, the last one partial).
+// of a block splitting a row, each lane runs 2 or 3 rounds, the last one partial).
 int64_t long_k(const QuantSpec& q) { return q.group_size * ((9600 / q.group_size) | 1); }
 
 // A copy of p.wq whose first word sits 4 bytes past a 16-byte boundary (the view starts one word into its
-// buffer): the pipelined kernel's 8/16-byte copies do not fit it, so 2/4/6/8-word packs take the fallback.
+// buffer): 8/16-byte vector loads do not fit it, so 2/4/6/8-word packs are read a word at a time.
 Array misaligned(const Array& wq) {
   std::vector<uint32_t> v = wq.to_vector<uint32_t>();
   v.insert(v.begin(), 0u);
@@ -233,8 +232,8 @@ Array misaligned(const Array& wq) {
 
 TEST(CudaQuantizedMatmul, DecodeEveryFormatAndRowCount) {
   LOOM_REQUIRE_CUDA();
-  // 37 output rows (not a multiple of 4 or 8 rows per warp), K long (pipeline rounds), M = 1..8, aligned
-  // (pipelined kernel) and misaligned (fallback) packed rows.
+  // 37 output rows (not a multiple of 2, 4 or 8 rows per warp), K long (several rounds per lane), M = 1..8,
+  // aligned (vector loads) and misaligned (word loads) packed rows.
   for (const QuantSpec& q : all_specs()) {
     const int64_t k = long_k(q);
     Array g = global_scale_for(q, true);
@@ -253,8 +252,8 @@ TEST(CudaQuantizedMatmul, DecodeEveryFormatAndRowCount) {
 
 TEST(CudaQuantizedMatmul, DecodeManyRowsLongK) {
   LOOM_REQUIRE_CUDA();
-  // 9000 output rows (one warp per row group, no splitting) and 1600 packs per row (50 pipeline rounds per
-  // lane, every stage slot reused); nvfp4 rows of 16 mod 32 codes on the fallback at the same size.
+  // 9000 output rows (one warp per row group, no splitting) and 1600 packs per row (50 rounds per lane);
+  // nvfp4 rows of 16 mod 32 codes (a half pack at the end) at the same size.
   for (const QuantSpec& q : {QuantSpec{QuantMode::affine, 4, 64}, QuantSpec{QuantMode::affine, 8, 64},
                              QuantSpec{QuantMode::affine, 3, 128}, default_quant_spec(QuantMode::mxfp4)})
     for (int64_t m : {1, 3}) {
@@ -280,9 +279,9 @@ TEST(CudaQuantizedMatmul, DecodeManyRowsLongK) {
   EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-5)) << "nvfp4 K 9616";
 }
 
-// Every activation, scale and output dtype through the pipelined kernel (the loads convert x as stored,
-// the scales are read as stored, the store rounds once).
-TEST(CudaQuantizedMatmul, DecodeDtypesPipelined) {
+// Every activation, scale and output dtype through the decode kernel (the loads convert x as stored, the
+// scales are read as stored, the store rounds once).
+TEST(CudaQuantizedMatmul, DecodeDtypes) {
   LOOM_REQUIRE_CUDA();
   for (const QuantSpec& q : {QuantSpec{QuantMode::affine, 4, 128}, QuantSpec{QuantMode::affine, 8, 32},
                              QuantSpec{QuantMode::affine, 6, 64}, default_quant_spec(QuantMode::nvfp4)})

@@ -14,23 +14,23 @@
 //    gives the f32 kernel's bits, half inputs (and outputs) those of converting to (and from) f32 around it.
 //  - quantized_matmul with W.T and M <= 8 (decode; affine group sizes >= 32, all MLX allows), and
 //    gather_qmm's decode (detail::quantized_gemv: blockIdx.y is a (row block, expert) pair whose indices are
-//    read on the device): one warp per R packed rows (R = 8, or 4 for more than 4 activation rows or 5+ word
-//    packs). Lanes split K into "packs" of 32 codes (= `bits` words) and the 32 activations a lane loads
-//    per pack (L1/L2-resident, 16-byte loads in x's own dtype) serve all R rows. Codes become floats exactly
-//    (f16 magic numbers for 4/8-bit and E2M1, two codes per integer op; the 2^23 trick for other widths;
-//    E4M3 by bit placement), each half pack's dot product is scaled once, and the affine bias enters as
-//    bias * sum(x over the half pack). A shuffle reduction ends each row. The kernels are templated on x's
-//    dtype (converted in the inner loop); scales/biases are read in their stored dtype behind one
-//    warp-uniform branch per pack, and the output dtype is a switch at the store. Bytes moved ~= N * K *
-//    bits / 8 + the scales (and biases) + x from L2. qgemv_pipe_kernel (whole packs, rows aligned to its
-//    copies) feeds the packs through a per-lane cp.async ring in shared memory, 2-3 rounds ahead of the
-//    arithmetic, so loads and decode overlap within every warp; qgemv_kernel (the fallback) loads a round's
-//    packs into registers and then computes. Both sum the same terms in the same order.
-//    Measured on an H200 before the pipelined kernel (f32 x and scales), W [14336, 4096], M = 1: 4-bit
-//    ~23 us (~1.6 TB/s with the scales), 8-bit ~37 us (~1.8 TB/s); bench/kernel_bench_qmv measures both.
-//    (A register-streaming variant, 16-byte chunks of 4 rows straight into registers with x shared by
-//    the rows, measured slower at model level on an H100: Llama-1B 8-bit tg 442 vs 518 t/s, 8B 117 vs
-//    121, so it was dropped.)
+//    read on the device): one warp per R packed rows (R = 2 for one activation row, 8 for up to 4, else
+//    4; see qmv_rows). Lanes split K into "packs" of 32 codes (= `bits` words) and the 32 activations a
+//    lane loads per pack (L1/L2-resident, 16-byte loads in x's own dtype) serve all R rows. Codes become
+//    floats exactly (f16 magic numbers for 4/8-bit and E2M1, two codes per integer op; the 2^23 trick for
+//    other widths; E4M3 by bit placement), each half pack's dot product is scaled once, and the affine
+//    bias enters as bias * sum(x over the half pack). A shuffle reduction ends each row. The kernel is
+//    templated on x's dtype (converted in the inner loop); scales/biases are read in their stored dtype
+//    behind one warp-uniform branch per pack, and the output dtype is a switch at the store. Bytes moved
+//    ~= N * K * bits / 8 + the scales (and biases) + x from L2. When the row groups leave the
+//    multiprocessors short of warps (fewer than 16 per SM), the 4 warps of a block split a row group's
+//    packs. Measured on an H100 (bench/kernel_bench_qmv, bf16 x and scales, M = 1): W [14336, 4096]
+//    4-bit g64 ~19 us (~1.7 TB/s), 8-bit ~28 us (~2.2 TB/s); W [128256, 4096] 4-bit ~2.2 TB/s, 8-bit
+//    ~3.0 TB/s. (Dropped after measuring at model level: a cp.async-pipelined variant with 8 rows per warp,
+//    Llama-3.1-8B 4-bit tg 203 vs 251 t/s with this kernel, 8-bit 134 vs 200; a register-streaming variant;
+//    and a tensor-core variant that decoded 4-bit codes to bf16 for mma.m16n8k16 with one B column per
+//    group, about as fast as the pipelined kernel: the decode GEMV is bound by memory-level parallelism,
+//    not by its arithmetic.)
 //  - quantized_matmul otherwise (prefill, or W without transpose): panels of W dequantized to f32 (bounded
 //    scratch) and multiplied by cuBLAS in f32 (detail::sgemm_rowmajor in matmul.cu); x that is not f32 is
 //    converted into an f32 temporary first, and an output that is not f32 is computed in an f32 temporary
@@ -525,11 +525,14 @@ __device__ __forceinline__ void group_params(const QmvArgs& a, int64_t r, int64_
   }
 }
 
-// Packed rows per warp: each x value a lane loads serves R rows (measured on an H200: more rows pay off as
-// activation rows grow, until registers run out).
+// Packed rows per warp: each x value a lane loads serves R rows. One activation row (decode): 2 rows,
+// which keeps registers low and warps many (measured on an H100 at model level against 4 and 8 rows:
+// Llama-3.1-8B-shaped 4-bit tg 251 vs 250 vs 223 t/s, 8-bit 200 vs 183 vs 177; 1B 4-bit 844 vs 790 vs
+// 734; with 1 row 236, 196, 753). More activation rows: more rows per warp pay off (measured on an
+// H200), until registers run out.
 template <int MT>
 constexpr int qmv_rows() {
-  return MT <= 4 ? 8 : 4;
+  return MT == 1 ? 2 : (MT <= 4 ? 8 : 4);
 }
 
 // Scales (and biases) of both half packs of pack p for R rows, the affine ones stored as ST. Only nvfp4 has
@@ -717,7 +720,6 @@ __device__ __forceinline__ void qmv_finish(const QmvArgs& a, const QmvRows<XT, M
 // One warp per R packed rows (or, when N is small, the block's 4 warps per R rows, splitting the packs:
 // `ks` warps per row group); lane l takes packs l, l + 32 ks, ... of all R rows (a warp-wide load reads 32
 // consecutive packs of a row, R packs per lane in flight); shuffles (and shared memory when ks = 4) reduce.
-// The fallback of qgemv_pipe_kernel (rows not aligned for its copies, nvfp4 rows ending in half a pack).
 template <class D, typename XT, int MT, int R>
 __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, int ks) {
   constexpr int W = D::kWords;
@@ -751,142 +753,10 @@ __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, 
   qmv_finish<XT, MT, R>(a, g, acc, &red[0][0], R * MT, ks);
 }
 
-// ---------------------------------------------------------------------------------------------------
-// The pipelined decode GEMV: qgemv_kernel's work split and arithmetic (qmv_pack, bit for bit the same
-// sums), but the packed rows reach the lanes through shared memory by cp.async, kStages - 1 iterations
-// ahead of the arithmetic, so every warp keeps (kStages - 1) * R packs per lane in flight while it decodes
-// (qgemv_kernel loads, then computes: all of a launch's warps wait on memory together, then compute
-// together, and the two phases add up). Each lane copies and reads only its own shared-memory slots, so
-// only cp.async.wait_group orders them (no barrier). The scales and biases of the copied packs are
-// prefetched into L2 when their copies are issued. Needs K % 32 == 0 (whole packs) and the packed rows
-// aligned to the copy size (16 bytes for 4 and 8 words per pack, 8 for 2 and 6, 4 otherwise).
-
-template <int W>
-constexpr int pipe_chunk() {  // words per cp.async
-  return W % 4 == 0 ? 4 : (W % 2 == 0 ? 2 : 1);
-}
-
-template <int MT, int W>
-constexpr int pipe_rows() {  // rows per warp: 4 for the wide codes (their packs fill the stages sooner)
-  return W >= 5 ? 4 : qmv_rows<MT>();
-}
-
-template <int W, int R>
-constexpr int pipe_stages() {  // as many as 48 KiB of static shared memory holds (4 warps), 2 to 4
-  return 96 / (R * W) < 2 ? 2 : (96 / (R * W) > 4 ? 4 : 96 / (R * W));
-}
-
-template <int BYTES>
-__device__ __forceinline__ void cp_async(uint32_t* smem, const uint32_t* gmem) {
-  const uint32_t s = static_cast<uint32_t>(__cvta_generic_to_shared(smem));
-  if constexpr (BYTES == 16)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem) : "memory");
-  else
-    asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(s), "l"(gmem), "n"(BYTES) : "memory");
-}
-
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
-__device__ __forceinline__ void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];\n" ::"l"(p)); }
-
-template <class D, typename XT, int MT, int R>
-__global__ void __launch_bounds__(kQmvThreads) qgemv_pipe_kernel(QmvArgs a, bool nv, int ks) {
-  constexpr int W = D::kWords, C = pipe_chunk<W>(), S = pipe_stages<W, R>();
-  constexpr int kSlot = R * W * 32;  // words of one stage of one warp: row r's chunk c of lane l at
-                                     // r * W * 32 + c * 32 * C + l * C (consecutive lanes, consecutive chunks)
-  static_assert(R * MT <= S * kSlot, "the reduction scratch fits a warp's stages");
-  __shared__ __align__(16) uint32_t stage[kQmvThreads / 32][S * kSlot];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (kQmvThreads / 32 / ks) + warp / ks) * R;
-  if (n0 >= a.n) return;  // uniform over the block when ks > 1
-  const int part = warp % ks;
-  const int64_t packs = a.k >> 5;
-  const QmvRows<XT, MT, R> g(a, n0);
-  const uint32_t* wr[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = a.wq + g.row[r] * a.words;
-  float acc[R][MT];
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int m = 0; m < MT; ++m) acc[r][m] = 0.0f;
-
-  // Iteration i handles pack first + i * step of each row (lanes whose pack lies past the row skip it).
-  const int64_t first = part * 32 + lane, step = 32 * ks;
-  const int64_t iters = part * 32 < packs ? (packs - part * 32 + step - 1) / step : 0;  // warp-uniform
-  uint32_t* mine = stage[warp];
-  // Copies iteration i's packs into its slot and commits one group (an empty one past the end, so that
-  // wait_group<S - 1> always means "iteration i has landed").
-  auto issue = [&](int64_t i) {
-    const int64_t p = first + i * step;
-    if (i < iters && p < packs) {
-      uint32_t* dst = mine + (i % S) * kSlot + lane * C;
-#pragma unroll
-      for (int r = 0; r < R; ++r) {
-#pragma unroll
-        for (int c = 0; c < W / C; ++c) cp_async<C * 4>(dst + r * W * 32 + c * 32 * C, wr[r] + p * W + c * C);
-        const int64_t gi = g.row[r] * a.groups + ((p * 32) >> a.gs_log2);
-        if constexpr (D::kAffine) {
-          prefetch_l2(static_cast<const char*>(a.scales) + gi * (a.scode == kF32 ? 4 : 2));
-          prefetch_l2(static_cast<const char*>(a.biases) + gi * (a.scode == kF32 ? 4 : 2));
-        } else {
-          prefetch_l2(a.sbytes + gi);
-        }
-      }
-    }
-    cp_async_commit();
-  };
-#pragma unroll
-  for (int i = 0; i < S - 1; ++i) issue(i);
-  for (int64_t i = 0; i < iters; ++i) {
-    issue(i + S - 1);
-    cp_async_wait<S - 1>();
-    const int64_t p = first + i * step;
-    if (p < packs) {
-      const uint32_t* src = mine + (i % S) * kSlot + lane * C;
-      uint32_t w[R][W];
-#pragma unroll
-      for (int r = 0; r < R; ++r)
-#pragma unroll
-        for (int c = 0; c < W / C; ++c) {
-          const uint32_t* q = src + r * W * 32 + c * 32 * C;
-          if constexpr (C == 4) {
-            const uint4 v = *reinterpret_cast<const uint4*>(q);
-            w[r][4 * c] = v.x;
-            w[r][4 * c + 1] = v.y;
-            w[r][4 * c + 2] = v.z;
-            w[r][4 * c + 3] = v.w;
-          } else if constexpr (C == 2) {
-            const uint2 v = *reinterpret_cast<const uint2*>(q);
-            w[r][2 * c] = v.x;
-            w[r][2 * c + 1] = v.y;
-          } else {
-            w[r][c] = *q;
-          }
-        }
-      float s[R][2], b[R][2];
-      pack_params<D, R>(a, nv, p, g.row, s, b);
-      qmv_pack<D, XT, MT, R>(p, false, w, s, b, g.xr, acc);
-    }
-  }
-  cp_async_wait<0>();  // (only empty groups can remain) before the scratch below reuses the stages
-  __syncwarp();
-  qmv_finish<XT, MT, R>(a, g, acc, reinterpret_cast<float*>(&stage[0][0]), S * kSlot, ks);
-}
-
-int multiprocessors() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    LOOM_CUDA_CHECK(cudaGetDevice(&dev));
-    LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-    return v > 0 ? v : 1;
-  }();
-  return n;
+int sm_count_here() {
+  int dev = 0;
+  LOOM_CUDA_CHECK(cudaGetDevice(&dev));
+  return sm_count(Device::cuda(dev));
 }
 
 // Grid of the decode kernels for R rows per warp: with fewer than `warps_per_sm` row-group warps per
@@ -896,9 +766,9 @@ struct QmvGrid {
   int ks;
 };
 
-QmvGrid qmv_grid(int64_t n, int rows_per_warp, int64_t pairs, int warps_per_sm = 8) {
+QmvGrid qmv_grid(int64_t n, int rows_per_warp, int64_t pairs, int warps_per_sm = 16) {
   const int64_t groups = (n + rows_per_warp - 1) / rows_per_warp;
-  const int ks = groups * pairs < int64_t{warps_per_sm} * multiprocessors() ? kQmvThreads / 32 : 1;
+  const int ks = groups * pairs < int64_t{warps_per_sm} * sm_count_here() ? kQmvThreads / 32 : 1;
   const int64_t per_block = kQmvThreads / 32 / ks;
   const int64_t blocks = (groups + per_block - 1) / per_block;
   if (blocks > INT32_MAX || pairs > 65535)
@@ -908,16 +778,6 @@ QmvGrid qmv_grid(int64_t n, int rows_per_warp, int64_t pairs, int warps_per_sm =
 
 template <class D, typename XT, int MT>
 void launch_qgemv_mt(const QmvArgs& a, bool nv, int64_t pairs, cudaStream_t s) {
-  constexpr int W = D::kWords, C = pipe_chunk<W>();
-  // Whole packs and rows aligned to the copy size (every row is when the first is: a row is K / 32 packs
-  // of W words, a multiple of C words).
-  if (a.k % 32 == 0 && reinterpret_cast<uintptr_t>(a.wq) % (4 * C) == 0) {
-    constexpr int R = pipe_rows<MT, W>();
-    const QmvGrid g = qmv_grid(a.n, R, pairs);
-    qgemv_pipe_kernel<D, XT, MT, R><<<g.grid, kQmvThreads, 0, s>>>(a, nv, g.ks);
-    check_launch("qgemv_pipe_kernel");
-    return;
-  }
   constexpr int R = qmv_rows<MT>();
   const QmvGrid g = qmv_grid(a.n, R, pairs);
   qgemv_kernel<D, XT, MT, R><<<g.grid, kQmvThreads, 0, s>>>(a, nv, g.ks);
@@ -936,8 +796,7 @@ void launch_qgemv_x(const QmvArgs& a, bool nv, int64_t pairs, cudaStream_t s) {
     launch_qgemv_mt<D, XT, 8>(a, nv, pairs, s);
 }
 
-// Instantiations: 8 decoders x 3 x dtypes x 4 row counts x 2 kernels (the scale and output dtypes are
-// runtime).
+// Instantiations: 8 decoders x 3 x dtypes x 4 row counts (the scale and output dtypes are runtime).
 template <class D>
 void launch_qgemv(const QmvArgs& a, int xcode, bool nv, int64_t pairs, cudaStream_t s) {
   if (xcode == kF32)
