@@ -24,7 +24,7 @@ Array limit_groups(const Array& sel, int n_group, int topk_group) {
   if (drop <= 0) return sel;
   Array dropped = slice_axis(argpartition(group_score, drop - 1, -1), -1, 0, drop);     // [..., drop]
   // keep[..., G] = group not among `dropped`.
-  Array ids = astype(arange(0, n_group, 1, Dtype::i32), Dtype::u32);                     // [G]
+  Array ids = arange(0, n_group, 1, Dtype::u32, sel.device());                           // [G]
   Array hit = equal(expand_dims(dropped, -1), ids);                                      // [..., drop, G]
   Array keep = logical_not(astype(max(astype(hit, Dtype::f32), {-2}), Dtype::bool_));  // [..., G]
   Array masked = where(expand_dims(keep, -1), g, zeros_like(g));
@@ -78,7 +78,7 @@ Routing sparsemixer_route(const Array& logits_in, float jitter_eps) {
   };
   Array i1 = slice_axis(argpartition(negative(l), 0, -1), -1, 0, 1);  // [..., 1]
   Array w1 = masked_weight(l, i1, take_along_axis(l, i1, -1));
-  Array ids = arange(0, static_cast<double>(E), 1, Dtype::u32);
+  Array ids = arange(0, static_cast<double>(E), 1, Dtype::u32, l.device());  // (on the device: no upload)
   Array rest = where(equal(ids, i1), ninf, l);  // the first pick masked out
   Array i2 = slice_axis(argpartition(negative(rest), 0, -1), -1, 0, 1);
   Array w2 = masked_weight(rest, i2, take_along_axis(rest, i2, -1));

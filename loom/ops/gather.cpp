@@ -189,7 +189,10 @@ Array take_along_axis(const Array& a, const Array& indices, int axis, StreamOrDe
   Array am = moveaxis(broadcast_to(a, sa), ax, -1, s);
   Array im = moveaxis(broadcast_to(astype(indices, Dtype::i64), si), ax, -1, s);
   int64_t n = am.shape(-1), k = im.shape(-1), rows = am.size() / std::max<int64_t>(1, n);
-  Array base = reshape(arange(0, static_cast<double>(rows * n), static_cast<double>(n), Dtype::i64), {rows, 1});
+  // (Made on the operand's device: an arange on the CPU would be an upload, a stream sync that also
+  // keeps a decode step from being recorded as a CUDA graph.)
+  Array base = reshape(arange(0, static_cast<double>(rows * n), static_cast<double>(n), Dtype::i64, am.device()),
+                       {rows, 1});
   Array flat_idx = add(reshape(im, {rows, k}), base);
   Array got = take(reshape(contiguous(am), {-1}), flat_idx, 0, s);  // [rows, k]
   Shape out_moved = im.shape();
