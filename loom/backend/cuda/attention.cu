@@ -47,10 +47,8 @@ constexpr int kThreads = 128;  // 4 warps per CTA
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxKvBlocks = 512;      // 128k tokens of 256-token pages
 constexpr int kMaxSplits = 128;        // key-range parts per row tile
-constexpr int kMinKeysPerSplit = 256;  // below this a split costs more than it spreads
-// The split count rounds kv_len up to whole kMinKeysPerSplit (see launch), which must divide the KV
-// page (256 positions) for replayed and op-by-op decode steps to split alike.
-static_assert(256 % kMinKeysPerSplit == 0, "kMinKeysPerSplit must divide the KV page size");
+constexpr int kSplitPage = 256;   // split counts are derived from whole KV pages (see launch_split)
+constexpr int kSplitsPerPage = 4;  // up to 4 parts per page: 64 keys, one decode key tile each
 constexpr float kNegInf = -INFINITY;
 
 enum : int { kF32 = 0, kF16 = 1, kBF16 = 2, kBool = 3 };
@@ -1070,8 +1068,8 @@ void launch_split(Kernel kernel, int BM, size_t smem_bytes, AttnParams& p, const
   const long long base = tiles * p.Hkv * p.B;
   if (tiles * kMaxSplits > INT_MAX || p.Hkv > 65535 || p.B > 65535)
     throw NotSupportedError(format_error(op, "CUDA kernel grid too large for this shape"));
-  // Split-K when the CTAs cannot fill the GPU twice (two CTAs fit per SM), as long as each part keeps
-  // at least kMinKeysPerSplit keys of the range a row tile can see.
+  // Split-K when the CTAs cannot fill the GPU twice (two CTAs fit per SM), up to kSplitsPerPage parts
+  // per 256-key page of the range a row tile can see.
   const int sms = sm_count(out.device());
   int nsplit = 1;
   const long long target = 2LL * 2 * sms;
@@ -1079,10 +1077,11 @@ void launch_split(Kernel kernel, int BM, size_t smem_bytes, AttnParams& p, const
     long long span = p.kv_len;
     if (spec.mode == AttentionMode::window) span = std::min<long long>(span, static_cast<long long>(spec.window) + p.L);
     if (spec.mode == AttentionMode::chunk) span = std::min<long long>(span, static_cast<long long>(spec.chunk) + p.L);
-    // Rounded up: a replayed decode step (generate/decode_graph.h) passes kv_len = its KV pages'
+    // Whole pages: a replayed decode step (generate/decode_graph.h) passes kv_len = its KV pages'
     // capacity (a multiple of 256 >= the op-by-op step's length), and ceil(len / 256) is the same for
-    // both, so both cut the keys into the same parts and give bit-identical results.
-    long long by_len = std::max<long long>(1, (span + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
+    // both, so both cut the keys into the same parts and give bit-identical results. (4 parts per page
+    // rather than 1: Llama-1B-shaped decode at 4096 keys spread over 4x more CTAs.)
+    long long by_len = std::max<long long>(1, (span + kSplitPage - 1) / kSplitPage) * kSplitsPerPage;
     nsplit = static_cast<int>(std::min<long long>({(target + base - 1) / base, by_len, kMaxSplits}));
   }
   p.nsplit = nsplit;

@@ -380,25 +380,21 @@ DequantArgs dequant_args(const Array& wq, const Array& scales, const Array& bias
 void launch_dequantize(const DequantArgs& a, void* out, int ocode, cudaStream_t s) {
   const int64_t total = a.rows * a.k;
   if (total == 0) return;
-  if (a.k % 8 == 0 && a.gs % 8 == 0 && (reinterpret_cast<uintptr_t>(out) & 15u) == 0) {
-    const unsigned blocks = grid_for(total / 8, 256);
-    if (ocode == kF32)
-      dequantize8_kernel<kF32><<<blocks, 256, 0, s>>>(a, out);
-    else if (ocode == kBF16)
-      dequantize8_kernel<kBF16><<<blocks, 256, 0, s>>>(a, out);
+  const bool by8 = a.k % 8 == 0 && a.gs % 8 == 0 && (reinterpret_cast<uintptr_t>(out) & 15u) == 0;
+  auto run = [&](auto code) {
+    constexpr int C = decltype(code)::value;
+    if (by8)
+      dequantize8_kernel<C><<<grid_for(total / 8, 256), 256, 0, s>>>(a, out);
     else
-      dequantize8_kernel<kF16><<<blocks, 256, 0, s>>>(a, out);
-    check_launch("dequantize8_kernel");
-    return;
-  }
-  const unsigned blocks = grid_for(total, 256);
+      dequantize_kernel<C><<<grid_for(total, 256), 256, 0, s>>>(a, out);
+  };
   if (ocode == kF32)
-    dequantize_kernel<kF32><<<blocks, 256, 0, s>>>(a, out);
+    run(std::integral_constant<int, kF32>{});
   else if (ocode == kBF16)
-    dequantize_kernel<kBF16><<<blocks, 256, 0, s>>>(a, out);
+    run(std::integral_constant<int, kBF16>{});
   else
-    dequantize_kernel<kF16><<<blocks, 256, 0, s>>>(a, out);
-  check_launch("dequantize_kernel");
+    run(std::integral_constant<int, kF16>{});
+  check_launch(by8 ? "dequantize8_kernel" : "dequantize_kernel");
 }
 
 // ---------------------------------------------------------------------------------------------------
