@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
@@ -32,22 +33,24 @@ class Pool {
       fn(0, n);
       return;
     }
+    parts = std::min(parts, kMaxParts);
     std::lock_guard<std::mutex> run_lock(run_mu_);
     fn_ = &fn;
     n_ = n;
-    parts_ = parts;
     remaining_.store(parts - 1, std::memory_order_relaxed);
-    next_.store(1, std::memory_order_release);
+    const uint32_t job = ++job_;
+    claim_.store(claim_word(job, parts, 1), std::memory_order_release);  // publishes fn_ and n_
     {
       std::lock_guard<std::mutex> lock(mu_);
       generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     t_inside_pool = true;
-    run_part(0);
+    run_part(0, parts);
     // Help with parts no worker has claimed yet, then wait for the rest.
-    for (int p; (p = next_.fetch_add(1, std::memory_order_acq_rel)) < parts_;) {
-      run_part(p);
+    int np = 0;
+    for (int p; (p = claim(job, np)) >= 0;) {
+      run_part(p, np);
       remaining_.fetch_sub(1, std::memory_order_acq_rel);
     }
     t_inside_pool = false;
@@ -56,8 +59,34 @@ class Pool {
   }
 
  private:
-  void run_part(int p) {
-    int64_t begin = n_ * p / parts_, end = n_ * (p + 1) / parts_;
+  // The claim word: job number (32 bits) | part count (16) | next unclaimed part (16). Parts are claimed
+  // by a compare-and-swap on the whole word, so a worker can only take a part of the job whose number it
+  // read, and only while that job has parts left. (A separate `next` counter reset per job let a worker
+  // still leaving the previous job take an index of the next one between the main thread's stores: a
+  // part ran twice, `remaining` reached zero early and `run` returned while a worker still ran its
+  // caller's lambda — an intermittent crash on 16-core machines.)
+  static constexpr int kMaxParts = 0xFFFF;
+  static uint64_t claim_word(uint32_t job, int parts, int next) {
+    return (static_cast<uint64_t>(job) << 32) | (static_cast<uint64_t>(parts) << 16) | static_cast<uint64_t>(next);
+  }
+
+  // The next part of job `job` (its part count in `parts`), or -1 when that job has no part left or
+  // another job is current.
+  int claim(uint32_t job, int& parts) {
+    uint64_t w = claim_.load(std::memory_order_acquire);
+    while (true) {
+      if (static_cast<uint32_t>(w >> 32) != job) return -1;
+      const int np = static_cast<int>((w >> 16) & 0xFFFF), p = static_cast<int>(w & 0xFFFF);
+      if (p >= np) return -1;
+      if (claim_.compare_exchange_weak(w, w + 1, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        parts = np;
+        return p;
+      }
+    }
+  }
+
+  void run_part(int p, int parts) {
+    int64_t begin = n_ * p / parts, end = n_ * (p + 1) / parts;
     if (begin < end) (*fn_)(begin, end);
   }
 
@@ -79,8 +108,10 @@ class Pool {
       }
       if (stop_) return;
       seen = generation_.load(std::memory_order_acquire);
-      for (int p; (p = next_.fetch_add(1, std::memory_order_acq_rel)) < parts_;) {
-        run_part(p);
+      const uint32_t job = static_cast<uint32_t>(claim_.load(std::memory_order_acquire) >> 32);
+      int np = 0;
+      for (int p; (p = claim(job, np)) >= 0;) {
+        run_part(p, np);
         remaining_.fetch_sub(1, std::memory_order_acq_rel);
       }
     }
@@ -101,11 +132,12 @@ class Pool {
   std::mutex mu_, run_mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> next_{0}, remaining_{0};
+  std::atomic<uint64_t> claim_{0};
+  std::atomic<int> remaining_{0};
   std::atomic<bool> stop_{false};
+  uint32_t job_ = 0;  // the last job's number (main thread, under run_mu_)
   const std::function<void(int64_t, int64_t)>* fn_ = nullptr;
   int64_t n_ = 0;
-  int parts_ = 0;
 };
 
 int initial_threads() {

@@ -353,5 +353,27 @@ TEST(ThreadPool, ManySmallJobsBackToBack) {
   set_num_threads(saved);
 }
 
+// Consecutive jobs with different part counts: every index of a job is done exactly once, and no part
+// is still running when parallel_for returns (the job's lambda and vectors die right after). A worker
+// late from one job used to take an index of the next between the main thread's stores, so a part ran
+// twice and parallel_for could return while a part still ran (seen as rare crashes on 16 cores).
+TEST(ThreadPool, JobsOfChangingSizeFinishBeforeReturning) {
+  int saved = num_threads();
+  set_num_threads(8);
+  for (int it = 0; it < 20000; ++it) {
+    const int64_t n = 2 + (it * 7) % 15;
+    std::vector<int> hits(static_cast<size_t>(n), 0);
+    std::atomic<int> active{0};
+    parallel_for(n, 1, [&](int64_t b, int64_t e) {
+      active++;
+      for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+      active--;
+    });
+    ASSERT_EQ(active.load(), 0) << "a part still ran after parallel_for returned (job " << it << ")";
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[static_cast<size_t>(i)], 1) << "index " << i << " of job " << it;
+  }
+  set_num_threads(saved);
+}
+
 }  // namespace
 }  // namespace loom
