@@ -96,6 +96,22 @@ struct IntMatrix {
   std::vector<int32_t> g_idx;      // [in] or empty
 };
 
+// Reads the optional act-order map `kg` (int32 [in], each entry a group index) into m.g_idx and names
+// it among the sources; an entry outside [0, groups) is an error naming the key and the position.
+void read_g_idx(const Ctx& c, const std::string& kg, const std::string& why, IntMatrix& m,
+                std::vector<std::string>& sources) {
+  const Array* gi = c.find(kg);
+  if (!gi) return;
+  expect_shape(c, kg, *gi, {m.in}, why);
+  std::vector<uint32_t> g = words(c, kg, *gi);
+  m.g_idx.assign(g.begin(), g.end());
+  for (int64_t i = 0; i < m.in; ++i)
+    if (m.g_idx[i] < 0 || m.g_idx[i] >= m.groups)
+      throw c.bad(kg, "entry " + std::to_string(i) + " = " + std::to_string(m.g_idx[i]) + " is outside [0, " +
+                          std::to_string(m.groups) + ")");
+  sources.push_back(kg);
+}
+
 struct Emitter {
   WeightMap& w;
   Dtype dequant_dtype;
@@ -247,16 +263,7 @@ void convert_gptq(const io::Config& qc, const Ctx& c, Emitter& e) {
     std::vector<uint32_t> wq = words(c, kw, qw), zq = words(c, kz, qz);
     std::vector<float> s = floats(c, ks, sc);
     std::vector<std::string> sources = {kw, ks, kz};
-    if (const Array* gi = c.find(kg)) {
-      expect_shape(c, kg, *gi, {m.in}, "(in) for qweight " + shape_str(qw.shape()));
-      std::vector<uint32_t> g = words(c, kg, *gi);
-      m.g_idx.assign(g.begin(), g.end());
-      for (int64_t i = 0; i < m.in; ++i)
-        if (m.g_idx[i] < 0 || m.g_idx[i] >= m.groups)
-          throw c.bad(kg, "entry " + std::to_string(i) + " = " + std::to_string(m.g_idx[i]) + " is outside [0, " +
-                              std::to_string(m.groups) + ")");
-      sources.push_back(kg);
-    }
+    read_g_idx(c, kg, "(in) for qweight " + shape_str(qw.shape()), m, sources);
     m.q.resize(static_cast<size_t>(m.out * m.in));
     for (int64_t i = 0; i < m.in; ++i)
       for (int64_t o = 0; o < m.out; ++o) m.q[o * m.in + i] = (wq[(i / pf) * m.out + o] >> (bits * (i % pf))) & mask;
@@ -460,17 +467,8 @@ void convert_compressed_tensors(const io::Config& qc, const Ctx& c, Emitter& e, 
         }
       sources.push_back(kz);
     }
-    if (const Array* gi = c.find(kg)) {
-      expect_shape(c, kg, *gi, {m.in},
-                   "(in) for weight_shape [" + std::to_string(m.out) + ", " + std::to_string(m.in) + "]");
-      std::vector<uint32_t> g = words(c, kg, *gi);
-      m.g_idx.assign(g.begin(), g.end());
-      for (int64_t i = 0; i < m.in; ++i)
-        if (m.g_idx[i] < 0 || m.g_idx[i] >= m.groups)
-          throw c.bad(kg, "entry " + std::to_string(i) + " = " + std::to_string(m.g_idx[i]) + " is outside [0, " +
-                              std::to_string(m.groups) + ")");
-      sources.push_back(kg);
-    }
+    read_g_idx(c, kg, "(in) for weight_shape [" + std::to_string(m.out) + ", " + std::to_string(m.in) + "]", m,
+               sources);
     erase_extras(w, p, {".input_scale", ".input_zero_point"});
     e.emit(p, m, sources);
   }

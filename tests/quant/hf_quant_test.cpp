@@ -248,6 +248,21 @@ TEST(HfQuantErrors, ShapeMismatchNamesTensorAndFile) {
   expect_error<IoError>(m, {"'layer.experts.down_proj_scales'", "mxfp4.safetensors", "expected [2, 4, 2]"});
 }
 
+// An act-order map entry outside [0, groups) names the key, the position and the range, for GPTQ and
+// compressed-tensors alike (one reader serves both).
+TEST(HfQuantErrors, ActOrderIndexOutOfRange) {
+  for (const auto& [name, key] : std::vector<std::pair<std::string, std::string>>{
+           {"gptq4_actorder", "layer.g_idx"}, {"ct_int4_actorder", "layer.weight_g_idx"}}) {
+    SCOPED_TRACE(name);
+    Case c = load_case(name);
+    std::vector<int32_t> g = c.w.at(key).to_vector<int32_t>();
+    ASSERT_GT(g.size(), 3u);
+    g[3] = 1000;
+    c.w[key] = Array::from(g, {static_cast<int64_t>(g.size())}, Dtype::i32);
+    expect_error<IoError>(c, {"'" + key + "'", name + ".safetensors", "entry 3 = 1000 is outside [0, "});
+  }
+}
+
 TEST(HfQuantErrors, MissingCompanionTensors) {
   Case a = load_case("awq_g64");
   a.w.erase("layer.qzeros");
