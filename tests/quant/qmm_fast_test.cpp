@@ -205,34 +205,30 @@ TEST(QmmFast, ScaleAndActivationDtypes) {
   check_case({8, 32, 19, 640, 2, Dtype::bf16, Dtype::bf16});
 }
 
+// quantized_matmul of the same operands under the fast and the exact tier.
+std::pair<Array, Array> both_tiers(const Array& x, const QuantizedArrays& qa, bool transpose, const QuantSpec& spec) {
+  Array fast, exact;
+  {
+    ScopedQmmPrecision p(QmmPrecision::fast);
+    fast = quantized_matmul(x, qa.wq, qa.scales, qa.biases, transpose, spec);
+  }
+  {
+    ScopedQmmPrecision p(QmmPrecision::exact);
+    exact = quantized_matmul(x, qa.wq, qa.scales, qa.biases, transpose, spec);
+  }
+  return {fast, exact};
+}
+
 TEST(QmmFast, OtherFormatsStayExact) {
   // 3-bit affine, mxfp4 and transpose=false are outside the fast tier: bit-identical to the exact tier.
   for (QuantSpec spec : {QuantSpec{QuantMode::affine, 3, 32}, default_quant_spec(QuantMode::mxfp4)}) {
     auto qa = quantize(rand_w(9, 256, 3), spec);
-    Array x = Array::from(rand_x(3, 256, 4), {3, 256});
-    Array a, b;
-    {
-      ScopedQmmPrecision p(QmmPrecision::fast);
-      a = quantized_matmul(x, qa.wq, qa.scales, qa.biases, true, spec);
-    }
-    {
-      ScopedQmmPrecision p(QmmPrecision::exact);
-      b = quantized_matmul(x, qa.wq, qa.scales, qa.biases, true, spec);
-    }
+    auto [a, b] = both_tiers(Array::from(rand_x(3, 256, 4), {3, 256}), qa, true, spec);
     EXPECT_EQ(a.to_float_vector(), b.to_float_vector()) << quant_spec_str(spec);
   }
   QuantSpec spec{QuantMode::affine, 4, 32};
   auto qa = quantize(rand_w(64, 96, 5), spec);  // W [64, 96]: x [2, 64] @ W
-  Array x = Array::from(rand_x(2, 64, 6), {2, 64});
-  Array a, b;
-  {
-    ScopedQmmPrecision p(QmmPrecision::fast);
-    a = quantized_matmul(x, qa.wq, qa.scales, qa.biases, false, spec);
-  }
-  {
-    ScopedQmmPrecision p(QmmPrecision::exact);
-    b = quantized_matmul(x, qa.wq, qa.scales, qa.biases, false, spec);
-  }
+  auto [a, b] = both_tiers(Array::from(rand_x(2, 64, 6), {2, 64}), qa, false, spec);
   EXPECT_EQ(a.to_float_vector(), b.to_float_vector());
 }
 
