@@ -102,6 +102,20 @@ std::string describe(const Case& c) {
 }
 
 // Runs one case: fast tier vs the f64 oracle and vs the exact tier.
+// quantized_matmul of the same operands under the fast and the exact tier.
+std::pair<Array, Array> both_tiers(const Array& x, const QuantizedArrays& qa, bool transpose, const QuantSpec& spec) {
+  Array fast, exact;
+  {
+    ScopedQmmPrecision p(QmmPrecision::fast);
+    fast = quantized_matmul(x, qa.wq, qa.scales, qa.biases, transpose, spec);
+  }
+  {
+    ScopedQmmPrecision p(QmmPrecision::exact);
+    exact = quantized_matmul(x, qa.wq, qa.scales, qa.biases, transpose, spec);
+  }
+  return {fast, exact};
+}
+
 void check_case(const Case& c) {
   SCOPED_TRACE(describe(c));
   const QuantSpec spec{QuantMode::affine, c.bits, static_cast<int>(c.gs)};
@@ -109,16 +123,8 @@ void check_case(const Case& c) {
   std::vector<float> xv = rand_x(c.m, c.k, static_cast<uint32_t>(c.m * 131 + c.gs));
   Array x = astype(Array::from(xv, {c.m, c.k}), c.xdt);
   xv = astype(x, Dtype::f32).to_float_vector();  // the values the kernel sees
-  Array fast, exact;
-  {
-    ScopedQmmPrecision p(QmmPrecision::fast);
-    fast = astype(quantized_matmul(x, qa.wq, qa.scales, qa.biases, true, spec), Dtype::f32);
-  }
-  {
-    ScopedQmmPrecision p(QmmPrecision::exact);
-    exact = astype(quantized_matmul(x, qa.wq, qa.scales, qa.biases, true, spec), Dtype::f32);
-  }
-  auto fv = fast.to_float_vector(), ev = exact.to_float_vector();
+  auto [fast, exact] = both_tiers(x, qa, true, spec);
+  auto fv = astype(fast, Dtype::f32).to_float_vector(), ev = astype(exact, Dtype::f32).to_float_vector();
   auto sc = astype(qa.scales, Dtype::f32).to_float_vector(), bi = astype(qa.biases, Dtype::f32).to_float_vector();
   Array wq = contiguous(qa.wq);
   const uint32_t* wp = wq.data<uint32_t>();
@@ -203,20 +209,6 @@ TEST(QmmFast, ScaleAndActivationDtypes) {
       for (int64_t m : {1, 3, 12}) check_case({bits, 64, 19, 640, m, sdt, Dtype::f32});
   check_case({4, 64, 19, 640, 5, Dtype::f32, Dtype::bf16});
   check_case({8, 32, 19, 640, 2, Dtype::bf16, Dtype::bf16});
-}
-
-// quantized_matmul of the same operands under the fast and the exact tier.
-std::pair<Array, Array> both_tiers(const Array& x, const QuantizedArrays& qa, bool transpose, const QuantSpec& spec) {
-  Array fast, exact;
-  {
-    ScopedQmmPrecision p(QmmPrecision::fast);
-    fast = quantized_matmul(x, qa.wq, qa.scales, qa.biases, transpose, spec);
-  }
-  {
-    ScopedQmmPrecision p(QmmPrecision::exact);
-    exact = quantized_matmul(x, qa.wq, qa.scales, qa.biases, transpose, spec);
-  }
-  return {fast, exact};
 }
 
 TEST(QmmFast, OtherFormatsStayExact) {
