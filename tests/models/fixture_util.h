@@ -195,13 +195,14 @@ inline std::vector<int32_t> greedy_tokens(models::LanguageModel& m, const std::v
   return got;
 }
 
-// Runs the built `loom` binary with `args`; returns its exit status and stdout+stderr.
+// Runs the built `loom` binary with `args` (and environment assignments `env`, "A=1 B=2", before the
+// command); returns its exit status and stdout+stderr.
 struct CliResult {
   int status;
   std::string output;
 };
-inline CliResult run_loom(const std::string& args) {
-  std::string cmd = std::string(LOOM_BINARY_DIR) + "/loom " + args + " 2>&1";
+inline CliResult run_loom(const std::string& args, const std::string& env = "") {
+  std::string cmd = env + " " + std::string(LOOM_BINARY_DIR) + "/loom " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   char buf[4096];

@@ -78,17 +78,6 @@ void quantize_x_ref(const float* x, int64_t k, std::vector<int>& q, std::vector<
   }
 }
 
-// run_loom with environment assignments ("A=1 B=2") before the command.
-CliResult run_loom_env(const std::string& env, const std::string& args) {
-  std::string cmd = env + " " + std::string(LOOM_BINARY_DIR) + "/loom " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
-  int st = pclose(p);
-  return {WEXITSTATUS(st), out};
-}
-
 struct Case {
   int bits;
   int64_t gs, n, k, m;
@@ -256,7 +245,7 @@ TEST(QmmFast, ProcessDefaultIsFastAndLoomQmmSelects) {
   ASSERT_EQ(c.status, 0) << c.output;
   auto logits = [&](const std::string& env, const std::string& name) {
     std::string out = (dir / (name + ".npy")).string();
-    CliResult r = run_loom_env(env, "logits --model " + (dir / "m").string() + " --tokens 1,5,9,13,2,7 --out " + out);
+    CliResult r = run_loom("logits --model " + (dir / "m").string() + " --tokens 1,5,9,13,2,7 --out " + out, env);
     EXPECT_EQ(r.status, 0) << r.output;
     return io::load_npy(out).to_float_vector();
   };
@@ -264,8 +253,8 @@ TEST(QmmFast, ProcessDefaultIsFastAndLoomQmmSelects) {
        exact = logits("LOOM_QMM=exact", "exact");
   EXPECT_EQ(def, fast);
   EXPECT_NE(def, exact);
-  CliResult bad = run_loom_env(
-      "LOOM_QMM=int4", "logits --model " + (dir / "m").string() + " --tokens 1,2 --out " + (dir / "bad.npy").string());
+  CliResult bad = run_loom("logits --model " + (dir / "m").string() + " --tokens 1,2 --out " + (dir / "bad.npy").string(),
+                           "LOOM_QMM=int4");
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("LOOM_QMM must be exact or fast, got 'int4'"), std::string::npos) << bad.output;
   fs::remove_all(dir);
