@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "loom/core/array.h"
+#include "loom/core/quant.h"
 
 namespace loom {
 
@@ -57,6 +58,13 @@ struct AttentionPositions {
   int64_t q_offset = -1;
   Array q_offsets;  // optional int32 [B]
   Array kv_start;   // optional int32 [B]
+};
+
+// One quantized matrix as the kernels take it (the operands of quantized_matmul: loom/ops/quantized.h).
+struct QuantizedOperand {
+  Array wq, scales, biases;  // biases: affine only
+  QuantSpec spec;
+  float global_scale = 0.0f;  // nvfp4's, 0 = none
 };
 
 }  // namespace loom

@@ -95,9 +95,10 @@ void DecoderAttention::members(nn::Members& m) {
 Array DecoderAttention::operator()(const Array& x, KVCache& cache, const Step& step) const {
   int64_t B = x.shape(0), L = x.shape(1);
   // [B, L, H*D] -> [B, H, L, D]
-  Array q = reshape(q_proj(x), {B, L, n_heads, head_dim});
-  Array k = reshape(k_proj(x), {B, L, n_kv_heads, head_dim});
-  Array v = transpose(reshape(v_proj(x), {B, L, n_kv_heads, head_dim}), {0, 2, 1, 3});
+  std::vector<Array> qkv = nn::linears(x, {&q_proj, &k_proj, &v_proj});
+  Array q = reshape(qkv[0], {B, L, n_heads, head_dim});
+  Array k = reshape(qkv[1], {B, L, n_kv_heads, head_dim});
+  Array v = transpose(reshape(qkv[2], {B, L, n_kv_heads, head_dim}), {0, 2, 1, 3});
   if (q_norm) {
     q = (*q_norm)(q);
     k = (*k_norm)(k);
@@ -155,7 +156,7 @@ DecoderMLP::DecoderMLP(int64_t dim, int64_t hidden, bool bias)
 
 void DecoderMLP::members(nn::Members& m) { m.child("gate_proj", gate_proj).child("down_proj", down_proj).child("up_proj", up_proj); }
 
-Array DecoderMLP::operator()(const Array& x) const { return down_proj(fast::swiglu(gate_proj(x), up_proj(x))); }
+Array DecoderMLP::operator()(const Array& x) const { return down_proj(nn::swiglu_linears(x, gate_proj, up_proj)); }
 
 SparseMoeBlock::SparseMoeBlock(int64_t hidden, int64_t expert_hidden, int64_t num_experts, const nn::RouterSpec& r)
     : gate(hidden, num_experts, false), switch_mlp(hidden, expert_hidden, num_experts), router(r) {}

@@ -94,6 +94,30 @@ Array Linear::operator()(const Array& x) const {
   return y;
 }
 
+std::vector<Array> linears(const Array& x, const std::vector<const Linear*>& layers) {
+  std::vector<QuantizedMatrix> qs;
+  for (const Linear* l : layers)
+    if (l->qweight) qs.push_back(l->qweight->matrix());
+  std::vector<Array> qout = qs.size() > 1 ? quantized_matmuls(x, qs) : std::vector<Array>();
+  std::vector<Array> out;
+  size_t qi = 0;
+  for (const Linear* l : layers) {
+    if (!l->qweight || qs.size() < 2) {
+      out.push_back((*l)(x));
+      continue;
+    }
+    Array y = qout[qi++];
+    out.push_back(l->has_bias ? add(y, astype(l->bias, y.dtype())) : y);
+  }
+  return out;
+}
+
+Array swiglu_linears(const Array& x, const Linear& gate, const Linear& up) {
+  if (gate.qweight && up.qweight && !gate.has_bias && !up.has_bias)
+    return quantized_swiglu(x, gate.qweight->matrix(), up.qweight->matrix());
+  return fast::swiglu(gate(x), up(x));
+}
+
 Embedding::Embedding(int64_t n, int64_t d) : num_embeddings(n), dims(d) {}
 
 void Embedding::members(Members& m) {

@@ -10,6 +10,7 @@
 
 #include "loom/core/array.h"
 #include "loom/core/quant.h"
+#include "loom/ops/quantized.h"
 #include "loom/nn/module.h"
 #include "loom/ops/ssm.h"
 
@@ -33,6 +34,8 @@ struct QuantizedWeight {
   Array dequantized(Dtype dtype) const;
   // Quantizes a dense matrix.
   static QuantizedWeight from_dense(const Array& w, const QuantSpec& spec);
+  // The operands as loom/ops/quantized.h takes them.
+  QuantizedMatrix matrix() const { return {w, scales, biases, spec, global_scale}; }
 };
 
 // A layer that can switch to quantized weights (mlx.nn's `to_quantized`).
@@ -77,6 +80,13 @@ struct Linear : Module, Quantizable {
  protected:
   void members(Members& m) override;
 };
+
+// Linear layers that read one input (a layer's q/k/v projections): {l(x) for l in layers}. Quantized layers
+// go to quantized_matmuls together (one GEMV launch per decode step on CUDA when they share a format).
+std::vector<Array> linears(const Array& x, const std::vector<const Linear*>& layers);
+// fast::swiglu(gate(x), up(x)) (a gated MLP's first half); quantized layers without biases go to
+// quantized_swiglu (on CUDA decode, one GEMV launch whose epilogue applies the swiglu).
+Array swiglu_linears(const Array& x, const Linear& gate, const Linear& up);
 
 struct Embedding : Module, Quantizable {
   Embedding(int64_t num_embeddings, int64_t dims);

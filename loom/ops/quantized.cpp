@@ -5,6 +5,7 @@
 #include "loom/backend/cpu/kernels.h"
 #include "loom/common/error.h"
 #include "loom/ops/dispatch.h"
+#include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
 
 namespace loom {
@@ -107,9 +108,18 @@ Array dequantize(const Array& wq, const Array& scales_in, const Array& biases_in
   return out;
 }
 
-Array quantized_matmul(const Array& x_in, const Array& wq_in, const Array& scales_in, const Array& biases_in, bool transpose,
-                       const QuantSpec& spec, const Array& global_scale, StreamOrDevice) {
-  const char* op = "quantized_matmul";
+namespace {
+
+// quantized_matmul's operands validated and made ready for the kernel, with the output's shape and dtype.
+struct QmmCall {
+  Array x;
+  QuantizedOperand w;
+  Shape out_shape;
+  Dtype out_dtype;
+};
+
+QmmCall prepare_qmm(const Array& x_in, const Array& wq_in, const Array& scales_in, const Array& biases_in, bool transpose,
+                    const QuantSpec& spec, const Array& global_scale, const char* op) {
   ops_detail::require_valid(x_in, op, "x");
   check_packed(wq_in, scales_in, biases_in, spec, op);
   device_of({&x_in, &wq_in}, op);
@@ -134,15 +144,75 @@ Array quantized_matmul(const Array& x_in, const Array& wq_in, const Array& scale
   // model's scales); affine scales and biases share one dtype.
   if (!is_floating(x_in.dtype()) || !is_compute_dtype(x_in.dtype()))
     throw ValueError(format_error(op, "activations must be float32, bfloat16 or float16, got " + std::string(name(x_in.dtype()))));
-  Array x = contiguous(x_in);
   Dtype sdt = affine && is_compute_dtype(scales_in.dtype()) && is_floating(scales_in.dtype()) ? scales_in.dtype() : Dtype::f32;
-  Array scales = affine ? contiguous(astype(scales_in, sdt)) : contiguous(scales_in);
-  Array biases = affine ? contiguous(astype(biases_in, sdt)) : Array();
-  Shape os = x_in.shape();
-  os.back() = outer;
-  Array out = Array::empty(os, odt, wq_in.device());
-  LOOM_KERNEL(out.device(), quantized_matmul)(x, contiguous(wq_in), scales, biases, transpose, spec, g, out);
+  QmmCall c;
+  c.x = contiguous(x_in);
+  c.w.wq = contiguous(wq_in);
+  c.w.scales = affine ? contiguous(astype(scales_in, sdt)) : contiguous(scales_in);
+  c.w.biases = affine ? contiguous(astype(biases_in, sdt)) : Array();
+  c.w.spec = spec;
+  c.w.global_scale = g;
+  c.out_shape = x_in.shape();
+  c.out_shape.back() = outer;
+  c.out_dtype = odt;
+  return c;
+}
+
+QmmCall prepare_qmm_t(const Array& x, const QuantizedMatrix& w, const char* op) {
+  return prepare_qmm(x, w.wq, w.scales, w.biases, /*transpose=*/true, w.spec, w.global_scale, op);
+}
+
+// Whether the products can go to the kernel as one group: one spec, K, scale dtype and output dtype.
+bool same_format(const std::vector<QmmCall>& calls) {
+  for (const QmmCall& c : calls) {
+    const QmmCall& f = calls.front();
+    if (!(c.w.spec == f.w.spec) || c.w.wq.shape(-1) != f.w.wq.shape(-1) || c.w.scales.dtype() != f.w.scales.dtype() ||
+        c.out_dtype != f.out_dtype)
+      return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Array quantized_matmul(const Array& x_in, const Array& wq_in, const Array& scales_in, const Array& biases_in, bool transpose,
+                       const QuantSpec& spec, const Array& global_scale, StreamOrDevice) {
+  QmmCall c = prepare_qmm(x_in, wq_in, scales_in, biases_in, transpose, spec, global_scale, "quantized_matmul");
+  Array out = Array::empty(c.out_shape, c.out_dtype, c.w.wq.device());
+  LOOM_KERNEL(out.device(), quantized_matmul)(c.x, c.w.wq, c.w.scales, c.w.biases, transpose, spec, c.w.global_scale, out);
   return out;
+}
+
+std::vector<Array> quantized_matmuls(const Array& x, const std::vector<QuantizedMatrix>& ws, StreamOrDevice) {
+  std::vector<QmmCall> calls;
+  for (const QuantizedMatrix& w : ws) calls.push_back(prepare_qmm_t(x, w, "quantized_matmul"));
+  std::vector<Array> outs;
+  for (const QmmCall& c : calls) outs.push_back(Array::empty(c.out_shape, c.out_dtype, c.w.wq.device()));
+  if (calls.empty()) return outs;
+  if (!same_format(calls)) {
+    for (size_t i = 0; i < calls.size(); ++i)
+      LOOM_KERNEL(outs[i].device(), quantized_matmul)(calls[i].x, calls[i].w.wq, calls[i].w.scales, calls[i].w.biases,
+                                                     true, calls[i].w.spec, calls[i].w.global_scale, outs[i]);
+    return outs;
+  }
+  std::vector<QuantizedOperand> ops;
+  for (const QmmCall& c : calls) ops.push_back(c.w);
+  LOOM_KERNEL(outs[0].device(), quantized_matmul_group)(calls[0].x, ops, false, outs);
+  return outs;
+}
+
+Array quantized_swiglu(const Array& x, const QuantizedMatrix& gate, const QuantizedMatrix& up, StreamOrDevice) {
+  std::vector<QmmCall> calls{prepare_qmm_t(x, gate, "quantized_swiglu"), prepare_qmm_t(x, up, "quantized_swiglu")};
+  if (calls[0].out_shape != calls[1].out_shape)
+    throw ValueError(format_error("quantized_swiglu", "gate " + shape_str(calls[0].out_shape) + " and up " +
+                                                          shape_str(calls[1].out_shape) + " products differ in shape"));
+  if (!same_format(calls)) {
+    std::vector<Array> gu = quantized_matmuls(x, {gate, up});
+    return fast::swiglu(gu[0], gu[1]);
+  }
+  std::vector<Array> outs{Array::empty(calls[0].out_shape, calls[0].out_dtype, calls[0].w.wq.device())};
+  LOOM_KERNEL(outs[0].device(), quantized_matmul_group)(calls[0].x, {calls[0].w, calls[1].w}, true, outs);
+  return outs[0];
 }
 
 namespace detail {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "loom/common/error.h"
 #include "loom/core/array.h"
@@ -35,6 +36,22 @@ Array dequantize(const Array& wq, const Array& scales, const Array& biases, cons
 // summation order.
 Array quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
                        const QuantSpec& spec, const Array& global_scale = {}, StreamOrDevice s = {});
+
+// A quantized matrix W [N, K] (quantized along K) as the Linear layers hold it.
+struct QuantizedMatrix {
+  Array wq, scales, biases;
+  QuantSpec spec;
+  Array global_scale;  // optional (nvfp4)
+};
+
+// x @ W_i.T for several matrices read with one input (a layer's q/k/v projections): each result as
+// quantized_matmul(x, W_i, transpose=true) gives it. Products of one format (spec, K, scale dtype) may run
+// as one pass (CUDA: one decode-GEMV launch for up to 3 matrices); others run one by one.
+std::vector<Array> quantized_matmuls(const Array& x, const std::vector<QuantizedMatrix>& ws, StreamOrDevice s = {});
+
+// fast::swiglu(x @ gate.T, x @ up.T) with each product in its output dtype first (a gated MLP's first
+// half); one pass where the backend can (CUDA decode: the GEMV's epilogue applies the swiglu).
+Array quantized_swiglu(const Array& x, const QuantizedMatrix& gate, const QuantizedMatrix& up, StreamOrDevice s = {});
 
 // Precision tier of quantized_matmul and gather_qmm on the CPU (the CUDA backend ignores it):
 //  - exact: f32 activations; equals dequantize + matmul up to f32 summation order (within 1e-5).

@@ -7,7 +7,8 @@
 // alignment; nvfp4 rows of 16 mod 32 codes) is covered for every format and M = 1..8, with rows long enough
 // for several rounds per lane, an odd number of groups per row, and output counts that are not multiples
 // of a warp's rows. Its sums are the same f32 sums in another order than the twin's: within 1e-5 of max
-// |cpu| (f32 outputs), one half-precision rounding apart (1e-2) for bf16/f16 outputs.
+// |cpu| (f32 outputs), one half-precision rounding apart (1e-2) for bf16/f16 outputs. Grouped products
+// (quantized_matmuls, quantized_swiglu: several matrices in one launch) are covered the same way.
 #include "loom/ops/quantized.h"
 
 #include <gtest/gtest.h>
@@ -342,6 +343,65 @@ TEST(CudaQuantizedMatmul, DecodeLargeShapes) {
         EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 0x1p-7)) << quant_spec_str(q) << " N " << n << " K " << k << " M " << m;
       }
     }
+}
+
+
+// quantized_matmuls / quantized_swiglu on the GPU: decode shapes run as one launch of the decode GEMV over
+// all products' row groups (up to 3 products, each with its own matrix, output and N; odd N so row groups end
+// mid-warp; small totals where the block's 4 warps split each row group, and model-sized ones where they
+// do not), against the CPU twin, which runs the products one by one. Every format; f32 and bf16 x and scales;
+// M = 1, 3, 8; prefill (M = 33) takes the per-product path. Products as quantized_matmul's decode tests
+// (f32 within 1e-5 of max |cpu|, bf16 one output step, 2^-7); the swiglu of two products that may each
+// land one bf16 step apart is allowed 2^-6.
+TEST(CudaQuantizedMatmul, GroupedProductsMatchCpu) {
+  LOOM_REQUIRE_CUDA();
+  struct Shape3 {
+    std::vector<int64_t> n;
+    int64_t k;
+  };
+  const std::vector<Shape3> shapes = {{{37, 5, 130}, 640}, {{4096, 1024, 1024}, 4096}};
+  std::vector<QuantSpec> specs = {QuantSpec{QuantMode::affine, 4, 64}, QuantSpec{QuantMode::affine, 3, 32},
+                                  QuantSpec{QuantMode::affine, 8, 128}, default_quant_spec(QuantMode::mxfp4),
+                                  default_quant_spec(QuantMode::nvfp4), default_quant_spec(QuantMode::mxfp8)};
+  for (const Shape3& sh : shapes)
+    for (const QuantSpec& q : specs)
+      for (Dtype dt : {Dtype::f32, Dtype::bf16})
+        for (int64_t m : {1, 3, 8, 33}) {
+          if (sh.k > 640 && (m == 33 || q.mode != QuantMode::affine || q.bits == 3)) continue;  // size: the common cases
+          SCOPED_TRACE(spec_desc(q, dt) + " K " + std::to_string(sh.k) + " N0 " + std::to_string(sh.n[0]) + " M " +
+                       std::to_string(m));
+          std::vector<QuantizedMatrix> cpu_w, gpu_w;
+          for (size_t i = 0; i < sh.n.size(); ++i) {
+            QuantizedArrays p = quantize(weights(sh.n[i], sh.k, static_cast<uint32_t>(11 * i + sh.k), dt), q);
+            cpu_w.push_back({p.wq, p.scales, p.biases, q, Array()});
+            gpu_w.push_back({on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), q, Array()});
+          }
+          Array x = rand_array({m, sh.k}, static_cast<uint32_t>(m + sh.k), dt);
+          const double tol = dt == Dtype::f32 ? 1e-5 : 0x1p-7;
+          std::vector<Array> cpu = quantized_matmuls(x, cpu_w), gpu = quantized_matmuls(on_gpu(x), gpu_w);
+          for (size_t i = 0; i < cpu.size(); ++i) EXPECT_TRUE(gpu_matches_cpu(gpu[i], cpu[i], tol)) << "product " << i;
+          if (sh.n[1] != sh.n[0]) {  // swiglu needs gate and up of one N: the first product twice
+            QuantizedArrays p = quantize(weights(sh.n[0], sh.k, 77, dt), q);
+            QuantizedMatrix up_c{p.wq, p.scales, p.biases, q, Array()};
+            QuantizedMatrix up_g{on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), q, Array()};
+            Array sc = quantized_swiglu(x, cpu_w[0], up_c), sg = quantized_swiglu(on_gpu(x), gpu_w[0], up_g);
+            EXPECT_TRUE(gpu_matches_cpu(sg, sc, dt == Dtype::f32 ? 1e-5 : 0x1p-6)) << "swiglu";
+          }
+        }
+}
+
+// The swiglu epilogue at a model's MLP size (8192 rows of gate and up, K = 2048, 4-bit g64, bf16), M = 1 and 2.
+TEST(CudaQuantizedMatmul, GroupedSwigluModelSize) {
+  LOOM_REQUIRE_CUDA();
+  const QuantSpec q{QuantMode::affine, 4, 64};
+  QuantizedArrays g = quantize(weights(8192, 2048, 5, Dtype::bf16), q), u = quantize(weights(8192, 2048, 6, Dtype::bf16), q);
+  for (int64_t m : {1, 2}) {
+    Array x = rand_array({m, 2048}, 8, Dtype::bf16);
+    Array cpu = quantized_swiglu(x, {g.wq, g.scales, g.biases, q, Array()}, {u.wq, u.scales, u.biases, q, Array()});
+    Array gpu = quantized_swiglu(on_gpu(x), {on_gpu(g.wq), on_gpu(g.scales), on_gpu(g.biases), q, Array()},
+                                 {on_gpu(u.wq), on_gpu(u.scales), on_gpu(u.biases), q, Array()});
+    EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 0x1p-6)) << "M " << m;
+  }
 }
 
 }  // namespace

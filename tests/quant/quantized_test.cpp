@@ -3,10 +3,12 @@
 // against their twin (dequantize + matmul) on odd shapes across the decode/prefill threshold.
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cmath>
 #include <random>
 
 #include "loom/common/error.h"
+#include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
 #include "loom/ops/quantized.h"
 
@@ -283,6 +285,68 @@ TEST(QuantizedMatmul, TwinMatchesDenseMatmulOnExactWeights) {
   Array y = quantized_matmul(Array::from(xv, {1, 32}), q.wq, q.scales, q.biases, true, {QuantMode::affine, 4, 32});
   // sum_j (j % 16) over 32 elements = 2 * 120 = 240
   EXPECT_EQ(y.to_float_vector(), std::vector<float>(3, 240.0f));
+}
+
+
+// Bits of an array as uint32 (floats through their f32 bits: exact for bf16/f16 too).
+std::vector<uint32_t> float_bits(const Array& a) {
+  std::vector<uint32_t> out;
+  for (float f : a.to_float_vector()) out.push_back(std::bit_cast<uint32_t>(f));
+  return out;
+}
+
+QuantizedMatrix qmatrix(int64_t rows, int64_t k, uint32_t seed, const QuantSpec& q, Dtype dt = Dtype::f32) {
+  QuantizedArrays p = quantize(astype(rand_matrix(rows, k, seed), dt), q);
+  return {p.wq, p.scales, p.biases, q, Array()};
+}
+
+// quantized_matmuls and quantized_swiglu are the separate calls: on the CPU they run them one by one, so
+// the results are bit-identical, in both precision tiers, for one format (the grouped kernel call) and for
+// mixed formats (one call per product).
+TEST(QuantizedMatmuls, EqualSeparateCalls) {
+  for (QmmPrecision tier : {QmmPrecision::exact, QmmPrecision::fast})
+    for (Dtype dt : {Dtype::f32, Dtype::bf16})
+      for (bool mixed : {false, true}) {
+        SCOPED_TRACE(std::string(name(dt)) + (mixed ? " mixed formats" : " one format") +
+                     (tier == QmmPrecision::fast ? " fast tier" : " exact tier"));
+        ScopedQmmPrecision p(tier);
+        const QuantSpec q4{QuantMode::affine, 4, 64};
+        const QuantSpec second = mixed ? QuantSpec{QuantMode::affine, 8, 32} : q4;
+        std::vector<QuantizedMatrix> ws{qmatrix(40, 128, 1, q4, dt), qmatrix(24, 128, 2, second, dt),
+                                        qmatrix(8, 128, 3, q4, dt)};
+        Array x = astype(rand_matrix(3, 128, 4), dt);
+        std::vector<Array> got = quantized_matmuls(x, ws);
+        ASSERT_EQ(got.size(), 3u);
+        for (size_t i = 0; i < ws.size(); ++i) {
+          Array want = quantized_matmul(x, ws[i].wq, ws[i].scales, ws[i].biases, true, ws[i].spec);
+          EXPECT_EQ(got[i].shape(), want.shape());
+          EXPECT_EQ(got[i].dtype(), want.dtype());
+          EXPECT_EQ(float_bits(got[i]), float_bits(want)) << "product " << i;
+        }
+        QuantizedMatrix up = qmatrix(40, 128, 5, second, dt);
+        Array sw = quantized_swiglu(x, ws[0], up);
+        Array want = fast::swiglu(quantized_matmul(x, ws[0].wq, ws[0].scales, ws[0].biases, true, q4),
+                                  quantized_matmul(x, up.wq, up.scales, up.biases, true, second));
+        EXPECT_EQ(float_bits(sw), float_bits(want));
+      }
+}
+
+TEST(QuantizedMatmuls, RejectsMismatchedInputs) {
+  const QuantSpec q{QuantMode::affine, 4, 64};
+  Array x = rand_matrix(2, 128, 1);
+  try {
+    quantized_matmuls(x, {qmatrix(8, 128, 1, q), qmatrix(8, 64, 2, q)});
+    FAIL() << "expected an error";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("does not match the expanded quantized matrix (64, 8)"), std::string::npos)
+        << e.what();
+  }
+  try {
+    quantized_swiglu(x, qmatrix(8, 128, 1, q), qmatrix(16, 128, 2, q));
+    FAIL() << "expected an error";
+  } catch (const ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("[quantized_swiglu] gate [2, 8] and up [2, 16] products differ in shape"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -309,6 +309,8 @@ template <class C, typename KV>
 __global__ void __launch_bounds__(kThreads)
     attention_kernel(const __grid_constant__ AttnParams p, const __grid_constant__ KvTable t) {
   extern __shared__ __align__(16) unsigned char smem[];
+  pdl_wait();
+  pdl_trigger();
   float* Qs = reinterpret_cast<float*>(smem + C::kQ);
   float* Ks = reinterpret_cast<float*>(smem + C::kK);
   float* Vs = reinterpret_cast<float*>(smem + C::kV);
@@ -631,6 +633,8 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads) attention_combine(const AttnParams p, long long rows) {
   __shared__ float w[kMaxSplits];
   __shared__ float s_inv;
+  pdl_wait();
+  pdl_trigger();
   for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
     const float* ml = p.part_ml + row * p.nsplit * 2;
     if (threadIdx.x < 32) {
@@ -748,6 +752,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   using C = TcCfg<D>;
   constexpr int BN = C::BN, PITCH = C::PITCH, NT = BN / 8, DT = D / 8;
   extern __shared__ __align__(16) unsigned char smem[];
+  pdl_wait();
+  pdl_trigger();
   T* const Qs = reinterpret_cast<T*>(smem + C::kQ);
   T* const KVs = reinterpret_cast<T*>(smem + C::kKV);  // stage s: K at s * 2 * BN * PITCH, V BN * PITCH on
   const char** const ptrs = reinterpret_cast<const char**>(smem + C::kPtr);
@@ -1095,12 +1101,10 @@ void launch_split(Kernel kernel, int BM, size_t smem_bytes, AttnParams& p, const
   cudaStream_t st = stream_of(out);
   LOOM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem_bytes)));
   dim3 grid(static_cast<unsigned>(tiles * nsplit), static_cast<unsigned>(p.Hkv), static_cast<unsigned>(p.B));
-  kernel<<<grid, kThreads, smem_bytes, st>>>(p, t);
-  check_launch(op);
-  if (nsplit > 1) {
-    attention_combine<<<static_cast<unsigned>(std::min<long long>(out_rows, 1 << 20)), kThreads, 0, st>>>(p, out_rows);
-    check_launch(op);
-  }
+  launch_pdl(op, kernel, grid, dim3(kThreads), smem_bytes, st, p, t);
+  if (nsplit > 1)
+    launch_pdl(op, attention_combine, dim3(static_cast<unsigned>(std::min<long long>(out_rows, 1 << 20))), dim3(kThreads),
+               0, st, p, out_rows);
   // `work` returns to the caching allocator here; the next user queues behind these kernels on the
   // same stream, so the release is stream-ordered.
 }

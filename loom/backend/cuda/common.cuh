@@ -27,6 +27,46 @@ inline cudaStream_t stream_of(const Array& a) { return stream_for(a.device()); }
 // Multiprocessors of device d (queried once per device).
 int sm_count(Device d);
 
+// ---- programmatic dependent launch (compute capability 9.0 and newer) --------------------------------
+// A kernel queued with launch_pdl may start while the kernel before it on the stream is still running
+// (once every block of that one has started and called pdl_trigger, or finished), so its launch and
+// prologue overlap the other's tail; stream capture records the pair as a programmatic graph edge. Such
+// a kernel calls pdl_wait() before it touches memory that earlier work writes or reads (its inputs, and
+// its outputs, which may be memory an earlier kernel still reads); before that it may only compute
+// indices and read or prefetch constant data (weights). pdl_trigger() lets the next kernel start. Both are
+// no-ops in a kernel launched without the attribute and compile to nothing below sm_90.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+// Whether launch_pdl sets the attribute on the current device: compute capability >= 9.0 and the
+// environment's LOOM_CUDA_PDL is not "0" (read once).
+bool pdl_enabled();
+
+// kernel<<<grid, block, smem, s>>>(args...) with programmatic stream serialization where pdl_enabled();
+// the kernel must follow pdl_wait's rule above. Checks the launch, naming `name` in an error.
+template <typename... Params, typename... Args>
+void launch_pdl(const char* name, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = s;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl_enabled() ? 1 : 0;
+  check(cudaLaunchKernelEx(&cfg, kernel, static_cast<Params>(args)...), name);
+}
+
 // Grid size for n threads in blocks of `threads` (at least 1 block, capped for grid-stride loops).
 inline unsigned grid_for(int64_t n, int threads) {
   int64_t b = (n + threads - 1) / threads;

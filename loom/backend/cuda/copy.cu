@@ -31,6 +31,8 @@ __global__ void copy_bits_kernel(const B* __restrict__ in, FastView iv, B* __res
 template <typename B>
 __global__ void copy_bits_at_kernel(const B* __restrict__ in, FastView iv, B* __restrict__ out, FastView ov, int64_t n,
                                     const int32_t* __restrict__ index, int64_t base, int64_t stride, int64_t max_p) {
+  pdl_wait();
+  pdl_trigger();
   const int64_t p = static_cast<int64_t>(*index) - base;
   if (p < 0 || p > max_p) return;
   out += p * stride;
@@ -163,9 +165,9 @@ void copy_into_at(const Array& in, Array& out, const Array& index, int64_t base,
   cudaStream_t stream = stream_of(out);
   dispatch_bits(in.itemsize(), [&](auto bits) {
     using B = decltype(bits);
-    copy_bits_at_kernel<B><<<grid_for(n, kThreads), kThreads, 0, stream>>>(
-        static_cast<const B*>(in.raw_data()), iv, static_cast<B*>(out.raw_data()), ov, n,
-        static_cast<const int32_t*>(index.raw_data()), base, stride, max_p);
+    launch_pdl("copy_into_at", copy_bits_at_kernel<B>, dim3(grid_for(n, kThreads)), dim3(kThreads), 0, stream,
+               static_cast<const B*>(in.raw_data()), iv, static_cast<B*>(out.raw_data()), ov, n,
+               static_cast<const int32_t*>(index.raw_data()), base, stride, max_p);
   });
   check_launch("copy_into_at");
 }

@@ -281,8 +281,6 @@ __global__ void where_any_kernel(const void* __restrict__ c, Dtype cdt, FastView
 
 // ---- swiglu ---------------------------------------------------------------------------------------
 
-__device__ __forceinline__ float swiglu_f(float g, float u) { return g / (1.0f + expf(-g)) * u; }
-
 template <typename T>
 __global__ void swiglu_vec_kernel(const T* __restrict__ g, const T* __restrict__ u, T* __restrict__ out, int64_t n) {
   constexpr int kN = Pack<T>::kN;

@@ -11,6 +11,9 @@
 
 namespace loom::cuda {
 
+// silu(g) * u in f32: the swiglu kernel's arithmetic (also the decode GEMV's swiglu epilogue, quantized.cu).
+__device__ __forceinline__ float swiglu_f(float g, float u) { return g / (1.0f + expf(-g)) * u; }
+
 // ---- dtype codes -----------------------------------------------------------------------------------
 
 // bool and the integers come first in Dtype, the floats after u64.

@@ -368,6 +368,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_rows_kernel(GemvArgs g) 
   constexpr int U = 8 / R;
   constexpr int V = 16 / sizeof(WT);  // weight elements per 16-byte load
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ks = g.ks, part = warp % ks;
+  pdl_wait();  // launched with launch_pdl
+  pdl_trigger();
   // Rows past the end repeat the last one and store nothing: with ks > 1 every warp of the block
   // must reach the barriers below.
   const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (kGemvWarps / ks) + warp / ks) * R;
@@ -492,8 +494,7 @@ void launch_gemv_mt(GemvArgs g, cudaStream_t s) {
   const int64_t rows_per_block = kGemvWarps / g.ks * R;
   dim3 grid(static_cast<unsigned>((g.n + rows_per_block - 1) / rows_per_block),
             static_cast<unsigned>(std::min<int64_t>(g.batch.count, 65535)));
-  gemv_rows_kernel<XT, WT, OT, MT, R><<<grid, kGemvWarps * 32, 0, s>>>(g);
-  check_launch("gemv_rows_kernel");
+  launch_pdl("gemv_rows_kernel", gemv_rows_kernel<XT, WT, OT, MT, R>, grid, dim3(kGemvWarps * 32), 0, s, g);
 }
 
 template <typename XT, typename WT>

@@ -126,6 +126,8 @@ template <typename T>
 __global__ void __launch_bounds__(kMaxRowThreads)
     rms_norm_kernel(const T* __restrict__ x, FVec w, float eps, T* __restrict__ out, int64_t rows, int64_t d, int rt) {
   __shared__ float red[kMaxRowThreads / 32];
+  pdl_wait();
+  pdl_trigger();
   const RowSlot s(rt, rows);
   const T* xr = x + (s.live ? s.row : 0) * d;
   const int64_t chunks = (d + int64_t{rt} * kVpt - 1) / (int64_t{rt} * kVpt);
@@ -168,6 +170,8 @@ __global__ void __launch_bounds__(kMaxRowThreads)
     add_rms_norm_kernel(FVec x, FVec res, FVec w, float eps, void* out, Fdt odt, T* sum, int64_t rows, int64_t d,
                         int rt) {
   __shared__ float red[kMaxRowThreads / 32];
+  pdl_wait();
+  pdl_trigger();
   const RowSlot s(rt, rows);
   const int64_t base = (s.live ? s.row : 0) * d;
   const int64_t chunks = (d + int64_t{rt} * kVpt - 1) / (int64_t{rt} * kVpt);
@@ -291,8 +295,8 @@ void rms_norm(const Array& x, const Array& weight, float eps, Array& out) {
   cudaStream_t st = stream_of(out);
   dispatch_float(out.dtype(), "rms_norm", [&](auto tag) {
     using T = decltype(tag);
-    rms_norm_kernel<T><<<l.blocks, l.threads, 0, st>>>(static_cast<const T*>(x.raw_data()), w, eps,
-                                                      static_cast<T*>(out.raw_data()), rows, d, l.rt);
+    launch_pdl("rms_norm", rms_norm_kernel<T>, l.blocks, l.threads, 0, st, static_cast<const T*>(x.raw_data()), w, eps,
+               static_cast<T*>(out.raw_data()), rows, d, l.rt);
   });
   check_launch("rms_norm");
 }
@@ -308,8 +312,8 @@ void add_rms_norm(const Array& x, const Array& residual, const Array& weight, fl
   cudaStream_t stream = stream_of(out);
   dispatch_float(sum.dtype(), "add_rms_norm", [&](auto tag) {
     using T = decltype(tag);
-    add_rms_norm_kernel<T><<<l.blocks, l.threads, 0, stream>>>(xv, rv, w, eps, out.raw_data(), odt,
-                                                              static_cast<T*>(sum.raw_data()), rows, d, l.rt);
+    launch_pdl("add_rms_norm", add_rms_norm_kernel<T>, l.blocks, l.threads, 0, stream, xv, rv, w, eps, out.raw_data(),
+               odt, static_cast<T*>(sum.raw_data()), rows, d, l.rt);
   });
   check_launch("add_rms_norm");
 }

@@ -44,9 +44,11 @@
 #include <cstdint>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 #include "loom/backend/cuda/blas.cuh"
 #include "loom/backend/cuda/common.cuh"
+#include "loom/backend/cuda/elementwise.cuh"
 #include "loom/backend/cuda/kernels.h"
 
 namespace loom::cuda {
@@ -421,6 +423,19 @@ struct QmvArgs {
   const int32_t* rhs;
 };
 
+// One decode-GEMV launch: up to kQmvSegs products of one x (same format, K and dtypes; own matrix, output,
+// N and nvfp4 scale), their row groups numbered one after another (segment s has groups first[s] ..
+// first[s + 1] - 1). With `swiglu`, two segments (gate, up) of one N share the row groups: a warp's first
+// R/2 rows come from the gate, the others are the same rows of up, and the epilogue stores
+// swiglu(gate, up) into seg[0].out.
+constexpr int kQmvSegs = 3;
+struct QmvLaunch {
+  QmvArgs seg[kQmvSegs];
+  int64_t first[kQmvSegs + 1];
+  int nseg;
+  bool swiglu;
+};
+
 __device__ __forceinline__ uint4 ld_stream16(const uint32_t* p) {
   uint4 v;
   asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
@@ -562,7 +577,8 @@ __device__ __forceinline__ float ld_param(const void* base, int64_t i) {
   }
 }
 
-// Scale (and bias) of group g of row r (ST: the affine scales' storage type; unused by the fp modes).
+// Scale (and bias) of group g of row r of matrix `a` (ST: the affine scales' storage type; unused by the
+// fp modes).
 template <class D, typename ST>
 __device__ __forceinline__ void group_params(const QmvArgs& a, int64_t r, int64_t g, bool nv, float& s, float& b) {
   const int64_t i = r * a.groups + g;
@@ -586,17 +602,19 @@ constexpr int qmv_rows() {
   return MT == 1 ? 2 : (MT <= 4 ? 8 : 4);
 }
 
-// Scales (and biases) of both half packs of pack p for R rows, the affine ones stored as ST. Only nvfp4 has
-// 16-code groups (the host sends affine group sizes below 32 to the dequantize + sgemm path).
-template <class D, typename ST, int R>
-__device__ __forceinline__ void pack_params_t(const QmvArgs& a, bool nv, int64_t p, const int64_t (&row)[R],
-                                              float (&s)[R][2], float (&b)[R][2]) {
+// Scales (and biases) of both half packs of pack p for R rows, the affine ones stored as ST: rows r < SPLIT
+// of matrix `a`, the others of `b` (a swiglu's up matrix; SPLIT = R otherwise). Only nvfp4 has 16-code
+// groups (the host sends affine group sizes below 32 to the dequantize + sgemm path).
+template <class D, typename ST, int R, int SPLIT>
+__device__ __forceinline__ void pack_params_t(const QmvArgs& a, const QmvArgs& b2, bool nv, int64_t p,
+                                              const int64_t (&row)[R], float (&s)[R][2], float (&b)[R][2]) {
   const int64_t g = (p * 32) >> a.gs_log2;
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    group_params<D, ST>(a, row[r], g, nv, s[r][0], b[r][0]);
+    const QmvArgs& src = r < SPLIT ? a : b2;
+    group_params<D, ST>(src, row[r], g, nv, s[r][0], b[r][0]);
     if (!D::kAffine && a.gs == 16) {
-      group_params<D, ST>(a, row[r], g + 1 < a.groups ? g + 1 : g, nv, s[r][1], b[r][1]);
+      group_params<D, ST>(src, row[r], g + 1 < a.groups ? g + 1 : g, nv, s[r][1], b[r][1]);
     } else {
       s[r][1] = s[r][0];
       b[r][1] = b[r][0];
@@ -606,18 +624,18 @@ __device__ __forceinline__ void pack_params_t(const QmvArgs& a, bool nv, int64_t
 
 // pack_params_t for the affine scales' runtime dtype: one warp-uniform branch per pack (a few loads each),
 // which keeps the scale dtype out of the kernel's template parameters.
-template <class D, int R>
-__device__ __forceinline__ void pack_params(const QmvArgs& a, bool nv, int64_t p, const int64_t (&row)[R],
-                                            float (&s)[R][2], float (&b)[R][2]) {
+template <class D, int R, int SPLIT>
+__device__ __forceinline__ void pack_params(const QmvArgs& a, const QmvArgs& b2, bool nv, int64_t p,
+                                            const int64_t (&row)[R], float (&s)[R][2], float (&b)[R][2]) {
   if constexpr (D::kAffine) {
     if (a.scode == kF32)
-      pack_params_t<D, float, R>(a, nv, p, row, s, b);
+      pack_params_t<D, float, R, SPLIT>(a, b2, nv, p, row, s, b);
     else if (a.scode == kBF16)
-      pack_params_t<D, __nv_bfloat16, R>(a, nv, p, row, s, b);
+      pack_params_t<D, __nv_bfloat16, R, SPLIT>(a, b2, nv, p, row, s, b);
     else
-      pack_params_t<D, __half, R>(a, nv, p, row, s, b);
+      pack_params_t<D, __half, R, SPLIT>(a, b2, nv, p, row, s, b);
   } else {
-    pack_params_t<D, float, R>(a, nv, p, row, s, b);
+    pack_params_t<D, float, R, SPLIT>(a, b2, nv, p, row, s, b);
   }
 }
 
@@ -709,21 +727,26 @@ __device__ __forceinline__ void qmv_pack(int64_t p, bool half, const uint32_t (&
   }
 }
 
-// The R packed rows, activation rows and output position of one warp's row group.
-template <typename XT, int MT, int R>
+// The R packed rows, activation rows and output position of one warp's row group: rows n0 .. n0 + SPLIT - 1
+// of matrix `a`, then (a swiglu's up rows, SPLIT = R/2) the same rows of `b`.
+template <typename XT, int MT, int R, int SPLIT>
 struct QmvRows {
   int64_t n0;    // first output column of the group
   int64_t out0;  // flat index of out[pair * m + 0, 0]
-  int64_t row[R];  // rows of the stacked matrices (past-the-end rows repeat the last one; results dropped)
+  int64_t row[R];  // rows of the (stacked) matrices (past-the-end rows repeat the last one; results dropped)
+  const uint32_t* wr[R];  // their packed words
   const XT* xr[MT];  // activation rows (rows past m repeat row 0; results dropped)
 
-  __device__ QmvRows(const QmvArgs& a, int64_t first) : n0(first) {
+  __device__ QmvRows(const QmvArgs& a, const QmvArgs& b, int64_t first) : n0(first) {
     const int64_t pair = blockIdx.y;
     const int64_t ebase = a.rhs ? static_cast<int64_t>(__ldg(a.rhs + pair)) * a.n : 0;
     const int64_t xblock = a.lhs ? static_cast<int64_t>(__ldg(a.lhs + pair)) : pair;
     out0 = pair * a.m * a.n;
 #pragma unroll
-    for (int r = 0; r < R; ++r) row[r] = ebase + min(n0 + r, a.n - 1);
+    for (int r = 0; r < R; ++r) {
+      row[r] = ebase + min(n0 + (r < SPLIT ? r : r - SPLIT), a.n - 1);
+      wr[r] = (r < SPLIT ? a.wq : b.wq) + row[r] * a.words;
+    }
 #pragma unroll
     for (int m = 0; m < MT; ++m) xr[m] = static_cast<const XT*>(a.x) + (xblock * a.m + (m < a.m ? m : 0)) * a.k;
   }
@@ -731,10 +754,11 @@ struct QmvRows {
 
 // Reduces acc over the warp's lanes (and, when ks > 1, over the block's ks warps through `red`, the warp's
 // scratch at red + warp * red_stride) and stores out[m, n0 + r]: lane 0 parks the R * MT sums in shared
-// memory, then lane (or thread) r * MT + m stores one output (one rolled store instead of R * MT unrolled
-// ones, each a switch over out's dtype).
-template <typename XT, int MT, int R>
-__device__ __forceinline__ void qmv_finish(const QmvArgs& a, const QmvRows<XT, MT, R>& g, float (&acc)[R][MT],
+// memory, then lane r * MT + m stores one output (one rolled store instead of R * MT unrolled ones, each a
+// switch over out's dtype). With `swiglu`, rows r and r + R/2 (gate and up) are each rounded to out's dtype
+// and lane r * MT + m (r < R/2) stores their swiglu.
+template <typename XT, int MT, int R, int SPLIT>
+__device__ __forceinline__ void qmv_finish(const QmvArgs& a, const QmvRows<XT, MT, R, SPLIT>& g, float (&acc)[R][MT],
                                            float* red, int red_stride, int ks) {
   static_assert(R * MT <= 32, "one lane per output of a row group");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -751,38 +775,39 @@ __device__ __forceinline__ void qmv_finish(const QmvArgs& a, const QmvRows<XT, M
 #pragma unroll
       for (int m = 0; m < MT; ++m) red[warp * red_stride + r * MT + m] = acc[r][m];
   }
-  if (ks > 1) {
+  float* mine = red + warp * red_stride;
+  if (ks > 1) {  // the block's ks warps share the row group: warp 0 sums their parts into its own slots
     __syncthreads();
-    if (threadIdx.x < R * MT) {
-      const int r = threadIdx.x / MT, m = threadIdx.x % MT;
-      float v = 0.0f;
-      for (int i = 0; i < ks; ++i) v += red[i * red_stride + threadIdx.x];
-      if (m < a.m && g.n0 + r < a.n) store_out(a, g.out0 + m * a.n + g.n0 + r, v);
-    }
-    return;
+    if (warp != 0) return;
+    float v = 0.0f;
+    if (lane < R * MT)
+      for (int i = 0; i < ks; ++i) v += red[i * red_stride + lane];
+    __syncwarp();
+    if (lane < R * MT) mine[lane] = v;
   }
   __syncwarp();
-  if (lane < R * MT) {
+  if (lane < SPLIT * MT) {
     const int r = lane / MT, m = lane % MT;
-    if (m < a.m && g.n0 + r < a.n) store_out(a, g.out0 + m * a.n + g.n0 + r, red[warp * red_stride + lane]);
+    float v = mine[lane];
+    if constexpr (SPLIT < R) v = swiglu_f(rd(v, a.ocode), rd(mine[lane + SPLIT * MT], a.ocode));
+    if (m < a.m && g.n0 + r < a.n) store_out(a, g.out0 + m * a.n + g.n0 + r, v);
   }
 }
 
 // One warp per R packed rows (or, when N is small, the block's 4 warps per R rows, splitting the packs:
 // `ks` warps per row group); lane l takes packs l, l + 32 ks, ... of all R rows (a warp-wide load reads 32
 // consecutive packs of a row, R packs per lane in flight); shuffles (and shared memory when ks = 4) reduce.
-template <class D, typename XT, int MT, int R>
-__global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, int ks) {
+// Row group gi belongs to the segment whose range holds it (see QmvLaunch).
+template <class D, typename XT, int MT, int R, int SPLIT>
+__device__ __forceinline__ void qgemv_rows(const QmvArgs& a, const QmvArgs& b2, int64_t n0, bool nv, int ks) {
   constexpr int W = D::kWords;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (kQmvThreads / 32 / ks) + warp / ks) * R;
-  if (n0 >= a.n) return;  // uniform over the block when ks > 1
   const int part = warp % ks;
   const int64_t packs = (a.k + 31) >> 5;
-  const QmvRows<XT, MT, R> g(a, n0);
-  const uint32_t* wr[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = a.wq + g.row[r] * a.words;
+  if (a.rhs || a.lhs) pdl_wait();  // the pairs' indices come from earlier kernels
+  const QmvRows<XT, MT, R, SPLIT> g(a, b2, n0);
+  pdl_wait();  // launched with launch_pdl
+  pdl_trigger();
   float acc[R][MT];
 #pragma unroll
   for (int r = 0; r < R; ++r)
@@ -796,12 +821,33 @@ __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(QmvArgs a, bool nv, 
     uint32_t w[R][W];
     float s[R][2], b[R][2];
 #pragma unroll
-    for (int r = 0; r < R; ++r) load_pack<W>(wr[r], p, a.vec, half, w[r]);
-    pack_params<D, R>(a, nv, p, g.row, s, b);
+    for (int r = 0; r < R; ++r) load_pack<W>(g.wr[r], p, a.vec, half, w[r]);
+    pack_params<D, R, SPLIT>(a, b2, nv, p, g.row, s, b);
     qmv_pack<D, XT, MT, R>(p, half, w, s, b, g.xr, acc);
   }
   __shared__ float red[kQmvThreads / 32][R * MT];
-  qmv_finish<XT, MT, R>(a, g, acc, &red[0][0], R * MT, ks);
+  qmv_finish<XT, MT, R, SPLIT>(a, g, acc, &red[0][0], R * MT, ks);
+}
+
+// The kernel: row group gi of the launch belongs to the segment whose range holds it (see QmvLaunch). Each
+// segment's arguments are named by a constant index (one inlined copy of the loop per segment), so they stay
+// kernel parameters instead of occupying registers.
+template <class D, typename XT, int MT, int R, int SPLIT>
+__global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(const __grid_constant__ QmvLaunch L, bool nv, int ks) {
+  const int warp = threadIdx.x >> 5;
+  const int64_t gi = static_cast<int64_t>(blockIdx.x) * (kQmvThreads / 32 / ks) + warp / ks;
+  if (gi >= L.first[L.nseg]) return;  // uniform over the block when ks > 1
+  if constexpr (SPLIT < R) {
+    qgemv_rows<D, XT, MT, R, SPLIT>(L.seg[0], L.seg[1], gi * SPLIT, nv, ks);
+  } else {
+    static_assert(kQmvSegs == 3, "one branch per segment");
+    if (gi < L.first[1])
+      qgemv_rows<D, XT, MT, R, R>(L.seg[0], L.seg[0], gi * R, nv, ks);
+    else if (gi < L.first[2])
+      qgemv_rows<D, XT, MT, R, R>(L.seg[1], L.seg[1], (gi - L.first[1]) * R, nv, ks);
+    else
+      qgemv_rows<D, XT, MT, R, R>(L.seg[2], L.seg[2], (gi - L.first[2]) * R, nv, ks);
+  }
 }
 
 int sm_count_here() {
@@ -810,15 +856,15 @@ int sm_count_here() {
   return sm_count(Device::cuda(dev));
 }
 
-// Grid of the decode kernels for R rows per warp: with fewer than `warps_per_sm` row-group warps per
-// multiprocessor (over all pairs), the 4 warps of a block share each row group (ks = 4) and split its packs.
+// Grid of the decode kernels for `groups` row groups (of R rows per warp) per pair: with fewer than
+// `warps_per_sm` row-group warps per multiprocessor (over all pairs), the 4 warps of a block share each row
+// group (ks = 4) and split its packs.
 struct QmvGrid {
   dim3 grid;
   int ks;
 };
 
-QmvGrid qmv_grid(int64_t n, int rows_per_warp, int64_t pairs, int warps_per_sm = 16) {
-  const int64_t groups = (n + rows_per_warp - 1) / rows_per_warp;
+QmvGrid qmv_grid(int64_t groups, int64_t pairs, int warps_per_sm = 16) {
   const int ks = groups * pairs < int64_t{warps_per_sm} * sm_count_here() ? kQmvThreads / 32 : 1;
   const int64_t per_block = kQmvThreads / 32 / ks;
   const int64_t blocks = (groups + per_block - 1) / per_block;
@@ -828,37 +874,47 @@ QmvGrid qmv_grid(int64_t n, int rows_per_warp, int64_t pairs, int warps_per_sm =
 }
 
 template <class D, typename XT, int MT>
-void launch_qgemv_mt(const QmvArgs& a, bool nv, int64_t pairs, cudaStream_t s) {
+void launch_qgemv_mt(QmvLaunch L, bool nv, int64_t pairs, cudaStream_t s) {
   constexpr int R = qmv_rows<MT>();
-  const QmvGrid g = qmv_grid(a.n, R, pairs);
-  qgemv_kernel<D, XT, MT, R><<<g.grid, kQmvThreads, 0, s>>>(a, nv, g.ks);
-  check_launch("qgemv_kernel");
+  const int per_group = L.swiglu ? R / 2 : R;  // output rows per row group
+  L.first[0] = 0;
+  for (int i = 0; i < L.nseg; ++i)
+    L.first[i + 1] = L.first[i] + (L.swiglu && i == 1 ? 0 : (L.seg[i].n + per_group - 1) / per_group);
+  for (int i = L.nseg + 1; i <= kQmvSegs; ++i) L.first[i] = L.first[L.nseg];
+  const QmvGrid g = qmv_grid(L.first[L.nseg], pairs);
+  if constexpr (!std::is_same_v<XT, float>) {
+    if (L.swiglu) {
+      launch_pdl("qgemv_kernel", qgemv_kernel<D, XT, MT, R, R / 2>, g.grid, dim3(kQmvThreads), 0, s, L, nv, g.ks);
+      return;
+    }
+  }
+  launch_pdl("qgemv_kernel", qgemv_kernel<D, XT, MT, R, R>, g.grid, dim3(kQmvThreads), 0, s, L, nv, g.ks);
 }
 
 template <class D, typename XT>
-void launch_qgemv_x(const QmvArgs& a, bool nv, int64_t pairs, cudaStream_t s) {
-  if (a.m == 1)
-    launch_qgemv_mt<D, XT, 1>(a, nv, pairs, s);
-  else if (a.m == 2)
-    launch_qgemv_mt<D, XT, 2>(a, nv, pairs, s);
-  else if (a.m <= 4)
-    launch_qgemv_mt<D, XT, 4>(a, nv, pairs, s);
+void launch_qgemv_x(const QmvLaunch& L, bool nv, int64_t pairs, cudaStream_t s) {
+  const int m = L.seg[0].m;
+  if (m == 1)
+    launch_qgemv_mt<D, XT, 1>(L, nv, pairs, s);
+  else if (m == 2)
+    launch_qgemv_mt<D, XT, 2>(L, nv, pairs, s);
+  else if (m <= 4)
+    launch_qgemv_mt<D, XT, 4>(L, nv, pairs, s);
   else
-    launch_qgemv_mt<D, XT, 8>(a, nv, pairs, s);
+    launch_qgemv_mt<D, XT, 8>(L, nv, pairs, s);
 }
 
-// Instantiations: 8 decoders x 3 x dtypes x 4 row counts (the scale and output dtypes are runtime).
+// Instantiations: 8 decoders x 3 x dtypes x 4 row counts, plus the swiglu epilogue for bf16/f16 x (the
+// scale and output dtypes are runtime).
 template <class D>
-void launch_qgemv(const QmvArgs& a, int xcode, bool nv, int64_t pairs, cudaStream_t s) {
+void launch_qgemv(const QmvLaunch& L, int xcode, bool nv, int64_t pairs, cudaStream_t s) {
   if (xcode == kF32)
-    launch_qgemv_x<D, float>(a, nv, pairs, s);
+    launch_qgemv_x<D, float>(L, nv, pairs, s);
   else if (xcode == kBF16)
-    launch_qgemv_x<D, __nv_bfloat16>(a, nv, pairs, s);
+    launch_qgemv_x<D, __nv_bfloat16>(L, nv, pairs, s);
   else
-    launch_qgemv_x<D, __half>(a, nv, pairs, s);
+    launch_qgemv_x<D, __half>(L, nv, pairs, s);
 }
-
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 // Rows of W dequantized to f32 at a time in the prefill path (128 MiB).
 constexpr int64_t kPanelElems = int64_t{1} << 25;
@@ -905,27 +961,21 @@ bool quantized_gemv_fits(const QuantSpec& spec, int64_t m) {
   return m >= 1 && m <= 8 && (spec.mode != QuantMode::affine || spec.group_size >= 32);
 }
 
-// The decode kernels: out [pairs * m, n] = for each pair p, x rows lhs[p] * m .. (lhs[p] + 1) * m - 1 of
-// x [., K] times matrix rhs[p] of wq [E * n, words] (scales/biases [E * n, groups]) transposed; without
-// index arrays one pair, block 0, matrix 0. Every array contiguous; indices int32 on the device (read
-// there, no host synchronisation). Dtypes as quantized_matmul takes them.
-void quantized_gemv(const Array& x, const Array& wq, const Array& scales, const Array& biases, const QuantSpec& spec,
-                    float global_scale, const Array& lhs, const Array& rhs, int64_t m, int64_t n, Array& out) {
+// The decode kernel's arguments for out [pairs * m, n] = x [., K] times the transposed matrices of wq (see
+// quantized_gemv). `xa` receives x or, when x is not 16-byte aligned, an aligned copy (the activations' rows
+// are read 16 bytes at a time; row lengths K * itemsize are multiples of 16, K being a multiple of the group
+// size); the caller keeps it until the launch is queued.
+QmvArgs qmv_args(const Array& x, const Array& wq, const Array& scales, const Array& biases, const QuantSpec& spec,
+                 float global_scale, const Array& lhs, const Array& rhs, int64_t m, int64_t n, Array& out, Array& xa) {
   const char* op = "quantized_matmul";
   const bool affine = spec.mode == QuantMode::affine;
-  const int xcode = float_code(x.dtype(), op), ocode = float_code(out.dtype(), op);
-  const int scode = affine ? float_code(scales.dtype(), op) : kF32;
-  const int64_t words = wq.shape(-1), kq = words * 32 / spec.bits;
-  const int64_t pairs = lhs.valid() ? lhs.size() : 1;
-  if (pairs == 0 || m == 0 || n == 0) return;
-  cudaStream_t s = stream_of(out);
-  // The activations' rows are read 16 bytes at a time: give them a 16-byte aligned home if they lack one
-  // (row lengths K * itemsize are multiples of 16: K is a multiple of the group size).
-  Array xa = x;
+  xa = x;
   if (!aligned16(x.raw_data())) {
     xa = Array::empty(x.shape(), x.dtype(), x.device());
-    LOOM_CUDA_CHECK(cudaMemcpyAsync(xa.raw_data(), x.raw_data(), x.nbytes(), cudaMemcpyDeviceToDevice, s));
+    LOOM_CUDA_CHECK(
+        cudaMemcpyAsync(xa.raw_data(), x.raw_data(), x.nbytes(), cudaMemcpyDeviceToDevice, stream_of(out)));
   }
+  const int64_t words = wq.shape(-1);
   QmvArgs a{};
   a.x = xa.raw_data();
   a.wq = wq.data<uint32_t>();
@@ -933,11 +983,11 @@ void quantized_gemv(const Array& x, const Array& wq, const Array& scales, const 
   a.biases = affine ? biases.raw_data() : nullptr;
   a.sbytes = affine ? nullptr : scales.data<uint8_t>();
   a.out = out.raw_data();
-  a.scode = scode;
-  a.ocode = ocode;
+  a.scode = affine ? float_code(scales.dtype(), op) : kF32;
+  a.ocode = float_code(out.dtype(), op);
   a.m = static_cast<int>(m);
   a.n = n;
-  a.k = kq;
+  a.k = words * 32 / spec.bits;
   a.words = words;
   a.groups = scales.shape(-1);
   a.gs = spec.group_size;
@@ -946,33 +996,54 @@ void quantized_gemv(const Array& x, const Array& wq, const Array& scales, const 
   a.vec = aligned16(wq.raw_data()) && (words * 4) % 16 == 0;
   a.lhs = lhs.valid() ? lhs.data<int32_t>() : nullptr;
   a.rhs = rhs.valid() ? rhs.data<int32_t>() : nullptr;
+  return a;
+}
+
+// Launches the decode kernel of `spec`'s format.
+void launch_qgemv_spec(const QmvLaunch& L, const QuantSpec& spec, int xcode, int64_t pairs, cudaStream_t s) {
   switch (spec.mode) {
     case QuantMode::affine:
       switch (spec.bits) {
         case 2:
-          return launch_qgemv<DecAffine<2>>(a, xcode, false, pairs, s);
+          return launch_qgemv<DecAffine<2>>(L, xcode, false, pairs, s);
         case 3:
-          return launch_qgemv<DecAffine<3>>(a, xcode, false, pairs, s);
+          return launch_qgemv<DecAffine<3>>(L, xcode, false, pairs, s);
         case 4:
-          return launch_qgemv<DecAffine<4>>(a, xcode, false, pairs, s);
+          return launch_qgemv<DecAffine<4>>(L, xcode, false, pairs, s);
         case 5:
-          return launch_qgemv<DecAffine<5>>(a, xcode, false, pairs, s);
+          return launch_qgemv<DecAffine<5>>(L, xcode, false, pairs, s);
         case 6:
-          return launch_qgemv<DecAffine<6>>(a, xcode, false, pairs, s);
+          return launch_qgemv<DecAffine<6>>(L, xcode, false, pairs, s);
         case 8:
-          return launch_qgemv<DecAffine<8>>(a, xcode, false, pairs, s);
+          return launch_qgemv<DecAffine<8>>(L, xcode, false, pairs, s);
         default:
           break;
       }
       break;
     case QuantMode::mxfp4:
-      return launch_qgemv<DecFp4>(a, xcode, false, pairs, s);
+      return launch_qgemv<DecFp4>(L, xcode, false, pairs, s);
     case QuantMode::nvfp4:
-      return launch_qgemv<DecFp4>(a, xcode, true, pairs, s);
+      return launch_qgemv<DecFp4>(L, xcode, true, pairs, s);
     case QuantMode::mxfp8:
-      return launch_qgemv<DecFp8>(a, xcode, false, pairs, s);
+      return launch_qgemv<DecFp8>(L, xcode, false, pairs, s);
   }
-  throw NotSupportedError(format_error(op, "no CUDA decode kernel for " + quant_spec_str(spec)));
+  throw NotSupportedError(format_error("quantized_matmul", "no CUDA decode kernel for " + quant_spec_str(spec)));
+}
+
+// The decode kernels: out [pairs * m, n] = for each pair p, x rows lhs[p] * m .. (lhs[p] + 1) * m - 1 of
+// x [., K] times matrix rhs[p] of wq [E * n, words] (scales/biases [E * n, groups]) transposed; without
+// index arrays one pair, block 0, matrix 0. Every array contiguous; indices int32 on the device (read
+// there, no host synchronisation). Dtypes as quantized_matmul takes them.
+void quantized_gemv(const Array& x, const Array& wq, const Array& scales, const Array& biases, const QuantSpec& spec,
+                    float global_scale, const Array& lhs, const Array& rhs, int64_t m, int64_t n, Array& out) {
+  const int xcode = float_code(x.dtype(), "quantized_matmul");
+  const int64_t pairs = lhs.valid() ? lhs.size() : 1;
+  if (pairs == 0 || m == 0 || n == 0) return;
+  Array xa;
+  QmvLaunch L{};
+  L.seg[0] = qmv_args(x, wq, scales, biases, spec, global_scale, lhs, rhs, m, n, out, xa);
+  L.nseg = 1;
+  launch_qgemv_spec(L, spec, xcode, pairs, stream_of(out));
 }
 
 }  // namespace detail
@@ -1072,6 +1143,43 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
     }
   }
   if (ocode != kF32) loom::cuda::copy(of, out);
+}
+
+// Decode shapes (M <= 8 rows, as quantized_matmul's decode path takes them; up to kQmvSegs products) run
+// as one launch of the decode kernel, the row groups of all products side by side (see QmvLaunch); other
+// shapes run one quantized_matmul per product (and the swiglu kernel).
+void quantized_matmul_group(const Array& x, const std::vector<QuantizedOperand>& ws, bool swiglu,
+                            std::vector<Array>& outs) {
+  const QuantSpec& spec = ws.front().spec;
+  const int64_t kx = x.shape(-1), m = kx ? x.size() / kx : 0;
+  const float gs0 = ws.front().global_scale;
+  bool fused = kx > 0 && static_cast<int>(ws.size()) <= kQmvSegs && detail::quantized_gemv_fits(spec, m) &&
+               (!swiglu || x.dtype() != Dtype::f32);  // (f32 x has no swiglu instantiation)
+  for (const QuantizedOperand& w : ws) fused = fused && (!swiglu || w.global_scale == gs0);
+  if (!fused) {
+    if (!swiglu) {
+      for (size_t i = 0; i < ws.size(); ++i)
+        quantized_matmul(x, ws[i].wq, ws[i].scales, ws[i].biases, true, ws[i].spec, ws[i].global_scale, outs[i]);
+      return;
+    }
+    Array g = Array::empty(outs[0].shape(), outs[0].dtype(), outs[0].device());
+    Array u = Array::empty(outs[0].shape(), outs[0].dtype(), outs[0].device());
+    quantized_matmul(x, ws[0].wq, ws[0].scales, ws[0].biases, true, spec, ws[0].global_scale, g);
+    quantized_matmul(x, ws[1].wq, ws[1].scales, ws[1].biases, true, spec, ws[1].global_scale, u);
+    loom::cuda::swiglu(g, u, outs[0]);
+    return;
+  }
+  if (m == 0) return;
+  std::vector<Array> xa(ws.size());
+  QmvLaunch L{};
+  L.nseg = static_cast<int>(ws.size());
+  L.swiglu = swiglu;
+  for (size_t i = 0; i < ws.size(); ++i) {
+    Array& o = outs[swiglu ? 0 : i];
+    L.seg[i] = detail::qmv_args(x, ws[i].wq, ws[i].scales, ws[i].biases, ws[i].spec, ws[i].global_scale, Array(), Array(), m,
+                        ws[i].wq.shape(0), o, xa[i]);
+  }
+  detail::launch_qgemv_spec(L, spec, float_code(x.dtype(), "quantized_matmul"), 1, stream_of(outs.front()));
 }
 
 }  // namespace loom::cuda

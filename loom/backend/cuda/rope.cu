@@ -48,6 +48,8 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads)
     rope_kernel(const T* __restrict__ x, T* __restrict__ out, const RopeParams p) {
   // Per row: `half` rotated pairs, then the d - dims features past `dims`, copied.
+  pdl_wait();
+  pdl_trigger();
   const int64_t items = p.d - p.half;
   for (int64_t r = blockIdx.y; r < p.rows; r += gridDim.y) {
     int64_t off = p.offset;
@@ -131,7 +133,8 @@ void rope(const Array& x, const RopeSpec& spec, int64_t offset, const Array& off
   cudaStream_t st = stream_of(out);
   dispatch_float(out.dtype(), op, [&](auto tag) {
     using T = decltype(tag);
-    rope_kernel<T><<<grid, kThreads, 0, st>>>(static_cast<const T*>(x.raw_data()), static_cast<T*>(out.raw_data()), p);
+    launch_pdl(op, rope_kernel<T>, grid, dim3(kThreads), 0, st, static_cast<const T*>(x.raw_data()),
+               static_cast<T*>(out.raw_data()), p);
   });
   check_launch(op);
 }

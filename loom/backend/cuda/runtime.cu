@@ -5,6 +5,8 @@
 #include "loom/backend/cuda/runtime.h"
 
 #include <atomic>
+#include <cstdlib>
+#include <string>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -321,6 +323,25 @@ int sm_count(Device d) {
     cache[i].store(n, std::memory_order_relaxed);
   }
   return n;
+}
+
+bool pdl_enabled() {
+  static std::atomic<int> cache[16] = {};  // 0 unknown, 1 off, 2 on
+  int dev = 0;
+  LOOM_CUDA_CHECK(cudaGetDevice(&dev));
+  const int i = dev >= 0 && dev < 16 ? dev : 0;
+  int v = cache[i].load(std::memory_order_relaxed);
+  if (v == 0) {
+    static const bool env_off = [] {
+      const char* e = std::getenv("LOOM_CUDA_PDL");
+      return e && std::string(e) == "0";
+    }();
+    int major = 0;
+    LOOM_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+    v = !env_off && major >= 9 ? 2 : 1;
+    cache[i].store(v, std::memory_order_relaxed);
+  }
+  return v == 2;
 }
 
 StridedView view_of(const Array& a) {

@@ -71,6 +71,10 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
                       const QuantSpec& spec, float global_scale, Array& out) {
   unavailable("quantized_matmul");
 }
+void quantized_matmul_group(const Array& x, const std::vector<QuantizedOperand>& ws, bool swiglu,
+                            std::vector<Array>& outs) {
+  unavailable("quantized_matmul_group");
+}
 void causal_conv1d(const Array& x, const Array& weight, const Array& bias, const Array& state,
                    const Array& left_padding, Array& y, Array& state_out) {
   unavailable("causal_conv1d");
