@@ -96,11 +96,14 @@ struct AttnParams {
 // along keys, the rest along rows. P V: each warp owns RPW rows x KPW keys, each lane NCOL columns
 // (VW consecutive floats, NK times, 32 * VW apart).
 // ESIZE (bytes per key/value element) sizes the key tile so the prefetched raw tiles fit in registers.
-template <int DMAX_, bool kDecode, int ESIZE>
+// BM_ (decode only) overrides the row tile: 4 rows serve one decode token of the common GQA groups of 4 or
+// fewer query heads per KV head, with a quarter of the row registers and shared memory of 16 rows
+// (Llama-3.1-8B-shaped decode at 4096 keys: 216 registers and 2 CTAs per SM with 16 rows).
+template <int DMAX_, bool kDecode, int ESIZE, int BM_ = 0>
 struct Cfg {
   static constexpr int DMAX = DMAX_;
   static constexpr bool kWarpKeys = kDecode;
-  static constexpr int BM = kDecode ? (DMAX == 256 ? 8 : 16) : (DMAX == 256 ? 32 : 64);
+  static constexpr int BM = kDecode && BM_ ? BM_ : kDecode ? (DMAX == 256 ? 8 : 16) : (DMAX == 256 ? 32 : 64);
   static constexpr int BN = kDecode ? (DMAX == 256 || ESIZE == 4 ? 32 : 64) : 32;
   static constexpr int DP = DMAX + 4;  // row pitch of Q/K/V tiles: 16 B aligned, rows 16 B apart in banks
   static constexpr int BP = BN + 4;    // row pitch of the score tile
@@ -1122,7 +1125,10 @@ void launch_dmax(AttnParams& p, const KvTable& t, const AttentionSpec& spec, Arr
                  "scaled_dot_product_attention", [&](auto tag) {
                    using KV = decltype(tag);
                    using Decode = Cfg<DMAX, true, sizeof(KV)>;
-                   if (static_cast<long long>(p.G) * p.L <= Decode::BM)
+                   using Decode4 = Cfg<DMAX, true, sizeof(KV), 4>;
+                   if (static_cast<long long>(p.G) * p.L <= Decode4::BM)
+                     launch<Decode4, KV>(p, t, spec, out);
+                   else if (static_cast<long long>(p.G) * p.L <= Decode::BM)
                      launch<Decode, KV>(p, t, spec, out);
                    else
                      launch<Cfg<DMAX, false, sizeof(KV)>, KV>(p, t, spec, out);
