@@ -95,26 +95,37 @@ Array Linear::operator()(const Array& x) const {
 }
 
 std::vector<Array> linears(const Array& x, const std::vector<const Linear*>& layers) {
+  // The quantized layers' products as one group and the dense layers' as another (a mixed set, e.g. a
+  // quantization predicate that skipped some projections, runs as two groups).
   std::vector<QuantizedMatrix> qs;
-  for (const Linear* l : layers)
-    if (l->qweight) qs.push_back(l->qweight->matrix());
-  std::vector<Array> qout = qs.size() > 1 ? quantized_matmuls(x, qs) : std::vector<Array>();
-  std::vector<Array> out;
-  size_t qi = 0;
+  std::vector<Array> dense;
   for (const Linear* l : layers) {
-    if (!l->qweight || qs.size() < 2) {
+    if (l->qweight)
+      qs.push_back(l->qweight->matrix());
+    else
+      dense.push_back(l->weight);
+  }
+  std::vector<Array> qout = qs.size() > 1 ? quantized_matmuls(x, qs) : std::vector<Array>();
+  std::vector<Array> dout = dense.size() > 1 ? matmuls_t(x, dense) : std::vector<Array>();
+  std::vector<Array> out;
+  size_t qi = 0, di = 0;
+  for (const Linear* l : layers) {
+    const std::vector<Array>& group = l->qweight ? qout : dout;
+    size_t& i = l->qweight ? qi : di;
+    if (group.empty()) {
       out.push_back((*l)(x));
       continue;
     }
-    Array y = qout[qi++];
+    Array y = group[i++];
     out.push_back(l->has_bias ? add(y, astype(l->bias, y.dtype())) : y);
   }
   return out;
 }
 
 Array swiglu_linears(const Array& x, const Linear& gate, const Linear& up) {
-  if (gate.qweight && up.qweight && !gate.has_bias && !up.has_bias)
-    return quantized_swiglu(x, gate.qweight->matrix(), up.qweight->matrix());
+  if (gate.has_bias || up.has_bias) return fast::swiglu(gate(x), up(x));
+  if (gate.qweight && up.qweight) return quantized_swiglu(x, gate.qweight->matrix(), up.qweight->matrix());
+  if (!gate.qweight && !up.qweight) return swiglu_matmul_t(x, gate.weight, up.weight);
   return fast::swiglu(gate(x), up(x));
 }
 

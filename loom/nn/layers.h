@@ -82,10 +82,11 @@ struct Linear : Module, Quantizable {
 };
 
 // Linear layers that read one input (a layer's q/k/v projections): {l(x) for l in layers}. Quantized layers
-// go to quantized_matmuls together (one GEMV launch per decode step on CUDA when they share a format).
+// go to quantized_matmuls together, dense ones to matmuls_t (one GEMV launch per decode step on CUDA when
+// they share a format or dtype).
 std::vector<Array> linears(const Array& x, const std::vector<const Linear*>& layers);
-// fast::swiglu(gate(x), up(x)) (a gated MLP's first half); quantized layers without biases go to
-// quantized_swiglu (on CUDA decode, one GEMV launch whose epilogue applies the swiglu).
+// fast::swiglu(gate(x), up(x)) (a gated MLP's first half); layers without biases go to quantized_swiglu or
+// swiglu_matmul_t (on CUDA decode, one GEMV launch whose epilogue applies the swiglu).
 Array swiglu_linears(const Array& x, const Linear& gate, const Linear& up);
 
 struct Embedding : Module, Quantizable {

@@ -3,6 +3,7 @@
 #include "loom/backend/cpu/kernels.h"
 #include "loom/common/error.h"
 #include "loom/ops/dispatch.h"
+#include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
 
 namespace loom {
@@ -47,6 +48,57 @@ Array matmul(const Array& a_in, const Array& b_in, StreamOrDevice s) {
   LOOM_KERNEL(out.device(), matmul)(a, b, out);
   if (a_in.ndim() == 1) out = squeeze(out, -2, s);
   if (b_in.ndim() == 1) out = squeeze(out, -1, s);
+  return out;
+}
+
+namespace {
+
+// Products x @ W_i.T that can go to matmul_t_group: floating x [..., K] and 2-d weights [N_i, K] of one
+// floating dtype on x's device. Returns x as [M, K] (contiguous), or an invalid array when they cannot.
+Array group_input(const Array& x, const std::vector<Array>& ws) {
+  if (!x.valid() || x.ndim() < 1 || !is_floating(x.dtype()) || ws.empty()) return Array();
+  for (const Array& w : ws)
+    if (!w.valid() || w.ndim() != 2 || w.dtype() != ws[0].dtype() || !is_floating(w.dtype()) ||
+        w.shape(1) != x.shape(-1) || !(w.device() == x.device()))
+      return Array();
+  return contiguous(reshape(x, {-1, x.shape(-1)}));
+}
+
+// An output [..., N] for x [..., K].
+Array group_output(const Array& x, const Array& w) {
+  Shape os = x.shape();
+  os.back() = w.shape(0);
+  return Array::empty(os, promote_types(x.dtype(), w.dtype()), x.device());
+}
+
+// View of out [..., N] as [M, N] (contiguous, so the kernel writes through it).
+Array rows_of(const Array& out) { return reshape(out, {-1, out.shape(-1)}); }
+
+}  // namespace
+
+std::vector<Array> matmuls_t(const Array& x, const std::vector<Array>& ws, StreamOrDevice) {
+  std::vector<Array> outs;
+  Array x2 = ws.size() > 1 ? group_input(x, ws) : Array();
+  if (!x2.valid()) {
+    for (const Array& w : ws) outs.push_back(matmul(x, transpose(w)));
+    return outs;
+  }
+  std::vector<Array> wc, views;
+  for (const Array& w : ws) {
+    wc.push_back(contiguous(w));
+    outs.push_back(group_output(x, w));
+    views.push_back(rows_of(outs.back()));
+  }
+  LOOM_KERNEL(x2.device(), matmul_t_group)(x2, wc, false, views);
+  return outs;
+}
+
+Array swiglu_matmul_t(const Array& x, const Array& gate, const Array& up, StreamOrDevice) {
+  Array x2 = gate.valid() && up.valid() && gate.shape() == up.shape() ? group_input(x, {gate, up}) : Array();
+  if (!x2.valid()) return fast::swiglu(matmul(x, transpose(gate)), matmul(x, transpose(up)));
+  Array out = group_output(x, gate);
+  std::vector<Array> views{rows_of(out)};
+  LOOM_KERNEL(x2.device(), matmul_t_group)(x2, {contiguous(gate), contiguous(up)}, true, views);
   return out;
 }
 

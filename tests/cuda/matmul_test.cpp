@@ -2,7 +2,8 @@
 // (backend/cuda/gather_mm.cu) against their CPU twins, on the same views on both devices. Shapes cross the
 // CUDA dispatch points: the decode GEMV (M <= 8 with weight rows; 1, 2, 4 and 8 row tiles; 16-byte and
 // scalar paths) versus cuBLAS (M >= 9, row-major weights, mixed dtypes in f32 panels), odd K and N,
-// broadcast batch dims, and the shared-memory versus radix-sort argsort.
+// broadcast batch dims, grouped products (matmuls_t, swiglu_matmul_t), and the shared-memory versus
+// radix-sort argsort.
 // Tolerances (max |diff| / max |cpu|): f32 1e-5 for K <= 512, 2e-5 beyond; 1e-2 with a half output.
 #include <gtest/gtest.h>
 
@@ -76,6 +77,37 @@ TEST(CudaMatmul, GemvOnStridedActivationsAndGappedWeights) {
     // A 1-d activation vector (numpy semantics).
     expect_matmul_parity(rand_array({300}, 25, dt), weight_rows(300, 19, 26, dt));
   }
+}
+
+// matmuls_t / swiglu_matmul_t: decode shapes run as one GEMV launch over all weights' row blocks (3 weights
+// with odd N, so blocks end mid-segment; model sizes where the warps of a block split K and where they do
+// not), M = 1..8 and 33 (separate cuBLAS calls), every dtype; against the CPU twin (separate matmuls) with
+// matmul's tolerances; a swiglu of two products that may each land one half-precision step apart: 2e-2.
+TEST(CudaMatmul, GroupedGemvMatchesCpu) {
+  LOOM_REQUIRE_CUDA();
+  struct Case {
+    std::vector<int64_t> n;
+    int64_t k;
+  };
+  for (const Case& c : std::vector<Case>{{{37, 5, 130}, 640}, {{2048, 512, 512}, 2048}, {{4096, 1024, 1024}, 4096}})
+    for (Dtype dt : {Dtype::f32, Dtype::bf16, Dtype::f16})
+      for (int64_t m : {1, 2, 3, 5, 8, 33}) {
+        if (c.k > 640 && (m == 33 || m == 5 || dt == Dtype::f16)) continue;  // size: the common cases
+        SCOPED_TRACE(std::string(name(dt)) + " K " + std::to_string(c.k) + " N0 " + std::to_string(c.n[0]) + " M " +
+                     std::to_string(m));
+        std::vector<Array> ws, gws;
+        for (size_t i = 0; i < c.n.size(); ++i) {
+          ws.push_back(rand_array({c.n[i], c.k}, static_cast<uint32_t>(3 * i + c.k), dt));
+          gws.push_back(on_gpu(ws.back()));
+        }
+        Array x = rand_array({1, m, c.k}, static_cast<uint32_t>(m + c.k), dt);
+        std::vector<Array> cpu = matmuls_t(x, ws), gpu = matmuls_t(on_gpu(x), gws);
+        for (size_t i = 0; i < cpu.size(); ++i)
+          EXPECT_TRUE(gpu_matches_cpu(gpu[i], cpu[i], tol_for(cpu[i].dtype(), c.k))) << "product " << i;
+        Array up = rand_array({c.n[0], c.k}, 99, dt);
+        Array sc = swiglu_matmul_t(x, ws[0], up), sg = swiglu_matmul_t(on_gpu(x), gws[0], on_gpu(up));
+        EXPECT_TRUE(gpu_matches_cpu(sg, sc, dt == Dtype::f32 ? tol_for(dt, c.k) : 2e-2)) << "swiglu";
+      }
 }
 
 TEST(CudaMatmul, CublasPathMatchesCpu) {

@@ -28,6 +28,32 @@ const Dtype kDtypes[] = {Dtype::f32, Dtype::bf16, Dtype::f16};
 
 // ---------------------------------------------------------------- norms
 
+// matmuls_t and swiglu_matmul_t are the separate matmuls (and fast::swiglu): on the CPU they run them one
+// by one, for one dtype (the grouped kernel call, x flattened to [M, K]), for 3-d inputs, and for mixed
+// dtypes (separate calls). The grouped call multiplies the flattened rows at once where matmul multiplies
+// per batch entry, so BLAS may sum in another order: within 1e-5 of max |ref| (f32), one bf16 step (2^-7).
+TEST(MatmulsT, EqualSeparateCalls) {
+  for (Dtype dt : {Dtype::f32, Dtype::bf16})
+    for (bool mixed : {false, true}) {
+      SCOPED_TRACE(std::string(name(dt)) + (mixed ? " mixed" : ""));
+      std::vector<Array> ws{rand_array({40, 64}, 1, dt), rand_array({24, 64}, 2, mixed ? Dtype::f32 : dt),
+                            rand_array({8, 64}, 3, dt)};
+      Array x = rand_array({2, 3, 64}, 4, dt);
+      std::vector<Array> got = matmuls_t(x, ws);
+      ASSERT_EQ(got.size(), ws.size());
+      for (size_t i = 0; i < ws.size(); ++i) {
+        Array want = matmul(x, transpose(ws[i]));
+        EXPECT_EQ(got[i].shape(), want.shape());
+        EXPECT_EQ(got[i].dtype(), want.dtype());
+        EXPECT_TRUE(all_close(got[i], want, got[i].dtype() == Dtype::f32 ? 1e-5 : 0x1p-7)) << "product " << i;
+      }
+      Array up = rand_array({40, 64}, 5, mixed ? Dtype::f32 : dt);
+      Array sw = swiglu_matmul_t(x, ws[0], up);
+      EXPECT_TRUE(all_close(sw, fast::swiglu(matmul(x, transpose(ws[0])), matmul(x, transpose(up))),
+                            sw.dtype() == Dtype::f32 ? 1e-5 : 0x1p-6));
+    }
+}
+
 TEST(FastNorm, RmsNormMatchesReference) {
   for (Dtype dt : kDtypes) {
     SCOPED_TRACE(std::string(name(dt)));

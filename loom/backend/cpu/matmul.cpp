@@ -13,6 +13,7 @@
 
 #include "loom/backend/cpu/kernels.h"
 #include "loom/backend/cpu/simd.h"
+#include "loom/backend/product_group.h"
 #include "loom/core/thread_pool.h"
 
 namespace loom::cpu {
@@ -156,6 +157,18 @@ void matmul(const Array& a, const Array& b, Array& out) {
     matmul_2d(am, bm, of + bi * m * n, m, n, k);
   }
   if (!out_f32) convert_span(out_tmp.data(), Dtype::f32, out.raw_data(), out.dtype(), out.size());
+}
+
+// The products one by one (each is one parallel pass already).
+void matmul_t_group(const Array& x, const std::vector<Array>& ws, bool swiglu, std::vector<Array>& outs) {
+  run_product_group(
+      ws.size(), swiglu, outs,
+      [&](size_t i, Array& out) {
+        const Array& w = ws[i];
+        matmul(x, Array(w.buffer(), Shape{w.shape(1), w.shape(0)}, Strides{1, w.shape(1)}, w.offset(), w.dtype()),
+               out);
+      },
+      [](const Array& g, const Array& u, Array& out) { loom::cpu::swiglu(g, u, out); });
 }
 
 }  // namespace loom::cpu

@@ -22,6 +22,7 @@
 #include "loom/backend/cpu/kernels.h"
 #include "loom/backend/cpu/qmm_int8.h"
 #include "loom/backend/cpu/simd.h"
+#include "loom/backend/product_group.h"
 #include "loom/core/thread_pool.h"
 #include "loom/ops/quantized.h"
 
@@ -689,18 +690,13 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
 // The products one by one (the CPU runs each as one parallel pass already).
 void quantized_matmul_group(const Array& x, const std::vector<QuantizedOperand>& ws, bool swiglu,
                             std::vector<Array>& outs) {
-  auto product = [&](const QuantizedOperand& w, Array& out) {
-    quantized_matmul(x, w.wq, w.scales, w.biases, /*transpose=*/true, w.spec, w.global_scale, out);
-  };
-  if (!swiglu) {
-    for (size_t i = 0; i < ws.size(); ++i) product(ws[i], outs[i]);
-    return;
-  }
-  Array g = Array::empty(outs[0].shape(), outs[0].dtype(), Device::cpu());
-  Array u = Array::empty(outs[0].shape(), outs[0].dtype(), Device::cpu());
-  product(ws[0], g);
-  product(ws[1], u);
-  loom::cpu::swiglu(g, u, outs[0]);
+  run_product_group(
+      ws.size(), swiglu, outs,
+      [&](size_t i, Array& out) {
+        const QuantizedOperand& w = ws[i];
+        quantized_matmul(x, w.wq, w.scales, w.biases, /*transpose=*/true, w.spec, w.global_scale, out);
+      },
+      [](const Array& g, const Array& u, Array& out) { loom::cpu::swiglu(g, u, out); });
 }
 
 }  // namespace loom::cpu

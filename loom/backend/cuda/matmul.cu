@@ -21,7 +21,9 @@
 
 #include "loom/backend/cuda/blas.cuh"
 #include "loom/backend/cuda/common.cuh"
+#include "loom/backend/cuda/elementwise.cuh"
 #include "loom/backend/cuda/kernels.h"
+#include "loom/backend/product_group.h"
 
 namespace loom::cuda {
 
@@ -363,26 +365,36 @@ __device__ __forceinline__ void batch_offsets(const GemvBatch& b, int64_t p, int
   }
 }
 
-template <typename XT, typename WT, typename OT, int MT, int R>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_rows_kernel(GemvArgs g) {
+// One GEMV launch over up to kGemvSegs products of one x (same dtypes, K, M and ks; own W, output and N).
+// Segment s owns blocks bfirst[s] .. bfirst[s + 1] - 1 (whole blocks, so the warps of a block that share
+// barriers share a segment). With SPLIT = R / 2 (a swiglu), two segments (gate, up) of one N share the
+// blocks: a warp's first SPLIT rows are the gate's, the others the same rows of up, and it stores
+// swiglu(gate, up) (each product rounded to the output type first) into seg[0].out.
+constexpr int kGemvSegs = 3;
+struct GemvLaunch {
+  GemvArgs seg[kGemvSegs];
+  int64_t bfirst[kGemvSegs + 1];
+  int nseg;
+};
+
+template <typename XT, typename WT, typename OT, int MT, int R, int SPLIT>
+__device__ __forceinline__ void gemv_rows(const GemvArgs& g, const GemvArgs& g2, int64_t block) {
   constexpr int U = 8 / R;
   constexpr int V = 16 / sizeof(WT);  // weight elements per 16-byte load
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ks = g.ks, part = warp % ks;
-  pdl_wait();  // launched with launch_pdl
-  pdl_trigger();
   // Rows past the end repeat the last one and store nothing: with ks > 1 every warp of the block
   // must reach the barriers below.
-  const int64_t n0 = (static_cast<int64_t>(blockIdx.x) * (kGemvWarps / ks) + warp / ks) * R;
+  const int64_t n0 = (block * (kGemvWarps / ks) + warp / ks) * SPLIT;
   if (ks == 1 && n0 >= g.n) return;
   __shared__ float red[kGemvWarps][R * MT];
   for (int64_t p = blockIdx.y; p < g.batch.count; p += gridDim.y) {
     int64_t xo, wo;
     batch_offsets(g.batch, p, xo, wo);
     const XT* x = static_cast<const XT*>(g.x) + xo;
-    const WT* w = static_cast<const WT*>(g.w) + wo;
     const WT* wr[R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) wr[r] = w + min(n0 + r, g.n - 1) * g.ldw;
+    for (int r = 0; r < R; ++r)
+      wr[r] = static_cast<const WT*>(r < SPLIT ? g.w : g2.w) + wo + min(n0 + (r < SPLIT ? r : r - SPLIT), g.n - 1) * g.ldw;
     const XT* xr[MT];
 #pragma unroll
     for (int m = 0; m < MT; ++m) xr[m] = x + (m < g.m ? m : 0) * g.ldx;  // padding rows read row 0
@@ -443,13 +455,24 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_rows_kernel(GemvArgs g) 
 #pragma unroll
       for (int m = 0; m < MT; ++m) acc[r][m] = warp_sum(acc[r][m]);
     OT* o = static_cast<OT*>(g.out) + p * g.m * g.n;
+    // Output (r, m) of the row group from its (gate and up) sums.
+    auto store = [&](int r, int m, const float* v, int stride) {
+      if (m >= g.m || n0 + r >= g.n) return;
+      float y = v[0];
+      if constexpr (SPLIT < R) y = swiglu_f(to_f(from_f<OT>(y)), to_f(from_f<OT>(v[SPLIT * stride])));
+      o[m * g.n + n0 + r] = from_f<OT>(y);
+    };
     if (ks == 1) {
       if (lane == 0) {
+        float flat[R * MT];
 #pragma unroll
         for (int r = 0; r < R; ++r)
 #pragma unroll
-          for (int m = 0; m < MT; ++m)
-            if (m < g.m && n0 + r < g.n) o[m * g.n + n0 + r] = from_f<OT>(acc[r][m]);
+          for (int m = 0; m < MT; ++m) flat[r * MT + m] = acc[r][m];
+#pragma unroll
+        for (int r = 0; r < SPLIT; ++r)
+#pragma unroll
+          for (int m = 0; m < MT; ++m) store(r, m, &flat[r * MT + m], MT);
       }
       continue;
     }
@@ -462,12 +485,31 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_rows_kernel(GemvArgs g) 
     }
     __syncthreads();
     if (part == 0 && lane < R * MT) {
-      const int r = lane / MT, m = lane % MT;
       float v = red[warp][lane];
       for (int i = 1; i < ks; ++i) v += red[warp + i][lane];
-      if (m < g.m && n0 + r < g.n) o[m * g.n + n0 + r] = from_f<OT>(v);
+      red[warp][lane] = v;  // each lane rewrites only its own slot, after reading the others' parts
     }
+    __syncwarp();
+    if (part == 0 && lane < SPLIT * MT) store(lane / MT, lane % MT, &red[warp][lane], MT);
     __syncthreads();
+  }
+}
+
+template <typename XT, typename WT, typename OT, int MT, int R, int SPLIT>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_rows_kernel(const __grid_constant__ GemvLaunch L) {
+  pdl_wait();  // launched with launch_pdl
+  pdl_trigger();
+  const int64_t b = blockIdx.x;
+  if constexpr (SPLIT < R) {
+    gemv_rows<XT, WT, OT, MT, R, SPLIT>(L.seg[0], L.seg[1], b);
+  } else {
+    static_assert(kGemvSegs == 3, "one branch per segment");
+    if (b < L.bfirst[1])
+      gemv_rows<XT, WT, OT, MT, R, R>(L.seg[0], L.seg[0], b);
+    else if (b < L.bfirst[2])
+      gemv_rows<XT, WT, OT, MT, R, R>(L.seg[1], L.seg[1], b - L.bfirst[1]);
+    else
+      gemv_rows<XT, WT, OT, MT, R, R>(L.seg[2], L.seg[2], b - L.bfirst[2]);
   }
 }
 
@@ -487,47 +529,79 @@ int gemv_split(const GemvArgs& g, int rows_per_warp, int wsize) {
   return ks;
 }
 
+// Whether a swiglu pair can share row groups: an even number of rows per warp for m activation rows.
+bool gemv_swiglu_fits(int64_t m) { return m == 1 || m == 3 || m == 4; }
+
 template <typename XT, typename WT, int MT, int R = gemv_rows<MT>()>
-void launch_gemv_mt(GemvArgs g, cudaStream_t s) {
+void launch_gemv_mt(GemvLaunch L, bool swiglu, cudaStream_t s) {
   using OT = std::conditional_t<std::is_same_v<XT, WT>, XT, float>;
-  g.ks = gemv_split(g, R, sizeof(WT));
-  const int64_t rows_per_block = kGemvWarps / g.ks * R;
-  dim3 grid(static_cast<unsigned>((g.n + rows_per_block - 1) / rows_per_block),
-            static_cast<unsigned>(std::min<int64_t>(g.batch.count, 65535)));
-  launch_pdl("gemv_rows_kernel", gemv_rows_kernel<XT, WT, OT, MT, R>, grid, dim3(kGemvWarps * 32), 0, s, g);
+  const int per_warp = swiglu ? R / 2 : R;  // output rows per row group
+  GemvArgs all = L.seg[0];  // the K split is chosen for the launch's row groups together
+  all.n = 0;
+  for (int i = 0; i < L.nseg; ++i) all.n += swiglu && i == 1 ? 0 : L.seg[i].n;
+  const int ks = gemv_split(all, per_warp, sizeof(WT));
+  const int64_t rows_per_block = kGemvWarps / ks * per_warp;
+  L.bfirst[0] = 0;
+  for (int i = 0; i < L.nseg; ++i) {
+    L.seg[i].ks = ks;
+    L.bfirst[i + 1] = L.bfirst[i] + (swiglu && i == 1 ? 0 : (L.seg[i].n + rows_per_block - 1) / rows_per_block);
+  }
+  for (int i = L.nseg + 1; i <= kGemvSegs; ++i) L.bfirst[i] = L.bfirst[L.nseg];
+  dim3 grid(static_cast<unsigned>(L.bfirst[L.nseg]), static_cast<unsigned>(std::min<int64_t>(L.seg[0].batch.count, 65535)));
+  if constexpr (R % 2 == 0) {
+    if (swiglu) {
+      launch_pdl("gemv_rows_kernel", gemv_rows_kernel<XT, WT, OT, MT, R, R / 2>, grid, dim3(kGemvWarps * 32), 0, s, L);
+      return;
+    }
+  }
+  launch_pdl("gemv_rows_kernel", gemv_rows_kernel<XT, WT, OT, MT, R, R>, grid, dim3(kGemvWarps * 32), 0, s, L);
 }
 
 template <typename XT, typename WT>
-void launch_gemv(const GemvArgs& g, cudaStream_t s) {
-  if (g.m == 1)
-    launch_gemv_mt<XT, WT, 1>(g, s);
-  else if (g.m == 2)
-    launch_gemv_mt<XT, WT, 2>(g, s);
-  else if (g.m <= 4)
-    launch_gemv_mt<XT, WT, 4>(g, s);
+void launch_gemv(const GemvLaunch& L, bool swiglu, cudaStream_t s) {
+  const int m = L.seg[0].m;
+  if (m == 1)
+    launch_gemv_mt<XT, WT, 1>(L, swiglu, s);
+  else if (m == 2)
+    launch_gemv_mt<XT, WT, 2>(L, swiglu, s);
+  else if (m <= 4)
+    launch_gemv_mt<XT, WT, 4>(L, swiglu, s);
   else
-    launch_gemv_mt<XT, WT, 8>(g, s);
+    launch_gemv_mt<XT, WT, 8>(L, swiglu, s);
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
-// Launches the GEMV for x (dtype xdt) and w (dtype wdt) into out, whose dtype must be their promotion.
-void run_gemv(GemvArgs g, Dtype xdt, Dtype wdt, Dtype odt, cudaStream_t s, const char* op) {
-  if (g.n == 0 || g.m == 0 || g.batch.count == 0) return;
+// Whether g's rows allow 16-byte loads (every row start of x and w 16-byte aligned).
+bool gemv_vec(const GemvArgs& g, Dtype xdt, Dtype wdt) {
   const int64_t xs = static_cast<int64_t>(size_of(xdt)), ws = static_cast<int64_t>(size_of(wdt));
-  // 16-byte loads need every row start of x and w 16-byte aligned.
   bool vec =
       aligned16(g.x) && aligned16(g.w) && (g.m == 1 || (g.ldx * xs) % 16 == 0) && (g.n == 1 || (g.ldw * ws) % 16 == 0);
   for (int d = 0; d < (g.batch.lhs ? 1 : g.batch.nd); ++d)
     vec = vec && (g.batch.sx[d] * xs) % 16 == 0 && (g.batch.sw[d] * ws) % 16 == 0;
-  g.vec = vec;
+  return vec;
+}
+
+// Launches the GEMV of L's segments for x (dtype xdt) and w (dtype wdt) into outputs whose dtype must be
+// their promotion.
+void run_gemv(GemvLaunch L, bool swiglu, Dtype xdt, Dtype wdt, Dtype odt, cudaStream_t s, const char* op) {
+  const GemvArgs& g = L.seg[0];
+  if (g.n == 0 || g.m == 0 || g.batch.count == 0) return;
   const Dtype want = xdt == wdt ? xdt : Dtype::f32;
   if (odt != want)
     throw Error(format_error(
         op, "GEMV output dtype " + std::string(name(odt)) + " is not the promotion " + std::string(name(want))));
   dispatch_float(xdt, op, [&](auto xt) {
-    dispatch_float(wdt, op, [&](auto wt) { launch_gemv<decltype(xt), decltype(wt)>(g, s); });
+    dispatch_float(wdt, op, [&](auto wt) { launch_gemv<decltype(xt), decltype(wt)>(L, swiglu, s); });
   });
+}
+
+void run_gemv(GemvArgs g, Dtype xdt, Dtype wdt, Dtype odt, cudaStream_t s, const char* op) {
+  g.vec = gemv_vec(g, xdt, wdt);
+  GemvLaunch L{};
+  L.seg[0] = g;
+  L.nseg = 1;
+  run_gemv(L, false, xdt, wdt, odt, s, op);
 }
 
 // The GEMV path of matmul: M <= 8, a with unit column stride, b a transposed view of row-major W [N, K].
@@ -637,5 +711,39 @@ bool gemv_gather(const Array& a, const Array& b, const Array& lhs, const Array& 
 }
 
 }  // namespace detail
+
+// Decode shapes (M <= 8, up to kGemvSegs weights of one dtype, 16-byte aligned rows; swiglu pairs when
+// the rows per warp are even) run as one GEMV launch; the rest as one matmul per weight (and the swiglu
+// kernel).
+void matmul_t_group(const Array& x, const std::vector<Array>& ws, bool swiglu, std::vector<Array>& outs) {
+  const int64_t k = x.shape(-1), m = k ? x.size() / k : 0;
+  auto wt = [](const Array& w) {  // the transposed view matmul takes
+    return Array(w.buffer(), Shape{w.shape(1), w.shape(0)}, Strides{1, w.shape(1)}, w.offset(), w.dtype());
+  };
+  GemvLaunch L{};
+  L.nseg = static_cast<int>(ws.size());
+  bool fused = m >= 1 && m <= 8 && k > 0 && L.nseg <= kGemvSegs && (!swiglu || gemv_swiglu_fits(m));
+  for (int i = 0; fused && i < L.nseg; ++i) {
+    GemvArgs& g = L.seg[i];
+    g.x = x.raw_data();
+    g.w = ws[i].raw_data();
+    g.out = outs[swiglu ? 0 : i].raw_data();
+    g.m = static_cast<int>(m);
+    g.n = ws[i].shape(0);
+    g.k = k;
+    g.ldx = k;
+    g.ldw = k;
+    g.batch.count = 1;
+    g.vec = gemv_vec(g, x.dtype(), ws[i].dtype());
+    fused = g.vec;
+  }
+  if (!fused) {
+    run_product_group(
+        ws.size(), swiglu, outs, [&](size_t i, Array& out) { matmul(x, wt(ws[i]), out); },
+        [](const Array& g, const Array& u, Array& out) { loom::cuda::swiglu(g, u, out); });
+    return;
+  }
+  run_gemv(L, swiglu, x.dtype(), ws[0].dtype(), outs[0].dtype(), stream_of(outs[0]), "matmul");
+}
 
 }  // namespace loom::cuda

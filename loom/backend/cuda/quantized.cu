@@ -50,6 +50,7 @@
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/elementwise.cuh"
 #include "loom/backend/cuda/kernels.h"
+#include "loom/backend/product_group.h"
 
 namespace loom::cuda {
 
@@ -1157,16 +1158,12 @@ void quantized_matmul_group(const Array& x, const std::vector<QuantizedOperand>&
                (!swiglu || x.dtype() != Dtype::f32);  // (f32 x has no swiglu instantiation)
   for (const QuantizedOperand& w : ws) fused = fused && (!swiglu || w.global_scale == gs0);
   if (!fused) {
-    if (!swiglu) {
-      for (size_t i = 0; i < ws.size(); ++i)
-        quantized_matmul(x, ws[i].wq, ws[i].scales, ws[i].biases, true, ws[i].spec, ws[i].global_scale, outs[i]);
-      return;
-    }
-    Array g = Array::empty(outs[0].shape(), outs[0].dtype(), outs[0].device());
-    Array u = Array::empty(outs[0].shape(), outs[0].dtype(), outs[0].device());
-    quantized_matmul(x, ws[0].wq, ws[0].scales, ws[0].biases, true, spec, ws[0].global_scale, g);
-    quantized_matmul(x, ws[1].wq, ws[1].scales, ws[1].biases, true, spec, ws[1].global_scale, u);
-    loom::cuda::swiglu(g, u, outs[0]);
+    run_product_group(
+        ws.size(), swiglu, outs,
+        [&](size_t i, Array& out) {
+          quantized_matmul(x, ws[i].wq, ws[i].scales, ws[i].biases, true, ws[i].spec, ws[i].global_scale, out);
+        },
+        [](const Array& g, const Array& u, Array& out) { loom::cuda::swiglu(g, u, out); });
     return;
   }
   if (m == 0) return;

@@ -71,6 +71,9 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
                       const QuantSpec& spec, float global_scale, Array& out) {
   unavailable("quantized_matmul");
 }
+void matmul_t_group(const Array& x, const std::vector<Array>& ws, bool swiglu, std::vector<Array>& outs) {
+  unavailable("matmul_t_group");
+}
 void quantized_matmul_group(const Array& x, const std::vector<QuantizedOperand>& ws, bool swiglu,
                             std::vector<Array>& outs) {
   unavailable("quantized_matmul_group");
