@@ -10,8 +10,8 @@
 
 #include "loom/core/array.h"
 #include "loom/core/quant.h"
-#include "loom/ops/quantized.h"
 #include "loom/nn/module.h"
+#include "loom/ops/quantized.h"
 #include "loom/ops/ssm.h"
 
 namespace loom::nn {

@@ -5,9 +5,11 @@
 
 #include <bit>
 #include <cmath>
+#include <memory>
 #include <random>
 
 #include "loom/common/error.h"
+#include "loom/nn/layers.h"
 #include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
 #include "loom/ops/quantized.h"
@@ -347,6 +349,34 @@ TEST(QuantizedMatmuls, RejectsMismatchedInputs) {
   } catch (const ValueError& e) {
     EXPECT_NE(std::string(e.what()).find("[quantized_swiglu] gate [2, 8] and up [2, 16] products differ in shape"), std::string::npos) << e.what();
   }
+}
+
+
+// nn::linears and nn::swiglu_linears equal the layers called one by one (the CPU runs grouped products one
+// by one, so bit for bit) for every mix the model code can hand them: all quantized, all dense, quantized
+// and dense together (a quantization predicate that skipped a projection: two groups, or a group and a
+// single call), with and without biases (added after the group).
+TEST(QuantizedMatmuls, LinearLayersEqualSeparateCalls) {
+  auto layer = [](int64_t out, uint32_t seed, bool quantized, bool bias) {
+    auto l = std::make_unique<nn::Linear>(64, out, bias);
+    l->weight = rand_matrix(out, 64, seed);
+    if (bias) l->bias = reshape(rand_matrix(1, out, seed + 100), {out});
+    if (quantized) l->to_quantized(QuantSpec{QuantMode::affine, 4, 32});
+    return l;
+  };
+  Array x = rand_matrix(3, 64, 7);
+  for (int mix = 0; mix < 8; ++mix)  // bit i: projection i quantized
+    for (bool bias : {false, true}) {
+      SCOPED_TRACE("mix " + std::to_string(mix) + (bias ? " with biases" : ""));
+      auto q = layer(40, 1, mix & 1, bias), k = layer(24, 2, mix & 2, bias), v = layer(24, 3, mix & 4, bias);
+      std::vector<Array> got = nn::linears(x, {q.get(), k.get(), v.get()});
+      ASSERT_EQ(got.size(), 3u);
+      EXPECT_EQ(float_bits(got[0]), float_bits((*q)(x)));
+      EXPECT_EQ(float_bits(got[1]), float_bits((*k)(x)));
+      EXPECT_EQ(float_bits(got[2]), float_bits((*v)(x)));
+      auto gate = layer(40, 4, mix & 1, bias), up = layer(40, 5, mix & 2, bias);
+      EXPECT_EQ(float_bits(nn::swiglu_linears(x, *gate, *up)), float_bits(fast::swiglu((*gate)(x), (*up)(x))));
+    }
 }
 
 }  // namespace
