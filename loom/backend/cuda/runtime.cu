@@ -6,10 +6,10 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <string>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 namespace loom::cuda {
