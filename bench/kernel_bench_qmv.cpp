@@ -1,12 +1,16 @@
-// Decode GEMV benchmark (not a test): times loom's public ops on the CUDA device for one activation row
-// (M = 1, bf16) against the weight matrices of a Llama-3.1-8B and a Qwen3-30B-A3B decode step, plain bf16
-// matmul (the reference) and quantized_matmul at 4-bit g64, 8-bit g64 (MLX affine, bf16 scales) and mxfp4,
-// plus gather_qmm over 128 experts of 768x2048 / 2048x768 with top-8 for one token. One line per case:
+// Decode GEMV benchmark (not a test): times loom's public ops for one activation row (M = 1; bf16 on
+// CUDA, f32 on the CPU) against the weight matrices of a Llama-3.1-8B and a Qwen3-30B-A3B decode step (or,
+// with --shapes llama1b, a Llama-3.2-1B one), plain bf16 matmul (the reference) and quantized_matmul at
+// 4-bit g64, 8-bit g64 (MLX affine, bf16 scales) and mxfp4, plus gather_qmm over 128 experts of 768x2048 /
+// 2048x768 with top-8 for one token. One line per case:
 //   <case> <N>x<K> <format> <microseconds per call> us <GB/s of bytes read>
 // where the bytes read are the weights the call must stream (packed words + scales + biases, or the bf16
-// matrix; for gather_qmm the 8 selected experts) plus x. Compare with the card's copy bandwidth.
-//   kernel_bench_qmv [--only SUBSTRING] [--min-ms 30]
+// matrix; for gather_qmm the 8 selected experts) plus x. Compare with the device's copy bandwidth. On the
+// CPU each case cycles through random matrices of its shape totalling >= 256 MB, so no call finds its weights in
+// the last-level cache (a decode step never does).
+//   kernel_bench_qmv [--device cuda|cpu] [--shapes default|llama1b] [--only SUBSTRING] [--min-ms 30]
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -27,8 +31,14 @@ namespace {
 
 using namespace loom;
 
-const Device kDev = Device::cuda(0);
+Device kDev = Device::cuda(0);
 double g_min_ms = 30.0;
+
+// Copies of a case's weights to cycle through: enough to exceed the CPU's last-level cache.
+int copies_for(double bytes) {
+  if (kDev.is_cuda()) return 1;
+  return static_cast<int>(std::max(1.0, std::ceil(256e6 / bytes)));
+}
 
 // Mean seconds per call of f (bench/kernel_bench_util.h).
 double time_call(const std::function<void()>& f) { return kbench::time_call(f, kDev, g_min_ms); }
@@ -58,26 +68,41 @@ const std::vector<Format>& formats() {
   return f;
 }
 
+// The activation row: bf16 on CUDA (its compute dtype there), f32 on the CPU.
+Array activation(int64_t k, uint64_t key) {
+  Array x = weights({1, k}, key);
+  return kDev.is_cuda() ? x : astype(x, Dtype::f32);
+}
+
 void bench_dense(const std::string& name, int64_t n, int64_t k, uint64_t key) {
   Array w = weights({n, k}, key);
-  Array x = weights({1, k}, key + 1);
+  Array x = activation(k, key + 1);
+  const int copies = copies_for(nbytes(w));
   {
-    Array wt = swapaxes(w, 0, 1);
-    const double sec = time_call([&] { (void)matmul(x, wt); });
+    std::vector<Array> wt;
+    for (int c = 0; c < copies; ++c) wt.push_back(swapaxes(c == 0 ? w : weights({n, k}, key + 1000 * c), 0, 1));
+    size_t i = 0;
+    const double sec = time_call([&] { (void)matmul(x, wt[i++ % wt.size()]); });
     report(name, n, k, "bf16", sec, nbytes(w) + nbytes(x));
   }
   for (const Format& f : formats()) {
-    QuantizedArrays q = quantize(w, f.spec);
-    const double sec =
-        time_call([&] { (void)quantized_matmul(x, q.wq, q.scales, q.biases, true, f.spec); });
-    report(name, n, k, f.name, sec, nbytes(q.wq) + nbytes(q.scales) + nbytes(q.biases) + nbytes(x));
+    std::vector<QuantizedArrays> qs;
+    qs.push_back(quantize(w, f.spec));
+    const double qbytes = nbytes(qs[0].wq) + nbytes(qs[0].scales) + nbytes(qs[0].biases);
+    for (int c = 1; c < copies_for(qbytes); ++c) qs.push_back(quantize(weights({n, k}, key + 1000 * c), f.spec));
+    size_t i = 0;
+    const double sec = time_call([&] {
+      const QuantizedArrays& q = qs[i++ % qs.size()];
+      (void)quantized_matmul(x, q.wq, q.scales, q.biases, true, f.spec);
+    });
+    report(name, n, k, f.name, sec, qbytes + nbytes(x));
   }
 }
 
 void bench_moe(const std::string& name, int64_t n, int64_t k, uint64_t key) {
   constexpr int64_t kExperts = 128, kTop = 8;
   Array w = weights({kExperts, n, k}, key);
-  Array x = weights({1, 1, 1, k}, key + 1);  // one token, broadcast over its 8 experts
+  Array x = reshape(activation(k, key + 1), {1, 1, 1, k});  // one token, broadcast over its 8 experts
   std::vector<int32_t> ids;
   for (int64_t i = 0; i < kTop; ++i) ids.push_back(static_cast<int32_t>((i * 37 + 5) % kExperts));  // distinct
   Array rhs = to_device(Array::from(ids, {1, kTop}), kDev);
@@ -94,32 +119,41 @@ void bench_moe(const std::string& name, int64_t n, int64_t k, uint64_t key) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string only;
+  std::string only, shapes = "default";
   for (int i = 1; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
     if (!std::strcmp(argv[i], "--min-ms")) g_min_ms = std::atof(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--device")) kDev = parse_device(argv[i + 1]);
+    if (!std::strcmp(argv[i], "--shapes")) shapes = argv[i + 1];
   }
   if (!device_available(kDev)) {
-    std::fprintf(stderr, "kernel_bench_qmv: no usable CUDA device\n");
+    std::fprintf(stderr, "kernel_bench_qmv: device %s is not usable\n", kDev.str().c_str());
     return 1;
   }
   struct Dense {
     const char* name;
     int64_t n, k;
   };
-  const std::vector<Dense> dense = {
+  const std::vector<Dense> llama1b = {
+      {"llama1b.q/o_proj", 2048, 2048}, {"llama1b.k/v_proj", 512, 2048},   {"llama1b.gate/up", 8192, 2048},
+      {"llama1b.down", 2048, 8192},     {"llama1b.lm_head", 128256, 2048},
+  };
+  std::vector<Dense> dense = {
       {"llama8b.q/o_proj", 4096, 4096},   {"llama8b.k/v_proj", 1024, 4096},  {"llama8b.gate/up", 14336, 4096},
       {"llama8b.down", 4096, 14336},      {"llama8b.lm_head", 128256, 4096}, {"qwen30b.q_proj", 4096, 2048},
       {"qwen30b.k/v_proj", 512, 2048},    {"qwen30b.o_proj", 2048, 4096},    {"qwen30b.router", 128, 2048},
       {"qwen30b.lm_head", 151936, 2048},
   };
+  if (shapes == "llama1b") dense = llama1b;
   uint64_t key = 1;
   for (const Dense& d : dense) {
     key += 2;
     if (!only.empty() && std::string(d.name).find(only) == std::string::npos) continue;
     bench_dense(d.name, d.n, d.k, key);
   }
-  for (const Dense& d : std::vector<Dense>{{"qwen30b.moe_gate/up", 768, 2048}, {"qwen30b.moe_down", 2048, 768}}) {
+  for (const Dense& d : shapes == "llama1b" ? std::vector<Dense>{}
+                                            : std::vector<Dense>{{"qwen30b.moe_gate/up", 768, 2048},
+                                                                 {"qwen30b.moe_down", 2048, 768}}) {
     key += 2;
     if (!only.empty() && std::string(d.name).find(only) == std::string::npos) continue;
     bench_moe(d.name, d.n, d.k, key);

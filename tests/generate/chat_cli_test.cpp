@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
 #include "loom/generate/session.h"
@@ -138,6 +139,7 @@ TEST(ChatCli, PipedTurnsStreamTheGreedyAnswerAndResetClearsTheCache) {
   std::string in = scratch("chat_input") + ".txt";
   std::ofstream(in) << "Hello there\nr\nHello there\nq\n";
   CliRun c = run_cli("chat --model " + tiny_model() + " -m 6 --temp 0 < " + in);
+  std::filesystem::remove(in);
   ASSERT_EQ(c.rc, 0) << c.err;
   std::string answer = greedy_answer("Hello there", 6);
   ASSERT_FALSE(answer.empty());
@@ -182,6 +184,7 @@ TEST(PerplexityCli, EqualsTheNegativeLogLikelihoodOfEachWindow) {
   std::string file = scratch("perplexity_text") + ".txt";
   std::ofstream(file) << text;
   CliRun r = run_cli("perplexity --model " + tiny_model() + " --file " + file + " --sequence-length 16");
+  std::filesystem::remove(file);
   ASSERT_EQ(r.rc, 0) << r.err;
   double got = 0;
   long long count = 0;

@@ -306,31 +306,35 @@ QuantizedMatrix qmatrix(int64_t rows, int64_t k, uint32_t seed, const QuantSpec&
 // the results are bit-identical, in both precision tiers, for one format (the grouped kernel call) and for
 // mixed formats (one call per product).
 TEST(QuantizedMatmuls, EqualSeparateCalls) {
+  // One format (the fast tier's grouped pass, its SwiGLU epilogue with f32 outputs) at 4 and 8 bits, and
+  // mixed formats (one by one); one activation row (the decode GEMV) and three (the tiles).
+  const QuantSpec q4{QuantMode::affine, 4, 64}, q8{QuantMode::affine, 8, 32};
   for (QmmPrecision tier : {QmmPrecision::exact, QmmPrecision::fast})
     for (Dtype dt : {Dtype::f32, Dtype::bf16})
-      for (bool mixed : {false, true}) {
-        SCOPED_TRACE(std::string(name(dt)) + (mixed ? " mixed formats" : " one format") +
-                     (tier == QmmPrecision::fast ? " fast tier" : " exact tier"));
-        ScopedQmmPrecision p(tier);
-        const QuantSpec q4{QuantMode::affine, 4, 64};
-        const QuantSpec second = mixed ? QuantSpec{QuantMode::affine, 8, 32} : q4;
-        std::vector<QuantizedMatrix> ws{qmatrix(40, 128, 1, q4, dt), qmatrix(24, 128, 2, second, dt),
-                                        qmatrix(8, 128, 3, q4, dt)};
-        Array x = astype(rand_matrix(3, 128, 4), dt);
-        std::vector<Array> got = quantized_matmuls(x, ws);
-        ASSERT_EQ(got.size(), 3u);
-        for (size_t i = 0; i < ws.size(); ++i) {
-          Array want = quantized_matmul(x, ws[i].wq, ws[i].scales, ws[i].biases, true, ws[i].spec);
-          EXPECT_EQ(got[i].shape(), want.shape());
-          EXPECT_EQ(got[i].dtype(), want.dtype());
-          EXPECT_EQ(float_bits(got[i]), float_bits(want)) << "product " << i;
+      for (int formats = 0; formats < 3; ++formats)
+        for (int64_t m : {1, 3}) {
+          const QuantSpec first = formats == 1 ? q8 : q4, second = formats == 0 ? q4 : q8;
+          SCOPED_TRACE(std::string(name(dt)) + (formats == 2 ? " mixed formats" : " one format") +
+                       " bits " + std::to_string(first.bits) + " rows " + std::to_string(m) +
+                       (tier == QmmPrecision::fast ? " fast tier" : " exact tier"));
+          ScopedQmmPrecision p(tier);
+          std::vector<QuantizedMatrix> ws{qmatrix(40, 128, 1, first, dt), qmatrix(24, 128, 2, second, dt),
+                                          qmatrix(8, 128, 3, first, dt)};
+          Array x = astype(rand_matrix(m, 128, 4), dt);
+          std::vector<Array> got = quantized_matmuls(x, ws);
+          ASSERT_EQ(got.size(), 3u);
+          for (size_t i = 0; i < ws.size(); ++i) {
+            Array want = quantized_matmul(x, ws[i].wq, ws[i].scales, ws[i].biases, true, ws[i].spec);
+            EXPECT_EQ(got[i].shape(), want.shape());
+            EXPECT_EQ(got[i].dtype(), want.dtype());
+            EXPECT_EQ(float_bits(got[i]), float_bits(want)) << "product " << i;
+          }
+          QuantizedMatrix up = qmatrix(40, 128, 5, second, dt);
+          Array sw = quantized_swiglu(x, ws[0], up);
+          Array want = fast::swiglu(quantized_matmul(x, ws[0].wq, ws[0].scales, ws[0].biases, true, first),
+                                    quantized_matmul(x, up.wq, up.scales, up.biases, true, second));
+          EXPECT_EQ(float_bits(sw), float_bits(want));
         }
-        QuantizedMatrix up = qmatrix(40, 128, 5, second, dt);
-        Array sw = quantized_swiglu(x, ws[0], up);
-        Array want = fast::swiglu(quantized_matmul(x, ws[0].wq, ws[0].scales, ws[0].biases, true, q4),
-                                  quantized_matmul(x, up.wq, up.scales, up.biases, true, second));
-        EXPECT_EQ(float_bits(sw), float_bits(want));
-      }
 }
 
 TEST(QuantizedMatmuls, RejectsMismatchedInputs) {
@@ -352,8 +356,7 @@ TEST(QuantizedMatmuls, RejectsMismatchedInputs) {
 }
 
 
-// nn::linears and nn::swiglu_linears equal the layers called one by one (the CPU runs grouped products one
-// by one, so bit for bit) for every mix the model code can hand them: all quantized, all dense, quantized
+// nn::linears and nn::swiglu_linears equal the layers called one by one (bit for bit on the CPU) for every mix the model code can hand them: all quantized, all dense, quantized
 // and dense together (a quantization predicate that skipped a projection: two groups, or a group and a
 // single call), with and without biases (added after the group).
 TEST(QuantizedMatmuls, LinearLayersEqualSeparateCalls) {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "loom/backend/cpu/kernels.h"
+#include "loom/backend/cpu/simd.h"
 #include "loom/backend/cpu/strided.h"
 #include "loom/core/thread_pool.h"
 
@@ -232,7 +233,7 @@ void swiglu(const Array& gate, const Array& up, Array& out) {
       int64_t s = c * kChunk, m = std::min(kChunk, n - s);
       convert_span(static_cast<const uint8_t*>(gate.raw_data()) + s * gate.itemsize(), gate.dtype(), g, Dtype::f32, m);
       convert_span(static_cast<const uint8_t*>(up.raw_data()) + s * up.itemsize(), up.dtype(), u, Dtype::f32, m);
-      for (int64_t i = 0; i < m; ++i) g[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+      for (int64_t i = 0; i < m; ++i) g[i] = silu_times(g[i], u[i]);
       convert_span(g, Dtype::f32, static_cast<uint8_t*>(out.raw_data()) + s * out.itemsize(), out.dtype(), m);
     }
   });

@@ -1,6 +1,6 @@
 // The int8 fast tier (see qmm_int8.h for the arithmetic it guarantees).
-//  - Activations: every row is quantized once per call, in the order the kernels read it, in panels of
-//    4 rows (XQuant). 4-bit: per 64 values, the 32 even-indexed q then the 32 odd-indexed ones (a packed
+//  - Activations: every row is quantized once per call (once per group of products sharing x), in the
+//    order the kernels read it, in panels of 4 rows (XQuant; a single row is its own panel). 4-bit: per 64 values, the 32 even-indexed q then the 32 odd-indexed ones (a packed
 //    byte holds codes 2j and 2j+1 in its low and high nibble, so one 32-byte load masked and shifted
 //    lines up with them) and 8 floats [d0 x4, d1 x4]; a last block of 32 is [16 even | 16 odd] with
 //    [d x8]. 8-bit: q as int16 in natural order and one d per block. Per group, the bias term's
@@ -10,11 +10,14 @@
 //    holds values 8u .. 8u + 7 of the 64 (lanes 0-3 block 0, 4-7 block 1). 8-bit: codes widened to int16
 //    and vpmaddwd with q (no saturation possible). Each int32 vector is converted once and accumulated
 //    with d * scale per lane.
-//  - Tiles: RW packed rows x MX activation rows (2 x 4; 1 x 1-2 in decode); each loaded weight block serves MX rows,
-//    each loaded x block RW rows. Threads take chunks of the output columns (packed rows, contiguous in
-//    memory) from a shared counter. A chunk is walked in ~128 KB blocks (L2) whose scales are converted to f32 once,
-//    and for each panel of activation rows (L1) the tiles stream the block; with one or two rows of x (decode) that is
-//    a single prefetched pass over the chunk's packed rows.
+//  - One activation row (decode): a GEMV streams each chunk's packed rows once, prefetched, one row at a
+//    time with two accumulators, reading scales and biases in their stored dtype.
+//  - Tiles (more rows): RW packed rows x MX activation rows (2 x 4; 1 x 2 for two rows); each loaded
+//    weight block serves MX rows, each loaded x block RW rows. A chunk is walked in ~128 KB blocks (L2)
+//    whose scales are converted to f32 once, and for each panel of activation rows (L1) the tiles stream
+//    the block.
+//  - Threads take chunks of the output columns (packed rows, contiguous in memory) of every product of a
+//    call from a shared counter; a grouped gate/up pair shares its chunks and applies the SwiGLU to them.
 #include "loom/backend/cpu/qmm_int8.h"
 
 #include <algorithm>
@@ -31,6 +34,7 @@ namespace loom::cpu {
 
 #ifndef LOOM_AVX2
 bool qmm_int8_applies(const QuantSpec&, bool, bool) { return false; }
+void qmm_int8_group(const float*, int64_t, int64_t, const QuantSpec&, const QmmInt8Operand*, size_t, float*) {}
 void qmm_int8(const float*, int64_t, int64_t, const uint32_t*, const void*, const void*, Dtype, int64_t,
               const QuantSpec&, float*) {}
 #else
@@ -47,12 +51,13 @@ constexpr int kPanel = 4;  // activation rows interleaved per block (the largest
 // floats of d.
 struct XQuant {
   int bits;
+  int64_t panel;  // rows interleaved per panel: kPanel, or 1 for a single row (decode)
   int64_t k, groups, dstride;
   std::vector<int8_t> q8;
   std::vector<int16_t> q16;
   std::vector<float> d, xs;  // d as described above; xs [m, groups]: sum over the group of d * q
 
-  // Panel of row i (i a multiple of kPanel).
+  // Panel of row i (i a multiple of panel).
   const int8_t* q4panel(int64_t i) const { return q8.data() + i * k; }
   const int16_t* q8panel(int64_t i) const { return q16.data() + i * k; }
   const float* dpanel(int64_t i) const { return d.data() + i * dstride; }
@@ -105,10 +110,10 @@ void quantize_rows(const float* x, int64_t r0, int64_t r1, XQuant& X) {
   std::vector<float> bsum(k / 32);  // d_b * sum_j q_j per block
   for (int64_t i = r0; i < r1; ++i) {
     const float* xi = x + i * k;
-    const int64_t p = i / kPanel * kPanel, slot = i % kPanel;
+    const int64_t P = X.panel, p = i / P * P, slot = i % P;
     if (X.bits == 4) {
-      // Values c .. c + 63 of the row at c * kPanel + slot * 64 of its panel (a last 32: slot * 32); their
-      // 8 floats of d at c / 8 * kPanel + slot * 8.
+      // Values c .. c + 63 of the row at c * P + slot * 64 of its panel (a last 32: slot * 32); their
+      // 8 floats of d at c / 8 * P + slot * 8.
       int8_t* qp = X.q8.data() + p * k;
       float* dp = X.d.data() + p * X.dstride;
       int64_t c = 0;
@@ -118,25 +123,25 @@ void quantize_rows(const float* x, int64_t r0, int64_t r1, XQuant& X) {
         bsum[c / 32] = d0 * static_cast<float>(qsum32(q0));
         bsum[c / 32 + 1] = d1 * static_cast<float>(qsum32(q1));
         __m256i a = even_odd(q0), b = even_odd(q1);
-        int8_t* qi = qp + c * kPanel + slot * 64;
+        int8_t* qi = qp + c * P + slot * 64;
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi), _mm256_permute2x128_si256(a, b, 0x20));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi + 32), _mm256_permute2x128_si256(a, b, 0x31));
-        _mm256_storeu_ps(dp + c / 8 * kPanel + slot * 8, _mm256_setr_ps(d0, d0, d0, d0, d1, d1, d1, d1));
+        _mm256_storeu_ps(dp + c / 8 * P + slot * 8, _mm256_setr_ps(d0, d0, d0, d0, d1, d1, d1, d1));
       }
       if (c < k) {  // a last block of 32
         float d0;
         __m256i q0 = quant_block(xi + c, d0);
         bsum[c / 32] = d0 * static_cast<float>(qsum32(q0));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qp + c * kPanel + slot * 32), even_odd(q0));
-        _mm256_storeu_ps(dp + c / 8 * kPanel + slot * 8, _mm256_set1_ps(d0));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qp + c * P + slot * 32), even_odd(q0));
+        _mm256_storeu_ps(dp + c / 8 * P + slot * 8, _mm256_set1_ps(d0));
       }
     } else {
-      // Block c .. c + 31 at c * kPanel + slot * 32 of the panel; its d at c / 32 * kPanel + slot.
+      // Block c .. c + 31 at c * P + slot * 32 of the panel; its d at c / 32 * P + slot.
       int16_t* qp = X.q16.data() + p * k;
       float* dp = X.d.data() + p * X.dstride;
       for (int64_t c = 0; c < k; c += 32) {
-        int16_t* qi = qp + c * kPanel + slot * 32;
-        float& db = dp[c / 32 * kPanel + slot];
+        int16_t* qi = qp + c * P + slot * 32;
+        float& db = dp[c / 32 * P + slot];
         __m256i q = quant_block(xi + c, db);
         bsum[c / 32] = db * static_cast<float>(qsum32(q));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q)));
@@ -178,7 +183,7 @@ inline float finish(__m256 acc, const float* bi, const float* xs, int64_t groups
 template <int RW, int MX, bool G32, bool PF>
 void tile4(const uint8_t* const* w, const float* const* sc, const float* const* bi, const XQuant& X, int64_t i0,
            float* out, int64_t ldo, int gshift) {
-  const int64_t k = X.k, k64 = k & ~int64_t{63};
+  const int64_t k = X.k, k64 = k & ~int64_t{63}, P = X.panel;
   const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
   const int8_t* xq = X.q4panel(i0);
   const float* xd = X.dpanel(i0);
@@ -197,12 +202,12 @@ void tile4(const uint8_t* const* w, const float* const* sc, const float* const* 
       const __m256 sv = scale_vec4<G32>(sc[r], c, gshift);
 #pragma GCC unroll 8
       for (int i = 0; i < MX; ++i) {
-        const int8_t* xi = xq + c * kPanel + i * 64;
+        const int8_t* xi = xq + c * P + i * 64;
         const __m256i p =
             _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi))),
                              _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi + 32))));
         const __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-        acc[r][i] = _mm256_fmadd_ps(f, _mm256_mul_ps(_mm256_loadu_ps(xd + c / 8 * kPanel + i * 8), sv), acc[r][i]);
+        acc[r][i] = _mm256_fmadd_ps(f, _mm256_mul_ps(_mm256_loadu_ps(xd + c / 8 * P + i * 8), sv), acc[r][i]);
       }
     }
   }
@@ -215,9 +220,9 @@ void tile4(const uint8_t* const* w, const float* const* sc, const float* const* 
 #pragma GCC unroll 8
       for (int i = 0; i < MX; ++i) {
         __m256i p =
-            _mm256_maddubs_epi16(c, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k64 * kPanel + i * 32)));
+            _mm256_maddubs_epi16(c, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k64 * P + i * 32)));
         __m256 f = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-        acc[r][i] = _mm256_fmadd_ps(f, _mm256_mul_ps(_mm256_loadu_ps(xd + k64 / 8 * kPanel + i * 8), s), acc[r][i]);
+        acc[r][i] = _mm256_fmadd_ps(f, _mm256_mul_ps(_mm256_loadu_ps(xd + k64 / 8 * P + i * 8), s), acc[r][i]);
       }
     }
   }
@@ -231,7 +236,7 @@ void tile4(const uint8_t* const* w, const float* const* sc, const float* const* 
 template <int RW, int MX, bool G32, bool PF>
 void tile8(const uint8_t* const* w, const float* const* sc, const float* const* bi, const XQuant& X, int64_t i0,
            float* out, int64_t ldo, int gshift) {
-  const int64_t k = X.k;
+  const int64_t k = X.k, P = X.panel;
   const int16_t* xq = X.q8panel(i0);
   const float* xd = X.dpanel(i0);
   __m256 acc[RW][MX];
@@ -251,10 +256,10 @@ void tile8(const uint8_t* const* w, const float* const* sc, const float* const* 
     }
 #pragma GCC unroll 8
     for (int i = 0; i < MX; ++i) {
-      const int16_t* xi = xq + c * kPanel + i * 32;
+      const int16_t* xi = xq + c * P + i * 32;
       const __m256i xl = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi));
       const __m256i xh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xi + 16));
-      const __m256 dv = _mm256_broadcast_ss(xd + c / 32 * kPanel + i);
+      const __m256 dv = _mm256_broadcast_ss(xd + c / 32 * P + i);
 #pragma GCC unroll 8
       for (int r = 0; r < RW; ++r) {
         __m256i p = _mm256_add_epi32(_mm256_madd_epi16(wl[r], xl), _mm256_madd_epi16(wh[r], xh));
@@ -267,6 +272,164 @@ void tile8(const uint8_t* const* w, const float* const* sc, const float* const* 
   for (int r = 0; r < RW; ++r)
 #pragma GCC unroll 8
     for (int i = 0; i < MX; ++i) out[i * ldo + r] = finish(acc[r][i], bi[r], X.xsrow(i0 + i), X.groups);
+}
+
+// ---- Decode: one activation row (panel 1) against packed rows whose scales and biases are read as
+// stored (bf16, f16 or f32), one row at a time: a single sequential stream of packed rows, prefetched, and
+// no conversion pass over the scales (converting them to f32 first cost as much as a tenth of a decode step).
+
+// Scale or bias g of a row, as f32 in 8 lanes.
+template <Dtype DT>
+inline __m256 bcast(const void* p, int64_t g) {
+  if constexpr (DT == Dtype::f32) {
+    return _mm256_broadcast_ss(static_cast<const float*>(p) + g);
+  } else {
+    const __m128i h = _mm_set1_epi16(static_cast<short>(static_cast<const uint16_t*>(p)[g]));
+    if constexpr (DT == Dtype::bf16)  // each 32-bit lane holds h twice; shifted, h << 16 is the f32
+      return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_broadcastsi128_si256(h), 16));
+    else
+      return _mm256_cvtph_ps(h);
+  }
+}
+
+// Scales g and g + 1 as [s_g x4, s_g+1 x4] (group size 32: one step of 64 values spans two groups).
+template <Dtype DT>
+inline __m256 bcast2(const void* p, int64_t g) {
+  __m128 two;
+  if constexpr (DT == Dtype::f32) {
+    two = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(static_cast<const float*>(p) + g)));
+  } else {
+    uint32_t u;
+    std::memcpy(&u, static_cast<const uint16_t*>(p) + g, 4);
+    const __m128i h = _mm_cvtsi32_si128(static_cast<int>(u));
+    if constexpr (DT == Dtype::bf16)
+      two = _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16));
+    else
+      two = _mm_cvtph_ps(h);
+  }
+  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+}
+
+// Eight values from g as f32.
+template <Dtype DT>
+inline __m256 load8(const void* p, int64_t g) {
+  if constexpr (DT == Dtype::f32)
+    return _mm256_loadu_ps(static_cast<const float*>(p) + g);
+  else if constexpr (DT == Dtype::bf16)
+    return load8_bf16(static_cast<const uint16_t*>(p) + g);
+  else
+    return load8_f16(static_cast<const uint16_t*>(p) + g);
+}
+
+template <Dtype DT>
+inline float scalar(const void* p, int64_t g) {
+  if constexpr (DT == Dtype::f32)
+    return static_cast<const float*>(p)[g];
+  else if constexpr (DT == Dtype::bf16)
+    return bf16_to_float(static_cast<const uint16_t*>(p)[g]);
+  else
+    return f16_to_float(static_cast<const uint16_t*>(p)[g]);
+}
+
+// sum_g v_g * xs_g over a row's groups, v stored as DT.
+template <Dtype DT>
+inline float dot_groups(const void* v, const float* xs, int64_t groups) {
+  __m256 a = _mm256_setzero_ps();
+  int64_t g = 0;
+  for (; g + 8 <= groups; g += 8) a = _mm256_fmadd_ps(load8<DT>(v, g), _mm256_loadu_ps(xs + g), a);
+  float t = hsum(a);
+  for (; g < groups; ++g) t += scalar<DT>(v, g) * xs[g];
+  return t;
+}
+
+// 4-bit, packed rows [n0, n1): out[r] = the row's dot product with the activation row. GS: group size.
+template <Dtype DT, int GS>
+void gemv4(const XQuant& X, const uint8_t* w, int64_t row_bytes, const uint8_t* scales, const uint8_t* biases,
+           float* out, int64_t n0, int64_t n1) {
+  const int64_t k = X.k, k64 = k & ~int64_t{63}, groups = X.groups, ssz = static_cast<int64_t>(size_of(DT));
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const int8_t* xq = X.q8.data();
+  const float* xd = X.d.data();
+  const float* xs = X.xs.data();
+  for (int64_t r = n0; r < n1; ++r) {
+    const uint8_t* wr = w + r * row_bytes;
+    const void* sc = scales + r * groups * ssz;
+    // 64 values from c: codes (low nibbles: even values, high: odd) against [32 even q | 32 odd q].
+    auto step = [&](int64_t c, __m256 acc) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + c / 2));
+      const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+      const __m256i p =
+          _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c))),
+                           _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c + 32))));
+      const __m256 sv = GS == 32 ? bcast2<DT>(sc, c / 32) : bcast<DT>(sc, c / GS);
+      return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
+                             _mm256_mul_ps(_mm256_loadu_ps(xd + c / 8), sv), acc);
+    };
+    // Two accumulators (even and odd steps) halve the dependent FMA chain; one prefetch per cache line.
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 128 <= k64; c += 128) {
+      _mm_prefetch(reinterpret_cast<const char*>(wr + c / 2 + kPrefetch), _MM_HINT_T0);
+      a0 = step(c, a0);
+      a1 = step(c + 64, a1);
+    }
+    if (c < k64) a0 = step(c, a0);
+    if (k64 < k) {  // a last block of 32 (group size 32): [16 low | 16 high nibbles] against [even | odd]
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + k64 / 2));
+      const __m256i cd = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4);
+      const __m256i p = _mm256_maddubs_epi16(cd, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k64)));
+      a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
+                           _mm256_mul_ps(_mm256_loadu_ps(xd + k64 / 8), bcast<DT>(sc, k64 / 32)), a1);
+    }
+    out[r] = hsum(_mm256_add_ps(a0, a1)) + dot_groups<DT>(biases + r * groups * ssz, xs, groups);
+  }
+}
+
+// 8-bit, packed rows [n0, n1): as gemv4, one block of 32 per step (codes widened to int16).
+template <Dtype DT, int GS>
+void gemv8(const XQuant& X, const uint8_t* w, int64_t row_bytes, const uint8_t* scales, const uint8_t* biases,
+           float* out, int64_t n0, int64_t n1) {
+  const int64_t k = X.k, groups = X.groups, ssz = static_cast<int64_t>(size_of(DT));
+  const int16_t* xq = X.q16.data();
+  const float* xd = X.d.data();
+  const float* xs = X.xs.data();
+  for (int64_t r = n0; r < n1; ++r) {
+    const uint8_t* wr = w + r * row_bytes;
+    const void* sc = scales + r * groups * ssz;
+    auto step = [&](int64_t c, __m256 acc) {
+      const __m256i wl = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + c)));
+      const __m256i wh = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + c + 16)));
+      const __m256i p =
+          _mm256_add_epi32(_mm256_madd_epi16(wl, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c))),
+                           _mm256_madd_epi16(wh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c + 16))));
+      return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(_mm256_broadcast_ss(xd + c / 32), bcast<DT>(sc, c / GS)),
+                             acc);
+    };
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 64 <= k; c += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(wr + c + kPrefetch), _MM_HINT_T0);
+      a0 = step(c, a0);
+      a1 = step(c + 32, a1);
+    }
+    if (c < k) a0 = step(c, a0);
+    out[r] = hsum(_mm256_add_ps(a0, a1)) + dot_groups<DT>(biases + r * groups * ssz, xs, groups);
+  }
+}
+
+using GemvFn = void (*)(const XQuant&, const uint8_t*, int64_t, const uint8_t*, const uint8_t*, float*, int64_t,
+                        int64_t);
+
+template <Dtype DT>
+GemvFn gemv_for(int bits, int64_t gs) {
+  if (bits == 4) return gs == 32 ? &gemv4<DT, 32> : gs == 64 ? &gemv4<DT, 64> : &gemv4<DT, 128>;
+  return gs == 32 ? &gemv8<DT, 32> : gs == 64 ? &gemv8<DT, 64> : &gemv8<DT, 128>;
+}
+
+GemvFn gemv_fn(int bits, int64_t gs, Dtype sdt) {
+  return sdt == Dtype::bf16 ? gemv_for<Dtype::bf16>(bits, gs)
+         : sdt == Dtype::f16 ? gemv_for<Dtype::f16>(bits, gs)
+                             : gemv_for<Dtype::f32>(bits, gs);
 }
 
 using TileFn = void (*)(const uint8_t* const*, const float* const*, const float* const*, const XQuant&, int64_t, float*,
@@ -365,16 +528,17 @@ bool qmm_int8_applies(const QuantSpec& spec, bool transpose, bool has_biases) {
          (spec.group_size == 32 || spec.group_size == 64 || spec.group_size == 128);
 }
 
-void qmm_int8(const float* x, int64_t m, int64_t k, const uint32_t* wq, const void* scales, const void* biases,
-              Dtype sdt, int64_t n, const QuantSpec& spec, float* out) {
-  if (m == 0 || n == 0) return;
+void qmm_int8_group(const float* x, int64_t m, int64_t k, const QuantSpec& spec, const QmmInt8Operand* ops,
+                    size_t count, float* swiglu_out) {
+  if (m == 0 || count == 0) return;
   const int bits = spec.bits;
   const int64_t gs = spec.group_size;
   XQuant X;
   X.bits = bits;
   X.k = k;
   X.groups = k / gs;
-  const int64_t mp = (m + kPanel - 1) / kPanel * kPanel;  // slots past m are never read
+  X.panel = m == 1 ? 1 : kPanel;
+  const int64_t mp = (m + X.panel - 1) / X.panel * X.panel;  // slots past m are never read
   if (bits == 4) {
     X.dstride = (k + 63) / 64 * 8;  // 8 floats per 64 values (a last 32 also takes 8)
     X.q8.resize(mp * k);
@@ -388,47 +552,76 @@ void qmm_int8(const float* x, int64_t m, int64_t k, const uint32_t* wq, const vo
 
   const int64_t row_bytes = k * bits / 8;
   const int gshift = gs == 32 ? 5 : gs == 64 ? 6 : 7;
-  const auto* w = reinterpret_cast<const uint8_t*>(wq);
-  const auto* sp = static_cast<const uint8_t*>(scales);
-  const auto* bp = static_cast<const uint8_t*>(biases);
-  // Decode (one or two rows of x): prefetched packed rows; more rows: 2 x 4 tiles.
+  // One row of x: the decode GEMV. Two: prefetched packed rows, one at a time; more rows: 2 x 4 tiles.
   const bool decode = m <= 2;
   // One packed row at a time in decode keeps the weights a single sequential stream (measured faster
   // than 2 or 4 interleaved rows).
   const int rw = decode ? 1 : 2, mx = decode ? static_cast<int>(m) : 4;
-  auto body = [&](int64_t b, int64_t e) {
-    if (bits == 4) {
+  // Packed rows [b, e) of one operand against all m rows of x.
+  auto rows = [&](const QmmInt8Operand& op, int64_t b, int64_t e) {
+    const auto* w = reinterpret_cast<const uint8_t*>(op.wq);
+    const auto* sp = static_cast<const uint8_t*>(op.scales);
+    const auto* bp = static_cast<const uint8_t*>(op.biases);
+    if (m == 1) {
+      gemv_fn(bits, gs, op.sdt)(X, w, row_bytes, sp, bp, op.out, b, e);
+    } else if (bits == 4) {
       if (gs == 32) {
         if (decode)
-          run_range<4, true, true>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+          run_range<4, true, true>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
         else
-          run_range<4, true, false>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+          run_range<4, true, false>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
       } else {
         if (decode)
-          run_range<4, false, true>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+          run_range<4, false, true>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
         else
-          run_range<4, false, false>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+          run_range<4, false, false>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
       }
     } else {
       if (decode)
-        run_range<8, false, true>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+        run_range<8, false, true>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
       else
-        run_range<8, false, false>(X, m, w, row_bytes, sp, bp, sdt, out, n, b, e, gshift, rw, mx);
+        run_range<8, false, false>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
     }
   };
-  // Threads take chunks of contiguous packed rows from a shared counter, so a thread that starts late or
-  // is descheduled (a busy machine) leaves its share to the others instead of holding up the call.
-  // Chunks: ~64 KB of packed rows in decode; in prefill about 8 per thread, at least one 128 KB block.
+  // Tasks: chunks of contiguous packed rows of every operand (with swiglu, the same rows of gate and up,
+  // whose epilogue the task then applies); ~64 KB of packed rows in decode, in prefill about 8 per thread
+  // and operand, at least one 128 KB block.
+  struct Task {
+    size_t op;
+    int64_t b, e;
+  };
   const int threads = num_threads();
-  int64_t chunk =
-      decode ? (int64_t{64} << 10) / row_bytes : std::max((int64_t{128} << 10) / row_bytes, n / (8 * threads));
-  chunk = std::max<int64_t>(rw, (chunk + rw - 1) / rw * rw);
-  const int64_t chunks = (n + chunk - 1) / chunk;
+  std::vector<Task> tasks;
+  for (size_t o = 0; o < (swiglu_out ? 1 : count); ++o) {
+    const int64_t n = ops[o].n;
+    int64_t chunk =
+        decode ? (int64_t{64} << 10) / row_bytes : std::max((int64_t{128} << 10) / row_bytes, n / (8 * threads));
+    chunk = std::max<int64_t>(rw, (chunk + rw - 1) / rw * rw);
+    for (int64_t b = 0; b < n; b += chunk) tasks.push_back({o, b, std::min(n, b + chunk)});
+  }
+  auto run_task = [&](const Task& t) {
+    if (!swiglu_out) return rows(ops[t.op], t.b, t.e);
+    rows(ops[0], t.b, t.e);
+    rows(ops[1], t.b, t.e);
+    const int64_t n = ops[0].n;
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = t.b; j < t.e; ++j)
+        swiglu_out[i * n + j] = silu_times(ops[0].out[i * n + j], ops[1].out[i * n + j]);
+  };
+  // Threads take tasks from a shared counter, so a thread that starts late or is descheduled (a busy
+  // machine) leaves its share to the others instead of holding up the call.
+  const int64_t ntasks = static_cast<int64_t>(tasks.size());
   std::atomic<int64_t> next{0};
-  parallel_for(std::min<int64_t>(threads, chunks), 1, [&](int64_t, int64_t) {
-    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < chunks;)
-      body(c * chunk, std::min(n, (c + 1) * chunk));
+  parallel_for(std::min<int64_t>(threads, ntasks), 1, [&](int64_t, int64_t) {
+    for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < ntasks;) run_task(tasks[c]);
   });
+}
+
+void qmm_int8(const float* x, int64_t m, int64_t k, const uint32_t* wq, const void* scales, const void* biases,
+              Dtype sdt, int64_t n, const QuantSpec& spec, float* out) {
+  if (n == 0) return;
+  const QmmInt8Operand op{wq, scales, biases, sdt, n, out};
+  qmm_int8_group(x, m, k, spec, &op, 1, nullptr);
 }
 
 #endif  // LOOM_AVX2

@@ -26,4 +26,20 @@ bool qmm_int8_applies(const QuantSpec& spec, bool transpose, bool has_biases);
 void qmm_int8(const float* x, int64_t m, int64_t k, const uint32_t* wq, const void* scales, const void* biases,
               Dtype sdt, int64_t n, const QuantSpec& spec, float* out);
 
+// One W of a grouped call: as qmm_int8's arguments; out [m, n].
+struct QmmInt8Operand {
+  const uint32_t* wq;
+  const void* scales;
+  const void* biases;
+  Dtype sdt;
+  int64_t n;
+  float* out;
+};
+
+// x @ W_i.T for `count` operands sharing k and spec: x is quantized once and every product's rows are one
+// parallel pass (each output equals its qmm_int8 call bit for bit). With swiglu_out, the operands are gate
+// and up of one n, their outs scratch, and swiglu_out [m, n] = silu_times(gate, up).
+void qmm_int8_group(const float* x, int64_t m, int64_t k, const QuantSpec& spec, const QmmInt8Operand* ops,
+                    size_t count, float* swiglu_out);
+
 }  // namespace loom::cpu

@@ -664,14 +664,21 @@ Array as_f32(const Array& a) {
 
 }  // namespace
 
+namespace {
+// Whether the int8 fast tier computes x @ W.T for this operand.
+bool takes_int8(const Array& scales, const Array& biases, const QuantSpec& spec, bool transpose) {
+  return qmm_int8_applies(spec, transpose, biases.valid()) && qmm_precision() == QmmPrecision::fast &&
+         scales.dtype() == biases.dtype();
+}
+}  // namespace
+
 // The CPU kernels compute in f32: half-type activations, scales and outputs are converted here. With
 // QmmPrecision::fast, affine 4/8-bit W.T takes the int8 tier (qmm_int8.h), which reads the scales and
 // biases in their stored dtype.
 void quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
                       const QuantSpec& spec, float global_scale, Array& out) {
   bool affine = spec.mode == QuantMode::affine;
-  if (qmm_int8_applies(spec, transpose, biases.valid()) && qmm_precision() == QmmPrecision::fast &&
-      scales.dtype() == biases.dtype()) {
+  if (takes_int8(scales, biases, spec, transpose)) {
     Array xf = as_f32(x);
     Array of = out.dtype() == Dtype::f32 ? out : Array::empty(out.shape(), Dtype::f32, Device::cpu());
     int64_t k = x.shape(-1), m = x.size() / std::max<int64_t>(1, k);
@@ -687,9 +694,41 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
   copy(of, out);
 }
 
-// The products one by one (the CPU runs each as one parallel pass already).
+// Operands of one spec that all take the int8 tier run as one qmm_int8_group call (x quantized once, one
+// parallel pass; with an f32 output the SwiGLU is its epilogue); anything else runs one by one. Either way
+// each result equals its quantized_matmul call (the SwiGLU reads the products rounded to the output dtype).
 void quantized_matmul_group(const Array& x, const std::vector<QuantizedOperand>& ws, bool swiglu,
                             std::vector<Array>& outs) {
+  bool int8 = true;
+  for (const QuantizedOperand& w : ws)
+    int8 = int8 && takes_int8(w.scales, w.biases, w.spec, true) && w.spec.bits == ws[0].spec.bits &&
+           w.spec.group_size == ws[0].spec.group_size;
+  if (int8) {
+    Array xf = as_f32(x);
+    const int64_t k = x.shape(-1), m = x.size() / std::max<int64_t>(1, k);
+    const bool fused = swiglu && outs[0].dtype() == Dtype::f32;
+    std::vector<Array> res(ws.size());
+    std::vector<QmmInt8Operand> ops;
+    for (size_t i = 0; i < ws.size(); ++i) {
+      const QuantizedOperand& w = ws[i];
+      const int64_t n = w.wq.shape(0);
+      res[i] = !swiglu && outs[i].dtype() == Dtype::f32 ? outs[i] : Array::empty({m, n}, Dtype::f32, Device::cpu());
+      ops.push_back({w.wq.data<uint32_t>(), w.scales.raw_data(), w.biases.raw_data(), w.scales.dtype(), n,
+                     res[i].data<float>()});
+    }
+    qmm_int8_group(xf.data<float>(), m, k, ws[0].spec, ops.data(), ops.size(), fused ? outs[0].data<float>() : nullptr);
+    if (fused) return;
+    if (!swiglu) {
+      for (size_t i = 0; i < ws.size(); ++i)
+        if (outs[i].dtype() != Dtype::f32) copy(res[i].reshape(outs[i].shape()), outs[i]);
+      return;
+    }
+    Array gate = Array::empty(outs[0].shape(), outs[0].dtype(), Device::cpu());
+    Array up = Array::empty(outs[0].shape(), outs[0].dtype(), Device::cpu());
+    copy(res[0].reshape(outs[0].shape()), gate);
+    copy(res[1].reshape(outs[0].shape()), up);
+    return loom::cpu::swiglu(gate, up, outs[0]);
+  }
   run_product_group(
       ws.size(), swiglu, outs,
       [&](size_t i, Array& out) {

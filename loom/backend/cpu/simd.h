@@ -1,7 +1,8 @@
-// Small SIMD helpers for the hot CPU kernels: load 8 half/bfloat16 values as floats and horizontal
-// sums. AVX2+FMA+F16C when the build targets x86-64-v3 (the default), scalar otherwise.
+// Small SIMD helpers for the hot CPU kernels: load 8 half/bfloat16 values as floats, horizontal sums,
+// silu_times. AVX2+FMA+F16C when the build targets x86-64-v3 (the default), scalar otherwise.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "loom/core/dtype.h"
@@ -29,6 +30,9 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(lo);
 }
 #endif
+
+// silu(g) * u in f32: the swiglu kernel's arithmetic, shared by the fused epilogues that must equal it.
+inline float silu_times(float g, float u) { return g / (1.0f + std::exp(-g)) * u; }
 
 // Dot product of f32 x[k] with a half-precision row w[k] (bf16 when `bf16`, else f16).
 inline float dot_half(const float* x, const uint16_t* w, int64_t k, bool bf16) {
