@@ -8,7 +8,8 @@
 // matrix; for gather_qmm the 8 selected experts) plus x. Compare with the device's copy bandwidth. On the
 // CPU each case cycles through random matrices of its shape totalling >= 256 MB, so no call finds its weights in
 // the last-level cache (a decode step never does).
-//   kernel_bench_qmv [--device cuda|cpu] [--shapes default|llama1b] [--only SUBSTRING] [--min-ms 30]
+//   kernel_bench_qmv [--device cuda|cpu] [--shapes default|llama1b] [--formats default|all] [--only SUBSTRING]
+//                    [--min-ms 30]
 #include <algorithm>
 #include <cmath>
 #include <chrono>
@@ -61,11 +62,22 @@ struct Format {
   QuantSpec spec;
 };
 
+// The formats timed: --formats all adds every other affine width and the remaining fp modes.
+bool g_all_formats = false;
 const std::vector<Format>& formats() {
   static const std::vector<Format> f = {{"q4g64", {QuantMode::affine, 4, 64}},
                                         {"q8g64", {QuantMode::affine, 8, 64}},
                                         {"mxfp4", default_quant_spec(QuantMode::mxfp4)}};
-  return f;
+  static const std::vector<Format> all = {{"q2g64", {QuantMode::affine, 2, 64}},
+                                          {"q3g64", {QuantMode::affine, 3, 64}},
+                                          {"q4g64", {QuantMode::affine, 4, 64}},
+                                          {"q5g64", {QuantMode::affine, 5, 64}},
+                                          {"q6g64", {QuantMode::affine, 6, 64}},
+                                          {"q8g64", {QuantMode::affine, 8, 64}},
+                                          {"mxfp4", default_quant_spec(QuantMode::mxfp4)},
+                                          {"nvfp4", default_quant_spec(QuantMode::nvfp4)},
+                                          {"mxfp8", default_quant_spec(QuantMode::mxfp8)}};
+  return g_all_formats ? all : f;
 }
 
 // The activation row: bf16 on CUDA (its compute dtype there), f32 on the CPU.
@@ -125,6 +137,7 @@ int main(int argc, char** argv) {
     if (!std::strcmp(argv[i], "--min-ms")) g_min_ms = std::atof(argv[i + 1]);
     if (!std::strcmp(argv[i], "--device")) kDev = parse_device(argv[i + 1]);
     if (!std::strcmp(argv[i], "--shapes")) shapes = argv[i + 1];
+    if (!std::strcmp(argv[i], "--formats")) g_all_formats = !std::strcmp(argv[i + 1], "all");
   }
   if (!device_available(kDev)) {
     std::fprintf(stderr, "kernel_bench_qmv: device %s is not usable\n", kDev.str().c_str());

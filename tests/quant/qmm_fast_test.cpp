@@ -8,6 +8,8 @@
 //  - Shapes: odd N, K not a multiple of 256 (and K % 64 == 32 at group size 32), group sizes 32/64/128,
 //    1..9 rows (decode tiles and their tails) and prefill-sized row counts that cross the kernel's
 //    row blocks, 4 and 8 bits, scales of both signs, scales stored as f32/bf16/f16, bf16 activations.
+//  - Single rows of the formats the tier takes only for decode (affine 2/3/5/6 bits, mxfp4, nvfp4), against
+//    a format-independent oracle built on `dequantize` (check_single_row).
 //  - Logits level: quantized fixture models, fast vs exact for a full pass and token-by-token decode:
 //    max |a - b| / max |b| < 6e-2 on the dense fixtures (why not the 1e-2: see the test), greedy
 //    tokens equal wherever the exact top-2 margin exceeds twice the observed error.
@@ -200,8 +202,105 @@ TEST(QmmFast, ScaleAndActivationDtypes) {
   check_case({8, 32, 19, 640, 2, Dtype::bf16, Dtype::bf16});
 }
 
+// One activation row (decode) for the formats the fast tier takes only there: affine 2/3/5/6 bits, mxfp4,
+// nvfp4 (with and without a global scale); and 4/8 bits again through the same check. The oracle here is
+// format-independent: the weights as `dequantize` gives them (itself checked against hand-derived
+// vectors in quantized_test) times the activations as quantize_x_ref gives them, in f64. The kernel
+// computes that sum as sum_g s'_g * sum d q u + b'_g * sum d q, with (u, s', b') = (code, scale, bias)
+// for affine and (2v + 12, s / 2, -6 s) for E2M1 values v (qmm_int8.h); every term of either sum is at
+// most (|w_j| + 2 |b'_g|) |d q_j| in magnitude, which bounds T in expect_oracle's derivation (one more
+// rounding per weight covers dequantize's own f32 rounding of w).
+void check_single_row(const QuantSpec& spec, int64_t n, int64_t k, Dtype sdt, float global) {
+  SCOPED_TRACE(quant_spec_str(spec) + " N " + std::to_string(n) + " K " + std::to_string(k) + " scales " +
+               std::string(name(sdt)) + " global " + std::to_string(global));
+  Array gs = global > 0 ? Array::from(std::vector<float>{global}, {1}) : Array();
+  auto qa = quantize(astype(rand_w(n, k, static_cast<uint32_t>(n * 5 + k + spec.bits)), sdt), spec, gs);
+  std::vector<float> xv = rand_x(1, k, static_cast<uint32_t>(k * 3 + spec.group_size));
+  Array x = Array::from(xv, {1, k});
+  Array fast, exact;
+  {
+    ScopedQmmPrecision p(QmmPrecision::fast);
+    fast = astype(quantized_matmul(x, qa.wq, qa.scales, qa.biases, true, spec, gs), Dtype::f32);
+  }
+  {
+    ScopedQmmPrecision p(QmmPrecision::exact);
+    exact = astype(quantized_matmul(x, qa.wq, qa.scales, qa.biases, true, spec, gs), Dtype::f32);
+  }
+  const std::vector<float> fv = fast.to_float_vector(), ev = exact.to_float_vector();
+  const std::vector<float> wv = dequantize(qa.wq, qa.scales, qa.biases, spec, Dtype::f32, gs).to_float_vector();
+  const bool affine = spec.mode == QuantMode::affine;
+  const std::vector<float> bi = affine ? astype(qa.biases, Dtype::f32).to_float_vector() : std::vector<float>{};
+  const int64_t groups = k / spec.group_size;
+  // |b'_g|: affine's bias; for E2M1 6 s, and s = max |w| / 6 over the group unless every w is 0 (then
+  // the term is 0 too), so 6 s = max over the group of |w|.
+  std::vector<double> bmag(n * groups, 0.0);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t g = 0; g < groups; ++g) {
+      if (affine) {
+        bmag[r * groups + g] = std::abs(bi[r * groups + g]);
+        continue;
+      }
+      double mx = 0;
+      for (int64_t j = g * spec.group_size; j < (g + 1) * spec.group_size; ++j) mx = std::max(mx, double(std::abs(wv[r * k + j])));
+      bmag[r * groups + g] = mx;
+    }
+  std::vector<int> q;
+  std::vector<float> d;
+  quantize_x_ref(xv.data(), k, q, d);
+  int bad_oracle = 0, bad_exact = 0;
+  for (int64_t r = 0; r < n; ++r) {
+    double y = 0, t_abs = 0, rounding = 0, wx_abs = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      const double w = wv[r * k + j], dq = double(d[j / 32]) * q[j];
+      y += w * dq;
+      t_abs += (std::abs(w) + 2 * bmag[r * groups + j / spec.group_size]) * std::abs(dq);
+      rounding += double(d[j / 32]) / 2 * std::abs(w);
+      wx_abs += std::abs(w * xv[j]);
+    }
+    const double tol_oracle = (double(k) / 64 + groups + 2.0 * spec.group_size / 32 + 9) * kEps * t_abs + 1e-30;
+    if (std::abs(fv[r] - y) > tol_oracle && ++bad_oracle <= 5)
+      ADD_FAILURE() << "col " << r << ": fast " << fv[r] << " oracle " << y << " tol " << tol_oracle;
+    const double tol_exact = rounding * (1 + 1e-6) + 1e-5 * wx_abs + tol_oracle;
+    if (std::abs(fv[r] - ev[r]) > tol_exact && ++bad_exact <= 5)
+      ADD_FAILURE() << "col " << r << ": fast " << fv[r] << " exact " << ev[r] << " tol " << tol_exact;
+  }
+  EXPECT_EQ(bad_oracle, 0);
+  EXPECT_EQ(bad_exact, 0);
+}
+
+TEST(QmmFast, SingleRowFormatsMatchOracleAndExact) {
+  // K = 384 (6 steps of 64: the two accumulators) and 352 (5.5 steps: an odd step and a last block of 32);
+  // N = 13 rows, so the last row's packed words end the buffer (the unpacking must not read past it).
+  for (int bits : {2, 3, 4, 5, 6, 8})
+    for (int gs : {32, 64, 128})
+      for (Dtype sdt : {Dtype::f32, Dtype::bf16, Dtype::f16}) {
+        check_single_row({QuantMode::affine, bits, gs}, 13, 384, sdt, 0.0f);
+        if (gs == 32) check_single_row({QuantMode::affine, bits, gs}, 13, 352, sdt, 0.0f);
+      }
+  for (int64_t k : {384, 352, 2080}) {
+    check_single_row(default_quant_spec(QuantMode::mxfp4), 13, k, Dtype::f32, 0.0f);
+    check_single_row(default_quant_spec(QuantMode::nvfp4), 13, k, Dtype::f32, 0.0f);
+    check_single_row(default_quant_spec(QuantMode::nvfp4), 13, k, Dtype::f32, 3.5f);
+  }
+}
+
+TEST(QmmFast, SingleRowFormatsTakeTheFastTier) {
+  // The fast tier really runs for them (differs from the exact tier somewhere), and with two rows they
+  // stay exact (bit-identical).
+  for (QuantSpec spec : {QuantSpec{QuantMode::affine, 3, 64}, QuantSpec{QuantMode::affine, 6, 32},
+                         default_quant_spec(QuantMode::mxfp4), default_quant_spec(QuantMode::nvfp4)}) {
+    SCOPED_TRACE(quant_spec_str(spec));
+    auto qa = quantize(rand_w(9, 256, 3), spec);
+    auto [a1, b1] = both_tiers(Array::from(rand_x(1, 256, 4), {1, 256}), qa, true, spec);
+    EXPECT_NE(a1.to_float_vector(), b1.to_float_vector());
+    auto [a2, b2] = both_tiers(Array::from(rand_x(2, 256, 4), {2, 256}), qa, true, spec);
+    EXPECT_EQ(a2.to_float_vector(), b2.to_float_vector());
+  }
+}
+
 TEST(QmmFast, OtherFormatsStayExact) {
-  // 3-bit affine, mxfp4 and transpose=false are outside the fast tier: bit-identical to the exact tier.
+  // With more than one row, 3-bit affine and mxfp4 are outside the fast tier, as is transpose=false:
+  // bit-identical to the exact tier.
   for (QuantSpec spec : {QuantSpec{QuantMode::affine, 3, 32}, default_quant_spec(QuantMode::mxfp4)}) {
     auto qa = quantize(rand_w(9, 256, 3), spec);
     auto [a, b] = both_tiers(Array::from(rand_x(3, 256, 4), {3, 256}), qa, true, spec);
@@ -276,14 +375,19 @@ nn::QuantPredicate all_with(const QuantSpec& spec) {
 }
 
 // fast (a) vs exact (b) logits [T, V]: max |a - b| / max |b| below `max_rel` (when > 0), and the argmax
-// equal wherever b's top-2 margin exceeds twice that position's largest logit error.
-void expect_logits_close(const Array& a, const Array& b, double max_rel, const std::string& what) {
+// equal wherever b's top-2 margin exceeds twice that position's largest logit error. `ran`: whether the
+// fast tier computed a (a differs from b somewhere), else a must equal b.
+void expect_logits_close(const Array& a, const Array& b, double max_rel, const std::string& what, bool ran = true) {
   auto x = a.to_float_vector(), y = b.to_float_vector();
   const int64_t T = b.shape(0), V = b.shape(1);
   double md = 0, mr = 0;
   for (size_t i = 0; i < x.size(); ++i)
     md = std::max(md, double(std::abs(x[i] - y[i]))), mr = std::max(mr, double(std::abs(y[i])));
   if (max_rel > 0) EXPECT_LT(md / mr, max_rel) << what;
+  if (!ran) {
+    EXPECT_EQ(md, 0.0) << what << ": only the exact tier should run";
+    return;
+  }
   EXPECT_GT(md, 0.0) << what << ": the fast tier did not run";
   int checked = 0;
   for (int64_t t = 0; t < T; ++t) {
@@ -330,6 +434,10 @@ TEST(QmmFast, QuantizedFixturesFastCloseToExact) {
     Reference ref = load_reference(f.name);
     std::vector<QuantSpec> specs{{QuantMode::affine, 4, 32}, {QuantMode::affine, 8, 32}};
     if (std::string(f.name) == "llama") specs.push_back({QuantMode::affine, 4, 64});
+    if (!f.moe) {  // formats the fast tier takes for single rows only: token by token differs from exact
+      specs.push_back({QuantMode::affine, 3, 32});
+      specs.push_back(default_quant_spec(QuantMode::mxfp4));
+    }
     for (const QuantSpec& spec : specs) {
       const std::string what = std::string(f.name) + " " + quant_spec_str(spec);
       auto q = models::load_model(fixture_dir(f.name));
@@ -343,10 +451,11 @@ TEST(QmmFast, QuantizedFixturesFastCloseToExact) {
         {
           ScopedQmmPrecision p(QmmPrecision::fast);
           fast_full = run_full(*q.model, prompt);
-          fast_steps = run_chunked(*q.model, prompt, 1);  // one row per call: the decode tiles
+          fast_steps = run_chunked(*q.model, prompt, 1);  // one row per call: the decode GEMV
         }
         const double bound = f.moe ? 0.0 : 6e-2;
-        expect_logits_close(fast_full, exact_full, bound, what + " full pass");
+        const bool prefill_fast = spec.mode == QuantMode::affine && (spec.bits == 4 || spec.bits == 8);
+        expect_logits_close(fast_full, exact_full, bound, what + " full pass", prefill_fast);
         expect_logits_close(reshape(fast_steps, exact_full.shape()), exact_full, bound, what + " token by token");
       }
     }

@@ -33,10 +33,10 @@
 namespace loom::cpu {
 
 #ifndef LOOM_AVX2
-bool qmm_int8_applies(const QuantSpec&, bool, bool) { return false; }
+bool qmm_int8_applies(const QuantSpec&, bool, bool, int64_t) { return false; }
 void qmm_int8_group(const float*, int64_t, int64_t, const QuantSpec&, const QmmInt8Operand*, size_t, float*) {}
 void qmm_int8(const float*, int64_t, int64_t, const uint32_t*, const void*, const void*, Dtype, int64_t,
-              const QuantSpec&, float*) {}
+              const QuantSpec&, float, float*) {}
 #else
 
 namespace {
@@ -49,13 +49,19 @@ constexpr int kPanel = 4;  // activation rows interleaved per block (the largest
 // (64 values for 4-bit, 32 for 8-bit) holds the rows' values one after the other, so a tile reads one
 // contiguous stream at fixed offsets. Per row: k values (int8 for 4-bit, int16 for 8-bit) and dstride
 // floats of d.
+// How a row's q are laid out: nibbles (4-bit codes: per 64 values [32 even | 32 odd] int8, 8 d floats),
+// i16 (8-bit: int16 in natural order, a d per block), i8 (other widths, single rows: int8 in natural order,
+// a d per block).
+enum class XLayout { nibbles, i16, i8 };
+
 struct XQuant {
-  int bits;
+  XLayout layout;
   int64_t panel;  // rows interleaved per panel: kPanel, or 1 for a single row (decode)
   int64_t k, groups, dstride;
   std::vector<int8_t> q8;
   std::vector<int16_t> q16;
-  std::vector<float> d, xs;  // d as described above; xs [m, groups]: sum over the group of d * q
+  std::vector<float> d, xs;  // d as described above; xs [m, groups]: sum over the group of d * q (its blocks'
+                             // d_b * sum q, or with groups of 16 each half block's)
 
   // Panel of row i (i a multiple of panel).
   const int8_t* q4panel(int64_t i) const { return q8.data() + i * k; }
@@ -104,14 +110,34 @@ inline __m256i even_odd(__m256i q) {
   return _mm256_permute4x64_epi64(_mm256_shuffle_epi8(q, sh), 0xD8);  // qwords 0 2 1 3
 }
 
-// Quantizes rows [r0, r1) of x into X; xs[g] = sum over the blocks b of group g of d_b * sum_j q_j.
+// Sums of the low and high 16 of 32 int8.
+inline void qsum_halves(__m256i q, int& lo, int& hi) {
+  __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_set1_epi8(1), q), _mm256_set1_epi16(1));
+  __m128i t = _mm_hadd_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  t = _mm_hadd_epi32(t, t);  // [lo, hi, lo, hi]
+  lo = _mm_cvtsi128_si32(t);
+  hi = _mm_extract_epi32(t, 1);
+}
+
+// Quantizes rows [r0, r1) of x into X; xs[g] = sum over the blocks b of group g of d_b * sum_j q_j (with
+// groups of 16, d_b times the sum over the group's half of block b).
 void quantize_rows(const float* x, int64_t r0, int64_t r1, XQuant& X) {
-  const int64_t k = X.k, per_group = k / X.groups / 32;
-  std::vector<float> bsum(k / 32);  // d_b * sum_j q_j per block
+  const int64_t k = X.k, unit = k / X.groups == 16 ? 16 : 32, per_group = k / X.groups / unit;
+  std::vector<float> bsum(k / unit);  // d_b * sum_j q_j per block (or half block)
+  auto note = [&](int64_t c, float d, __m256i q) {
+    if (unit == 32) {
+      bsum[c / 32] = d * static_cast<float>(qsum32(q));
+    } else {
+      int lo, hi;
+      qsum_halves(q, lo, hi);
+      bsum[c / 16] = d * static_cast<float>(lo);
+      bsum[c / 16 + 1] = d * static_cast<float>(hi);
+    }
+  };
   for (int64_t i = r0; i < r1; ++i) {
     const float* xi = x + i * k;
     const int64_t P = X.panel, p = i / P * P, slot = i % P;
-    if (X.bits == 4) {
+    if (X.layout == XLayout::nibbles) {
       // Values c .. c + 63 of the row at c * P + slot * 64 of its panel (a last 32: slot * 32); their
       // 8 floats of d at c / 8 * P + slot * 8.
       int8_t* qp = X.q8.data() + p * k;
@@ -120,8 +146,8 @@ void quantize_rows(const float* x, int64_t r0, int64_t r1, XQuant& X) {
       for (; c + 64 <= k; c += 64) {
         float d0, d1;
         __m256i q0 = quant_block(xi + c, d0), q1 = quant_block(xi + c + 32, d1);
-        bsum[c / 32] = d0 * static_cast<float>(qsum32(q0));
-        bsum[c / 32 + 1] = d1 * static_cast<float>(qsum32(q1));
+        note(c, d0, q0);
+        note(c + 32, d1, q1);
         __m256i a = even_odd(q0), b = even_odd(q1);
         int8_t* qi = qp + c * P + slot * 64;
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi), _mm256_permute2x128_si256(a, b, 0x20));
@@ -131,11 +157,11 @@ void quantize_rows(const float* x, int64_t r0, int64_t r1, XQuant& X) {
       if (c < k) {  // a last block of 32
         float d0;
         __m256i q0 = quant_block(xi + c, d0);
-        bsum[c / 32] = d0 * static_cast<float>(qsum32(q0));
+        note(c, d0, q0);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qp + c * P + slot * 32), even_odd(q0));
         _mm256_storeu_ps(dp + c / 8 * P + slot * 8, _mm256_set1_ps(d0));
       }
-    } else {
+    } else if (X.layout == XLayout::i16) {
       // Block c .. c + 31 at c * P + slot * 32 of the panel; its d at c / 32 * P + slot.
       int16_t* qp = X.q16.data() + p * k;
       float* dp = X.d.data() + p * X.dstride;
@@ -143,9 +169,19 @@ void quantize_rows(const float* x, int64_t r0, int64_t r1, XQuant& X) {
         int16_t* qi = qp + c * P + slot * 32;
         float& db = dp[c / 32 * P + slot];
         __m256i q = quant_block(xi + c, db);
-        bsum[c / 32] = db * static_cast<float>(qsum32(q));
+        note(c, db, q);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q)));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1)));
+      }
+    } else {
+      // As i16, int8.
+      int8_t* qp = X.q8.data() + p * k;
+      float* dp = X.d.data() + p * X.dstride;
+      for (int64_t c = 0; c < k; c += 32) {
+        float& db = dp[c / 32 * P + slot];
+        __m256i q = quant_block(xi + c, db);
+        note(c, db, q);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qp + c * P + slot * 32), q);
       }
     }
     float* s = X.xs.data() + i * X.groups;
@@ -275,8 +311,8 @@ void tile8(const uint8_t* const* w, const float* const* sc, const float* const* 
 }
 
 // ---- Decode: one activation row (panel 1) against packed rows whose scales and biases are read as
-// stored (bf16, f16 or f32), one row at a time: a single sequential stream of packed rows, prefetched, and
-// no conversion pass over the scales (converting them to f32 first cost as much as a tenth of a decode step).
+// stored, one row at a time: a single sequential stream of packed rows, prefetched, and no conversion pass
+// over the scales (converting them to f32 first cost as much as a tenth of a decode step).
 
 // Scale or bias g of a row, as f32 in 8 lanes.
 template <Dtype DT>
@@ -292,22 +328,20 @@ inline __m256 bcast(const void* p, int64_t g) {
   }
 }
 
-// Scales g and g + 1 as [s_g x4, s_g+1 x4] (group size 32: one step of 64 values spans two groups).
+// Scales g and g + 1 as f32 in the two low lanes.
 template <Dtype DT>
-inline __m256 bcast2(const void* p, int64_t g) {
-  __m128 two;
+inline __m128 load2(const void* p, int64_t g) {
   if constexpr (DT == Dtype::f32) {
-    two = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(static_cast<const float*>(p) + g)));
+    return _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(static_cast<const float*>(p) + g)));
   } else {
     uint32_t u;
     std::memcpy(&u, static_cast<const uint16_t*>(p) + g, 4);
     const __m128i h = _mm_cvtsi32_si128(static_cast<int>(u));
     if constexpr (DT == Dtype::bf16)
-      two = _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16));
+      return _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16));
     else
-      two = _mm_cvtph_ps(h);
+      return _mm_cvtph_ps(h);
   }
-  return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
 }
 
 // Eight values from g as f32.
@@ -342,60 +376,145 @@ inline float dot_groups(const void* v, const float* xs, int64_t groups) {
   return t;
 }
 
-// 4-bit, packed rows [n0, n1): out[r] = the row's dot product with the activation row. GS: group size.
+// Per-lane scales of a step of 64 nibble-layout values from c (int32 lane u holds values 8u .. 8u + 7):
+// group size 16 [s0 s0 s1 s1 s2 s2 s3 s3] (f32 scales), 32 [s0 x4, s1 x4], larger s broadcast.
 template <Dtype DT, int GS>
-void gemv4(const XQuant& X, const uint8_t* w, int64_t row_bytes, const uint8_t* scales, const uint8_t* biases,
-           float* out, int64_t n0, int64_t n1) {
-  const int64_t k = X.k, k64 = k & ~int64_t{63}, groups = X.groups, ssz = static_cast<int64_t>(size_of(DT));
-  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
-  const int8_t* xq = X.q8.data();
-  const float* xd = X.d.data();
-  const float* xs = X.xs.data();
-  for (int64_t r = n0; r < n1; ++r) {
-    const uint8_t* wr = w + r * row_bytes;
-    const void* sc = scales + r * groups * ssz;
-    // 64 values from c: codes (low nibbles: even values, high: odd) against [32 even q | 32 odd q].
-    auto step = [&](int64_t c, __m256 acc) {
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + c / 2));
-      const __m256i lo = _mm256_and_si256(v, m4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
-      const __m256i p =
-          _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c))),
-                           _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c + 32))));
-      const __m256 sv = GS == 32 ? bcast2<DT>(sc, c / 32) : bcast<DT>(sc, c / GS);
-      return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
-                             _mm256_mul_ps(_mm256_loadu_ps(xd + c / 8), sv), acc);
-    };
-    // Two accumulators (even and odd steps) halve the dependent FMA chain; one prefetch per cache line.
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int64_t c = 0;
-    for (; c + 128 <= k64; c += 128) {
-      _mm_prefetch(reinterpret_cast<const char*>(wr + c / 2 + kPrefetch), _MM_HINT_T0);
-      a0 = step(c, a0);
-      a1 = step(c + 64, a1);
-    }
-    if (c < k64) a0 = step(c, a0);
-    if (k64 < k) {  // a last block of 32 (group size 32): [16 low | 16 high nibbles] against [even | odd]
-      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + k64 / 2));
-      const __m256i cd = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4);
-      const __m256i p = _mm256_maddubs_epi16(cd, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k64)));
-      a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
-                           _mm256_mul_ps(_mm256_loadu_ps(xd + k64 / 8), bcast<DT>(sc, k64 / 32)), a1);
-    }
-    out[r] = hsum(_mm256_add_ps(a0, a1)) + dot_groups<DT>(biases + r * groups * ssz, xs, groups);
+inline __m256 lane_scales64(const void* sc, int64_t c) {
+  if constexpr (GS == 16) {
+    static_assert(DT == Dtype::f32);
+    const __m128 four = _mm_loadu_ps(static_cast<const float*>(sc) + c / 16);
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(four), _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+  } else if constexpr (GS == 32) {
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(load2<DT>(sc, c / 32)),
+                                    _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+  } else {
+    return bcast<DT>(sc, c / GS);
   }
 }
 
-// 8-bit, packed rows [n0, n1): as gemv4, one block of 32 per step (codes widened to int16).
+// The same for a last block of 32 values from c (lanes 0-3 its even values 8u .. 8u + 6, lanes 4-7 the odd
+// ones): group size 16 [s0 s0 s1 s1 s0 s0 s1 s1], else one scale.
 template <Dtype DT, int GS>
-void gemv8(const XQuant& X, const uint8_t* w, int64_t row_bytes, const uint8_t* scales, const uint8_t* biases,
-           float* out, int64_t n0, int64_t n1) {
+inline __m256 lane_scales32(const void* sc, int64_t c) {
+  if constexpr (GS == 16) {
+    const __m128 two = load2<DT>(sc, c / 16);
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(two), _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1));
+  } else {
+    return bcast<DT>(sc, c / GS);
+  }
+}
+
+// sum_g s_g * sum_{j in g} d_b(j) * (u_j * q_j) for one packed row of 4-bit codes (nibble layout), u the
+// code itself or, with LUT, lut[code] (byte values <= 24, so the pair sums stay below 2^15).
+template <Dtype DT, int GS, bool LUT>
+inline float dot4_row(const XQuant& X, const uint8_t* wr, const void* sc, __m256i lut) {
+  const int64_t k = X.k, k64 = k & ~int64_t{63};
+  const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+  const int8_t* xq = X.q8.data();
+  const float* xd = X.d.data();
+  auto map = [&](__m256i codes) {
+    if constexpr (LUT)
+      return _mm256_shuffle_epi8(lut, codes);
+    else
+      return codes;
+  };
+  // 64 values from c: codes (low nibbles: even values, high: odd) against [32 even q | 32 odd q].
+  auto step = [&](int64_t c, __m256 acc) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr + c / 2));
+    const __m256i lo = map(_mm256_and_si256(v, m4)), hi = map(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4));
+    const __m256i p =
+        _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c))),
+                         _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c + 32))));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
+                           _mm256_mul_ps(_mm256_loadu_ps(xd + c / 8), lane_scales64<DT, GS>(sc, c)), acc);
+  };
+  // Two accumulators (even and odd steps) halve the dependent FMA chain; one prefetch per cache line.
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t c = 0;
+  for (; c + 128 <= k64; c += 128) {
+    _mm_prefetch(reinterpret_cast<const char*>(wr + c / 2 + kPrefetch), _MM_HINT_T0);
+    a0 = step(c, a0);
+    a1 = step(c + 64, a1);
+  }
+  if (c < k64) a0 = step(c, a0);
+  if (k64 < k) {  // a last block of 32: [16 low | 16 high nibbles] against [even | odd]
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + k64 / 2));
+    const __m256i cd = map(_mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), m4));
+    const __m256i p = _mm256_maddubs_epi16(cd, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k64)));
+    a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
+                         _mm256_mul_ps(_mm256_loadu_ps(xd + k64 / 8), lane_scales32<DT, GS>(sc, k64)), a1);
+  }
+  return hsum(_mm256_add_ps(a0, a1));
+}
+
+// One operand's packed rows [n0, n1) against the single activation row: out[r] = the row's dot product.
+using GemvFn = void (*)(const XQuant&, const QmmInt8Operand&, float gmul, int64_t n0, int64_t n1);
+
+// Affine 4-bit.
+template <Dtype DT, int GS>
+void gemv4(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t n1) {
+  const int64_t groups = X.groups, row_bytes = X.k / 2, ssz = static_cast<int64_t>(size_of(DT));
+  const auto* w = reinterpret_cast<const uint8_t*>(op.wq);
+  for (int64_t r = n0; r < n1; ++r)
+    op.out[r] = dot4_row<DT, GS, false>(X, w + r * row_bytes, static_cast<const uint8_t*>(op.scales) + r * groups * ssz,
+                                        __m256i{}) +
+                dot_groups<DT>(static_cast<const uint8_t*>(op.biases) + r * groups * ssz, X.xs.data(), groups);
+}
+
+// mxfp4 (E8M0 scale per 32) and nvfp4 (E4M3 scale per 16, times gmul). An E2M1 value v is (u - 12) / 2
+// with u = 2v + 12 in [0, 24], so a row is the affine form with codes u, scales s / 2 and biases -6 s (the
+// bias term then uses the quantized x, as for affine). Each row's scales are decoded into f32 first
+// (8 at a time; their bytes are 1/16 or 1/8 of the row's).
+template <QuantMode MODE>
+void gemv_fp4(const XQuant& X, const QmmInt8Operand& op, float gmul, int64_t n0, int64_t n1) {
+  constexpr int GS = MODE == QuantMode::mxfp4 ? 32 : 16;
+  const int64_t groups = X.groups, row_bytes = X.k / 2;
+  const auto* w = reinterpret_cast<const uint8_t*>(op.wq);
+  const __m256i lut = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0, 12, 13, 14, 15, 16,
+                                       18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
+  thread_local std::vector<float> buf;
+  buf.resize(2 * groups);
+  float* s = buf.data();
+  float* b = s + groups;
+  for (int64_t r = n0; r < n1; ++r) {
+    const uint8_t* e = static_cast<const uint8_t*>(op.scales) + r * groups;
+    int64_t g = 0;
+    for (; g + 8 <= groups; g += 8) {
+      const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(e + g)));
+      __m256 f;
+      if constexpr (MODE == QuantMode::mxfp4) {  // 2^(e - 127): e << 23, and 2^-127 (0x00400000) for e == 0
+        const __m256i bits = _mm256_slli_epi32(v, 23);
+        f = _mm256_castsi256_ps(_mm256_blendv_epi8(bits, _mm256_set1_epi32(0x00400000),
+                                                   _mm256_cmpeq_epi32(v, _mm256_setzero_si256())));
+      } else {  // E4M3: magnitude bits at float bit 20 times 2^120, the sign at bit 31; times gmul
+        const __m256 mag = _mm256_mul_ps(
+            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7F)), 20)),
+            _mm256_set1_ps(0x1p120f));
+        const __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24));
+        f = _mm256_mul_ps(_mm256_or_ps(mag, sign), _mm256_set1_ps(gmul));
+      }
+      _mm256_storeu_ps(s + g, _mm256_mul_ps(f, _mm256_set1_ps(0.5f)));
+      _mm256_storeu_ps(b + g, _mm256_mul_ps(f, _mm256_set1_ps(-6.0f)));
+    }
+    for (; g < groups; ++g) {
+      const float f =
+          MODE == QuantMode::mxfp4 ? quant_codec::e8m0_to_float(e[g]) : quant_codec::e4m3_to_float(e[g]) * gmul;
+      s[g] = 0.5f * f;
+      b[g] = -6.0f * f;
+    }
+    op.out[r] = dot4_row<Dtype::f32, GS, true>(X, w + r * row_bytes, s, lut) + dot_groups<Dtype::f32>(b, X.xs.data(), groups);
+  }
+}
+
+// Affine 8-bit: as gemv4, one block of 32 per step (codes widened to int16).
+template <Dtype DT, int GS>
+void gemv8(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t n1) {
   const int64_t k = X.k, groups = X.groups, ssz = static_cast<int64_t>(size_of(DT));
   const int16_t* xq = X.q16.data();
   const float* xd = X.d.data();
-  const float* xs = X.xs.data();
   for (int64_t r = n0; r < n1; ++r) {
-    const uint8_t* wr = w + r * row_bytes;
-    const void* sc = scales + r * groups * ssz;
+    const uint8_t* wr = reinterpret_cast<const uint8_t*>(op.wq) + r * k;
+    const void* sc = static_cast<const uint8_t*>(op.scales) + r * groups * ssz;
     auto step = [&](int64_t c, __m256 acc) {
       const __m256i wl = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + c)));
       const __m256i wh = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr + c + 16)));
@@ -413,23 +532,88 @@ void gemv8(const XQuant& X, const uint8_t* w, int64_t row_bytes, const uint8_t* 
       a1 = step(c + 32, a1);
     }
     if (c < k) a0 = step(c, a0);
-    out[r] = hsum(_mm256_add_ps(a0, a1)) + dot_groups<DT>(biases + r * groups * ssz, xs, groups);
+    op.out[r] = hsum(_mm256_add_ps(a0, a1)) +
+                dot_groups<DT>(static_cast<const uint8_t*>(op.biases) + r * groups * ssz, X.xs.data(), groups);
   }
 }
 
-using GemvFn = void (*)(const XQuant&, const uint8_t*, int64_t, const uint8_t*, const uint8_t*, float*, int64_t,
-                        int64_t);
+#ifdef __BMI2__
+constexpr bool kUnpackWidths = true;
 
-template <Dtype DT>
-GemvFn gemv_for(int bits, int64_t gs) {
-  if (bits == 4) return gs == 32 ? &gemv4<DT, 32> : gs == 64 ? &gemv4<DT, 64> : &gemv4<DT, 128>;
-  return gs == 32 ? &gemv8<DT, 32> : gs == 64 ? &gemv8<DT, 64> : &gemv8<DT, 128>;
+// Affine 2, 3, 5 and 6 bits: 8 codes are B bytes of the LSB-first stream, spread to one byte each by a
+// pdep; four of those make the 32 codes of a block, multiplied as int8 against the i8 layout (codes < 64,
+// so the pair sums stay below 2^15).
+template <int B, Dtype DT, int GS>
+void gemv_bits(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t n1) {
+  constexpr uint64_t mask = 0x0101010101010101ull * ((1u << B) - 1);
+  const int64_t k = X.k, groups = X.groups, row_bytes = k * B / 8, ssz = static_cast<int64_t>(size_of(DT));
+  const int8_t* xq = X.q8.data();
+  const float* xd = X.d.data();
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int64_t r = n0; r < n1; ++r) {
+    const uint8_t* wr = reinterpret_cast<const uint8_t*>(op.wq) + r * row_bytes;
+    const void* sc = static_cast<const uint8_t*>(op.scales) + r * groups * ssz;
+    // Codes 8t .. 8t + 7 of the block at p. 8-byte loads read up to 8 - B bytes past them; the row's last 8
+    // codes take exactly their B bytes, so nothing past the row's end (possibly the buffer's) is read.
+    auto eight = [&](const uint8_t* p, bool last) {
+      uint64_t v = 0;
+      if (last)
+        std::memcpy(&v, p, B);
+      else
+        std::memcpy(&v, p, 8);
+      return static_cast<long long>(_pdep_u64(v, mask));
+    };
+    auto step = [&](int64_t c, __m256 acc) {
+      const uint8_t* p = wr + c / 8 * B;
+      const __m256i codes =
+          _mm256_setr_epi64x(eight(p, false), eight(p + B, false), eight(p + 2 * B, false), eight(p + 3 * B, c + 32 == k));
+      const __m256i prod =
+          _mm256_maddubs_epi16(codes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c)));
+      return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones)),
+                             _mm256_mul_ps(_mm256_broadcast_ss(xd + c / 32), bcast<DT>(sc, c / GS)), acc);
+    };
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 64 <= k; c += 64) {
+      _mm_prefetch(reinterpret_cast<const char*>(wr + c / 8 * B + kPrefetch), _MM_HINT_T0);
+      a0 = step(c, a0);
+      a1 = step(c + 32, a1);
+    }
+    if (c < k) a0 = step(c, a0);
+    op.out[r] = hsum(_mm256_add_ps(a0, a1)) +
+                dot_groups<DT>(static_cast<const uint8_t*>(op.biases) + r * groups * ssz, X.xs.data(), groups);
+  }
+}
+#else
+constexpr bool kUnpackWidths = false;
+#endif
+
+template <Dtype DT, int GS>
+GemvFn affine_gemv(int bits) {
+  switch (bits) {
+    case 4: return &gemv4<DT, GS>;
+    case 8: return &gemv8<DT, GS>;
+#ifdef __BMI2__
+    case 2: return &gemv_bits<2, DT, GS>;
+    case 3: return &gemv_bits<3, DT, GS>;
+    case 5: return &gemv_bits<5, DT, GS>;
+    case 6: return &gemv_bits<6, DT, GS>;
+#endif
+    default: return nullptr;
+  }
 }
 
-GemvFn gemv_fn(int bits, int64_t gs, Dtype sdt) {
-  return sdt == Dtype::bf16 ? gemv_for<Dtype::bf16>(bits, gs)
-         : sdt == Dtype::f16 ? gemv_for<Dtype::f16>(bits, gs)
-                             : gemv_for<Dtype::f32>(bits, gs);
+template <Dtype DT>
+GemvFn affine_gemv(int bits, int64_t gs) {
+  return gs == 32 ? affine_gemv<DT, 32>(bits) : gs == 64 ? affine_gemv<DT, 64>(bits) : affine_gemv<DT, 128>(bits);
+}
+
+GemvFn gemv_fn(const QuantSpec& spec, Dtype sdt) {
+  if (spec.mode == QuantMode::mxfp4) return &gemv_fp4<QuantMode::mxfp4>;
+  if (spec.mode == QuantMode::nvfp4) return &gemv_fp4<QuantMode::nvfp4>;
+  return sdt == Dtype::bf16  ? affine_gemv<Dtype::bf16>(spec.bits, spec.group_size)
+         : sdt == Dtype::f16 ? affine_gemv<Dtype::f16>(spec.bits, spec.group_size)
+                             : affine_gemv<Dtype::f32>(spec.bits, spec.group_size);
 }
 
 using TileFn = void (*)(const uint8_t* const*, const float* const*, const float* const*, const XQuant&, int64_t, float*,
@@ -523,9 +707,17 @@ void run_range(const XQuant& X, int64_t m, const uint8_t* w, int64_t row_bytes, 
 
 }  // namespace
 
-bool qmm_int8_applies(const QuantSpec& spec, bool transpose, bool has_biases) {
-  return spec.mode == QuantMode::affine && (spec.bits == 4 || spec.bits == 8) && transpose && has_biases &&
-         (spec.group_size == 32 || spec.group_size == 64 || spec.group_size == 128);
+bool qmm_int8_applies(const QuantSpec& spec, bool transpose, bool has_biases, int64_t rows) {
+  if (!transpose) return false;
+  switch (spec.mode) {
+    case QuantMode::affine:
+      if (!has_biases || (spec.group_size != 32 && spec.group_size != 64 && spec.group_size != 128)) return false;
+      if (spec.bits == 4 || spec.bits == 8) return true;
+      return rows == 1 && kUnpackWidths && (spec.bits == 2 || spec.bits == 3 || spec.bits == 5 || spec.bits == 6);
+    case QuantMode::mxfp4: return rows == 1 && spec.group_size == 32;
+    case QuantMode::nvfp4: return rows == 1 && spec.group_size == 16;
+    default: return false;
+  }
 }
 
 void qmm_int8_group(const float* x, int64_t m, int64_t k, const QuantSpec& spec, const QmmInt8Operand* ops,
@@ -534,17 +726,20 @@ void qmm_int8_group(const float* x, int64_t m, int64_t k, const QuantSpec& spec,
   const int bits = spec.bits;
   const int64_t gs = spec.group_size;
   XQuant X;
-  X.bits = bits;
+  X.layout = bits == 4 ? XLayout::nibbles : bits == 8 ? XLayout::i16 : XLayout::i8;  // fp4 modes: nibbles
   X.k = k;
   X.groups = k / gs;
   X.panel = m == 1 ? 1 : kPanel;
   const int64_t mp = (m + X.panel - 1) / X.panel * X.panel;  // slots past m are never read
-  if (bits == 4) {
+  if (X.layout == XLayout::nibbles) {
     X.dstride = (k + 63) / 64 * 8;  // 8 floats per 64 values (a last 32 also takes 8)
     X.q8.resize(mp * k);
-  } else {
+  } else if (X.layout == XLayout::i16) {
     X.dstride = k / 32;
     X.q16.resize(mp * k);
+  } else {
+    X.dstride = k / 32;
+    X.q8.resize(mp * k);
   }
   X.d.resize(mp * X.dstride);
   X.xs.resize(m * X.groups);
@@ -563,7 +758,8 @@ void qmm_int8_group(const float* x, int64_t m, int64_t k, const QuantSpec& spec,
     const auto* sp = static_cast<const uint8_t*>(op.scales);
     const auto* bp = static_cast<const uint8_t*>(op.biases);
     if (m == 1) {
-      gemv_fn(bits, gs, op.sdt)(X, w, row_bytes, sp, bp, op.out, b, e);
+      const float gmul = op.global_scale > 0 ? op.global_scale / (448.0f * 6.0f) : 1.0f;  // nvfp4's, as MLX
+      gemv_fn(spec, op.sdt)(X, op, gmul, b, e);
     } else if (bits == 4) {
       if (gs == 32) {
         if (decode)
@@ -618,9 +814,9 @@ void qmm_int8_group(const float* x, int64_t m, int64_t k, const QuantSpec& spec,
 }
 
 void qmm_int8(const float* x, int64_t m, int64_t k, const uint32_t* wq, const void* scales, const void* biases,
-              Dtype sdt, int64_t n, const QuantSpec& spec, float* out) {
+              Dtype sdt, int64_t n, const QuantSpec& spec, float global_scale, float* out) {
   if (n == 0) return;
-  const QmmInt8Operand op{wq, scales, biases, sdt, n, out};
+  const QmmInt8Operand op{wq, scales, biases, sdt, n, out, global_scale};
   qmm_int8_group(x, m, k, spec, &op, 1, nullptr);
 }
 

@@ -1,5 +1,6 @@
-// The int8 fast tier of quantized_matmul on the CPU (QmmPrecision::fast, loom/ops/quantized.h), for MLX
-// affine 4- and 8-bit weights with W transposed. Each activation row is quantized per block of 32
+// The int8 fast tier of quantized_matmul on the CPU (QmmPrecision::fast, loom/ops/quantized.h), for W
+// transposed: MLX affine 4- and 8-bit weights at any number of rows, and for a single row (decode) also
+// affine 2, 3, 5 and 6 bits, mxfp4 and nvfp4. Each activation row is quantized per block of 32
 // consecutive values: d = max|x| / 127 and id = 1 / d (0 when d is 0), both f32, and q = the f32
 // product x * id rounded to nearest-even (llama.cpp's Q8_0 activation quantizer). Then, per output,
 //   y = sum_g [ scale_g * sum_{blocks b of g} d_b * (sum_{j in b} code_j * q_j)
@@ -9,6 +10,9 @@
 // at most sum over blocks of d_b / 2 * sum_{j in b} |w_j|. (The bias term uses the quantized x on
 // purpose, as llama.cpp's Q8_1 sums do: with the f32 x there, the error would be sum_j (w_j - bias) *
 // (d q_j - x_j), and |w - bias| = |scale * code| is about twice |w| for MLX's edge-anchored bias.)
+// mxfp4 / nvfp4 take the same form: an E2M1 value v is (u - 12) / 2 with the integer u = 2v + 12, so
+// code_j = u_j, scale_g = s_g / 2 and bias_g = -6 s_g (s_g the decoded E8M0, or E4M3 times nvfp4's
+// global factor); with nvfp4's groups of 16, a group's blocks are the halves of 32-value blocks.
 #pragma once
 
 #include <cstdint>
@@ -18,13 +22,16 @@
 
 namespace loom::cpu {
 
-// Whether the fast tier computes this call: affine 4 or 8 bits, W transposed, biases present.
-bool qmm_int8_applies(const QuantSpec& spec, bool transpose, bool has_biases);
+// Whether the fast tier computes x @ W.T with `rows` rows of x: W transposed; affine 4 or 8 bits (group
+// size 32, 64 or 128, biases present) at any rows; affine 2, 3, 5, 6 bits, mxfp4 (group 32) and nvfp4
+// (group 16) with one row.
+bool qmm_int8_applies(const QuantSpec& spec, bool transpose, bool has_biases, int64_t rows);
 
 // out [m, n] (f32, row-major) = x [m, k] (f32, row-major) @ W.T, W [n, k] packed as MLX does (wq: n
-// rows of k * bits / 32 uint32 words), scales and biases [n, k / group_size] in sdt (f32, bf16, f16).
+// rows of k * bits / 32 uint32 words), scales [n, k / group_size] in sdt (affine: f32, bf16, f16 with
+// biases alike; fp modes: uint8, no biases); global_scale: nvfp4's (0 = none).
 void qmm_int8(const float* x, int64_t m, int64_t k, const uint32_t* wq, const void* scales, const void* biases,
-              Dtype sdt, int64_t n, const QuantSpec& spec, float* out);
+              Dtype sdt, int64_t n, const QuantSpec& spec, float global_scale, float* out);
 
 // One W of a grouped call: as qmm_int8's arguments; out [m, n].
 struct QmmInt8Operand {
@@ -34,6 +41,7 @@ struct QmmInt8Operand {
   Dtype sdt;
   int64_t n;
   float* out;
+  float global_scale = 0.0f;
 };
 
 // x @ W_i.T for `count` operands sharing k and spec: x is quantized once and every product's rows are one

@@ -665,10 +665,10 @@ Array as_f32(const Array& a) {
 }  // namespace
 
 namespace {
-// Whether the int8 fast tier computes x @ W.T for this operand.
-bool takes_int8(const Array& scales, const Array& biases, const QuantSpec& spec, bool transpose) {
-  return qmm_int8_applies(spec, transpose, biases.valid()) && qmm_precision() == QmmPrecision::fast &&
-         scales.dtype() == biases.dtype();
+// Whether the int8 fast tier computes x @ W.T for this operand and `rows` rows of x.
+bool takes_int8(const Array& scales, const Array& biases, const QuantSpec& spec, bool transpose, int64_t rows) {
+  return qmm_int8_applies(spec, transpose, biases.valid(), rows) && qmm_precision() == QmmPrecision::fast &&
+         (!biases.valid() || scales.dtype() == biases.dtype());
 }
 }  // namespace
 
@@ -678,12 +678,13 @@ bool takes_int8(const Array& scales, const Array& biases, const QuantSpec& spec,
 void quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
                       const QuantSpec& spec, float global_scale, Array& out) {
   bool affine = spec.mode == QuantMode::affine;
-  if (takes_int8(scales, biases, spec, transpose)) {
+  const int64_t k = x.shape(-1), m = x.size() / std::max<int64_t>(1, k);
+  if (takes_int8(scales, biases, spec, transpose, m)) {
     Array xf = as_f32(x);
     Array of = out.dtype() == Dtype::f32 ? out : Array::empty(out.shape(), Dtype::f32, Device::cpu());
-    int64_t k = x.shape(-1), m = x.size() / std::max<int64_t>(1, k);
-    qmm_int8(xf.data<float>(), m, k, wq.data<uint32_t>(), scales.raw_data(), biases.raw_data(), scales.dtype(),
-             wq.shape(0), spec, of.data<float>());
+    qmm_int8(xf.data<float>(), m, k, wq.data<uint32_t>(), scales.raw_data(),
+             biases.valid() ? biases.raw_data() : nullptr, scales.dtype(), wq.shape(0), spec, global_scale,
+             of.data<float>());
     if (out.dtype() != Dtype::f32) copy(of, out);
     return;
   }
@@ -699,13 +700,12 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
 // each result equals its quantized_matmul call (the SwiGLU reads the products rounded to the output dtype).
 void quantized_matmul_group(const Array& x, const std::vector<QuantizedOperand>& ws, bool swiglu,
                             std::vector<Array>& outs) {
+  const int64_t k = x.shape(-1), m = x.size() / std::max<int64_t>(1, k);
   bool int8 = true;
   for (const QuantizedOperand& w : ws)
-    int8 = int8 && takes_int8(w.scales, w.biases, w.spec, true) && w.spec.bits == ws[0].spec.bits &&
-           w.spec.group_size == ws[0].spec.group_size;
+    int8 = int8 && takes_int8(w.scales, w.biases, w.spec, true, m) && w.spec == ws[0].spec;
   if (int8) {
     Array xf = as_f32(x);
-    const int64_t k = x.shape(-1), m = x.size() / std::max<int64_t>(1, k);
     const bool fused = swiglu && outs[0].dtype() == Dtype::f32;
     std::vector<Array> res(ws.size());
     std::vector<QmmInt8Operand> ops;
@@ -713,8 +713,8 @@ void quantized_matmul_group(const Array& x, const std::vector<QuantizedOperand>&
       const QuantizedOperand& w = ws[i];
       const int64_t n = w.wq.shape(0);
       res[i] = !swiglu && outs[i].dtype() == Dtype::f32 ? outs[i] : Array::empty({m, n}, Dtype::f32, Device::cpu());
-      ops.push_back({w.wq.data<uint32_t>(), w.scales.raw_data(), w.biases.raw_data(), w.scales.dtype(), n,
-                     res[i].data<float>()});
+      ops.push_back({w.wq.data<uint32_t>(), w.scales.raw_data(), w.biases.valid() ? w.biases.raw_data() : nullptr,
+                     w.scales.dtype(), n, res[i].data<float>(), w.global_scale});
     }
     qmm_int8_group(xf.data<float>(), m, k, ws[0].spec, ops.data(), ops.size(), fused ? outs[0].data<float>() : nullptr);
     if (fused) return;
