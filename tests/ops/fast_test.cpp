@@ -246,6 +246,11 @@ std::vector<AttnCase> attention_cases() {
   auto add = [&](AttnCase c) { cs.push_back(std::move(c)); };
   add({.label = "prefill causal gqa", .B = 2, .Hq = 6, .Hkv = 2, .L = 9, .S = 9, .D = 24});
   add({.label = "prefill causal mha", .B = 1, .Hq = 3, .Hkv = 3, .L = 11, .S = 11, .D = 40});
+  // Longer than the CPU prefill kernel's tiles (6 rows x 16 keys, 48-row tasks): rows of one tile see
+  // different key counts.
+  add({.label = "long prefill causal after a prefix", .B = 2, .Hq = 6, .Hkv = 2, .L = 37, .S = 45, .D = 24});
+  add({.label = "long prefill window", .B = 1, .Hq = 4, .Hkv = 2, .L = 40, .S = 40, .D = 40,
+       .mode = AttentionMode::window, .window = 9});
   add({.label = "decode L=1", .B = 2, .Hq = 6, .Hkv = 2, .L = 1, .S = 17, .D = 40});
   add({.label = "decode L=1 mha", .B = 3, .Hq = 2, .Hkv = 2, .L = 1, .S = 5, .D = 24});
   add({.label = "chunked prefill (L<S, default q_offset)", .B = 2, .Hq = 6, .Hkv = 2, .L = 4, .S = 13, .D = 24});

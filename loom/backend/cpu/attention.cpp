@@ -1,10 +1,14 @@
-// Scaled dot-product attention on the CPU, one task per (batch, query head, query row).
+// Scaled dot-product attention on the CPU: prefill (more than one query row) as register-tiled products
+// per (batch, KV head), decode as one task per (batch, query head, query row).
 // Keys and values arrive as blocks along the sequence axis (the KV cache's pages, or one block for
 // plain arrays), each [B, Hkv, P, D] with a unit last stride. Masks are built here from the spec
 // (causal / window / chunk, left padding via kv_start) — no [L, S] mask is materialised. Scores,
 // softmax (with optional per-head sinks) and the value sum are f32.
+#include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 #include "loom/backend/cpu/kernels.h"
@@ -45,6 +49,121 @@ bool visible(const AttentionSpec& spec, int64_t qpos, int64_t j, int64_t start) 
   return true;
 }
 
+// The block holding key j, and j's position in it.
+std::pair<const Block*, int64_t> locate(const std::vector<Block>& blocks, int64_t j) {
+  for (const Block& blk : blocks) {
+    if (j < blk.len) return {&blk, j};
+    j -= blk.len;
+  }
+  return {&blocks.back(), blocks.back().len - 1};  // not reached: j < kv_len
+}
+
+// The keys query position qpos sees, [lo, hi): visible() as an interval.
+std::pair<int64_t, int64_t> visible_range(const AttentionSpec& spec, int64_t qpos, int64_t start, int64_t kv_len) {
+  int64_t lo = start, hi = std::min(kv_len, qpos + 1);
+  switch (spec.mode) {
+    case AttentionMode::none: hi = kv_len; break;
+    case AttentionMode::causal: break;
+    case AttentionMode::window: lo = std::max(lo, qpos - spec.window + 1); break;
+    case AttentionMode::chunk: lo = std::max(lo, start + (qpos - start) / spec.chunk * spec.chunk); break;
+  }
+  return {lo, std::max(lo, hi)};
+}
+
+// Scores of mr (<= 6) query rows q[r * D + d] against 16 keys packed as two panels [D][8]: s[r * lds + c]
+// = scale * dot.
+void qk_tile(int mr, const float* q, int64_t D, const float* kp, float scale, float* s, int64_t lds) {
+#ifdef LOOM_AVX2
+  __m256 acc[6][2];
+  for (int r = 0; r < 6; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  const float* p1 = kp + D * 8;
+  for (int64_t d = 0; d < D; ++d) {
+    const __m256 b0 = _mm256_loadu_ps(kp + d * 8), b1 = _mm256_loadu_ps(p1 + d * 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) {
+      if (r < mr) {
+        const __m256 a = _mm256_broadcast_ss(q + r * D + d);
+        acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+      }
+    }
+  }
+  const __m256 sv = _mm256_set1_ps(scale);
+  for (int r = 0; r < mr; ++r) {
+    _mm256_storeu_ps(s + r * lds, _mm256_mul_ps(acc[r][0], sv));
+    _mm256_storeu_ps(s + r * lds + 8, _mm256_mul_ps(acc[r][1], sv));
+  }
+#else
+  for (int r = 0; r < mr; ++r)
+    for (int c = 0; c < 16; ++c) {
+      float t = 0;
+      for (int64_t d = 0; d < D; ++d) t += q[r * D + d] * kp[(c / 8) * D * 8 + d * 8 + c % 8];
+      s[r * lds + c] = t * scale;
+    }
+#endif
+}
+
+// o[r * ldo + c] = sum_{j < n} p[r * ldp + j] * v[j * ldv + c] for mr (<= 6) rows and 16 columns.
+void pv_tile(int mr, const float* p, int64_t ldp, int64_t n, const float* v, int64_t ldv, float* o, int64_t ldo) {
+#ifdef LOOM_AVX2
+  __m256 acc[6][2];
+  for (int r = 0; r < 6; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n; ++j) {
+    const __m256 b0 = _mm256_loadu_ps(v + j * ldv), b1 = _mm256_loadu_ps(v + j * ldv + 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < 6; ++r) {
+      if (r < mr) {
+        const __m256 a = _mm256_broadcast_ss(p + r * ldp + j);
+        acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+      }
+    }
+  }
+  for (int r = 0; r < mr; ++r) {
+    _mm256_storeu_ps(o + r * ldo, acc[r][0]);
+    _mm256_storeu_ps(o + r * ldo + 8, acc[r][1]);
+  }
+#else
+  for (int r = 0; r < mr; ++r)
+    for (int c = 0; c < 16; ++c) {
+      float t = 0;
+      for (int64_t j = 0; j < n; ++j) t += p[r * ldp + j] * v[j * ldv + c];
+      o[r * ldo + c] = t;
+    }
+#endif
+}
+
+// Softmax numerators of a score row over its visible range [l0, l1) (scores -inf there are masked out;
+// a sink joins the max and the denominator): s[j] = e^(s[j] - max) there and 0 elsewhere up to end (>= l1);
+// returns 1 / denominator, or 0 when nothing is visible (the row's output is then 0).
+float softmax_range(float* s, int64_t l0, int64_t l1, int64_t end, const float* sink) {
+  float mx = sink ? *sink : -std::numeric_limits<float>::infinity();
+  for (int64_t j = l0; j < l1; ++j) mx = std::max(mx, s[j]);
+  std::fill(s, s + l0, 0.0f);
+  std::fill(s + std::max(l0, l1), s + end, 0.0f);
+  if (std::isinf(mx) && mx < 0) {
+    std::fill(s, s + end, 0.0f);
+    return 0.0f;
+  }
+  float denom = sink ? std::exp(*sink - mx) : 0.0f;
+  int64_t j = l0;
+#ifdef LOOM_AVX2
+  const __m256 m = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  for (; j + 8 <= l1; j += 8) {
+    const __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+    _mm256_storeu_ps(s + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  denom += hsum(acc);
+#endif
+  for (; j < l1; ++j) {
+    s[j] = std::exp(s[j] - mx);
+    denom += s[j];
+  }
+  return 1.0f / denom;
+}
+
 }  // namespace
 
 void attention(const Array& q, const std::vector<Array>& k_blocks, const std::vector<Array>& v_blocks,
@@ -72,7 +191,107 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
   float scale = spec.scale > 0 ? spec.scale : 1.0f / std::sqrt(static_cast<float>(D));
   int64_t base_off = pos.q_offset >= 0 ? pos.q_offset : kv_len - L;
   size_t ksz = size_of(kdt), vsz = size_of(vdt);
+  auto q_pos = [&](int64_t b, int64_t i) { return (q_off.empty() ? base_off : q_off[b]) + i; };
+  auto kv_begin = [&](int64_t b) { return kv_start.empty() ? 0 : kv_start[b]; };
+  // The score of key j for query row (b, h, i) from its scaled dot product: softcap, then the mask.
+  auto finish_score = [&](int64_t b, int64_t h, int64_t i, int64_t j, float sc) {
+    if (spec.softcap > 0) sc = spec.softcap * std::tanh(sc / spec.softcap);
+    if (mask.valid()) {
+      const uint8_t* mp = static_cast<const uint8_t*>(mask.raw_data()) +
+                          (b * mask.strides()[0] + h * mask.strides()[1] + i * mask.strides()[2] + j * mask.strides()[3]) *
+                              static_cast<int64_t>(mask.itemsize());
+      float mv;
+      if (mask.dtype() == Dtype::bool_) mv = *mp ? 0.0f : -std::numeric_limits<float>::infinity();
+      else convert_span(mp, mask.dtype(), &mv, Dtype::f32, 1);
+      sc += mv;
+    }
+    return sc;
+  };
+  auto out_row = [&](int64_t row) {  // row of [B * Hq * L] in out
+    return static_cast<uint8_t*>(out.raw_data()) + row * Dv * out.itemsize();
+  };
 
+  if (L > 1) {
+    // Prefill, per (batch, KV head): its keys packed into panels of 8 ([D][8] each) and its values into
+    // rows of Dvp (Dv rounded up to 16), zero-padded; then tasks of 48 query rows of its `group` heads
+    // ([group * L, D], contiguous) compute their scores with a 6 x 16 register-tile kernel, the softmax
+    // over each row's visible key range, and the probabilities times the values with a second 6 x 16
+    // kernel. A tile stops at the last key any of its rows sees (causal prompts skip the upper triangle).
+    const int64_t R = group * L, kvp = (kv_len + 15) / 16 * 16, Dvp = (Dv + 15) / 16 * 16;
+    constexpr int64_t kRows = 48;  // rows per task (8 tiles of 6)
+    std::vector<float> kpack(kvp * D), vpack(kvp * Dvp);
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t hk = 0; hk < Hkv; ++hk) {
+        parallel_for(kvp / 8, 16, [&](int64_t p0, int64_t p1) {
+          std::vector<float> row(std::max(D, Dv));
+          for (int64_t pn = p0; pn < p1; ++pn) {
+            float* kpn = kpack.data() + pn * D * 8;
+            for (int64_t t = 0; t < 8; ++t) {
+              const int64_t j = pn * 8 + t;
+              float* vr = vpack.data() + j * Dvp;
+              if (j >= kv_len) {
+                for (int64_t d = 0; d < D; ++d) kpn[d * 8 + t] = 0.0f;
+                std::fill(vr, vr + Dvp, 0.0f);
+                continue;
+              }
+              const auto [blk, p] = locate(blocks, j);
+              convert_span(blk->k + (b * blk->kb + hk * blk->kh + p * blk->ks) * static_cast<int64_t>(ksz), kdt,
+                           row.data(), Dtype::f32, D);
+              for (int64_t d = 0; d < D; ++d) kpn[d * 8 + t] = row[d];
+              convert_span(blk->v + (b * blk->vb + hk * blk->vh + p * blk->vs) * static_cast<int64_t>(vsz), vdt, vr,
+                           Dtype::f32, Dv);
+              std::fill(vr + Dv, vr + Dvp, 0.0f);
+            }
+          }
+        });
+        const int64_t row_base = (b * Hq + hk * group) * L;
+        parallel_for((R + kRows - 1) / kRows, 1, [&](int64_t t0, int64_t t1) {
+          std::vector<float> qf(kRows * D), S(kRows * kvp), O(kRows * Dvp), inv(kRows);
+          std::vector<int64_t> lo(kRows), hi(kRows), end(kRows);
+          for (int64_t task = t0; task < t1; ++task) {
+            const int64_t r0 = task * kRows, rc = std::min(kRows, R - r0);
+            convert_span(static_cast<const uint8_t*>(q.raw_data()) + (row_base + r0) * D * q.itemsize(), q.dtype(),
+                         qf.data(), Dtype::f32, rc * D);
+            // Each row's visible keys are one range [lo, hi) (every mode's mask is an interval).
+            for (int64_t rr = 0; rr < rc; ++rr) {
+              const int64_t i = (r0 + rr) % L;
+              std::tie(lo[rr], hi[rr]) = visible_range(spec, q_pos(b, i), kv_begin(b), kv_len);
+            }
+            for (int64_t t = 0; t < rc; t += 6) {
+              const int mr = static_cast<int>(std::min<int64_t>(6, rc - t));
+              const int64_t jend = (*std::max_element(hi.begin() + t, hi.begin() + t + mr) + 15) / 16 * 16;
+              std::fill(end.begin() + t, end.begin() + t + mr, jend);
+              for (int64_t j = 0; j < jend; j += 16)
+                qk_tile(mr, qf.data() + t * D, D, kpack.data() + j * D, scale, S.data() + t * kvp + j, kvp);
+            }
+            for (int64_t rr = 0; rr < rc; ++rr) {
+              const int64_t row = r0 + rr, h = hk * group + row / L, i = row % L;
+              float* sr = S.data() + rr * kvp;
+              const int64_t l0 = lo[rr], l1 = hi[rr];
+              if (spec.softcap > 0 || mask.valid())
+                for (int64_t j = l0; j < l1; ++j) sr[j] = finish_score(b, h, i, j, sr[j]);
+              inv[rr] = softmax_range(sr, l0, l1, end[rr], sinks.empty() ? nullptr : &sinks[h]);
+            }
+            for (int64_t t = 0; t < rc; t += 6) {
+              const int mr = static_cast<int>(std::min<int64_t>(6, rc - t));
+              const int64_t jend = *std::max_element(hi.begin() + t, hi.begin() + t + mr);
+              // Rows of the tile that see fewer keys hold zeros up to the tile's end (softmax_range wrote them).
+              for (int64_t c = 0; c < Dvp; c += 16)
+                pv_tile(mr, S.data() + t * kvp, kvp, jend, vpack.data() + c, Dvp, O.data() + t * Dvp + c, Dvp);
+            }
+            for (int64_t rr = 0; rr < rc; ++rr) {
+              float* o = O.data() + rr * Dvp;
+              for (int64_t c = 0; c < Dv; ++c) o[c] *= inv[rr];
+              convert_span(o, Dtype::f32, out_row(row_base + r0 + rr), out.dtype(), Dv);
+            }
+          }
+        });
+      }
+    }
+    return;
+  }
+
+  // Decode: one task per (batch, query head, query row).
   parallel_for(B * Hq * L, 1, [&](int64_t s, int64_t e) {
     std::vector<float> qv(D), kv(std::max(D, Dv)), acc(Dv), scores(kv_len);
     for (int64_t t = s; t < e; ++t) {
@@ -80,8 +299,8 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
       int64_t hk = h / group;
       convert_span(static_cast<const uint8_t*>(q.raw_data()) + ((b * Hq + h) * L + i) * D * q.itemsize(), q.dtype(),
                    qv.data(), Dtype::f32, D);
-      int64_t qpos = (q_off.empty() ? base_off : q_off[b]) + i;
-      int64_t start = kv_start.empty() ? 0 : kv_start[b];
+      int64_t qpos = q_pos(b, i);
+      int64_t start = kv_begin(b);
       float mx = sinks.empty() ? -std::numeric_limits<float>::infinity() : sinks[h];
       int64_t j = 0;
       for (const Block& blk : blocks) {
@@ -96,17 +315,7 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
               convert_span(kp, kdt, kv.data(), Dtype::f32, D);
               d = dot_f32(qv.data(), kv.data(), D);
             }
-            sc = d * scale;
-            if (spec.softcap > 0) sc = spec.softcap * std::tanh(sc / spec.softcap);
-            if (mask.valid()) {
-              const uint8_t* mp = static_cast<const uint8_t*>(mask.raw_data()) +
-                                  (b * mask.strides()[0] + h * mask.strides()[1] + i * mask.strides()[2] +
-                                   j * mask.strides()[3]) * static_cast<int64_t>(mask.itemsize());
-              float mv;
-              if (mask.dtype() == Dtype::bool_) mv = *mp ? 0.0f : -std::numeric_limits<float>::infinity();
-              else convert_span(mp, mask.dtype(), &mv, Dtype::f32, 1);
-              sc += mv;
-            }
+            sc = finish_score(b, h, i, j, d * scale);
           }
           scores[j] = sc;
           if (sc > mx) mx = sc;
@@ -114,8 +323,7 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
       }
       std::fill(acc.begin(), acc.end(), 0.0f);
       if (std::isinf(mx) && mx < 0) {  // nothing visible (a padding row): output zeros
-        convert_span(acc.data(), Dtype::f32, static_cast<uint8_t*>(out.raw_data()) + ((b * Hq + h) * L + i) * Dv * out.itemsize(),
-                     out.dtype(), Dv);
+        convert_span(acc.data(), Dtype::f32, out_row(t), out.dtype(), Dv);
         continue;
       }
       float denom = sinks.empty() ? 0.0f : std::exp(sinks[h] - mx);
@@ -138,8 +346,7 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
       }
       float inv = 1.0f / denom;
       for (auto& a : acc) a *= inv;
-      convert_span(acc.data(), Dtype::f32, static_cast<uint8_t*>(out.raw_data()) + ((b * Hq + h) * L + i) * Dv * out.itemsize(),
-                   out.dtype(), Dv);
+      convert_span(acc.data(), Dtype::f32, out_row(t), out.dtype(), Dv);
     }
   });
 }

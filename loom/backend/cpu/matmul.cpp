@@ -5,12 +5,11 @@
 //    (prefill) weight panels are converted to f32 in a bounded scratch buffer and fed to sgemm — the
 //    model is never held in f32.
 //  - bf16/f16 activations: computed in f32 and rounded once at the end.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "loom/backend/cpu/blas.h"
 #include "loom/backend/cpu/kernels.h"
 #include "loom/backend/cpu/simd.h"
 #include "loom/backend/product_group.h"
@@ -27,14 +26,6 @@ struct Mat {
   bool row_major() const { return cs == 1; }
   int64_t ld() const { return cs == 1 ? rs : cs; }
 };
-
-void blas_threads_once() {
-  static bool done = [] {
-    openblas_set_num_threads(num_threads());
-    return true;
-  }();
-  (void)done;
-}
 
 void sgemm(const float* a, bool a_rm, int64_t lda, const float* b, bool b_rm, int64_t ldb, float* c,
            int64_t m, int64_t n, int64_t k, int64_t ldc) {

@@ -11,14 +11,13 @@
 //    bounded scratch buffer and fed to OpenBLAS sgemm from the calling thread.
 //  Those are the exact tier. With QmmPrecision::fast (the default), affine 4/8-bit W.T goes to the int8
 //  tier instead (qmm_int8.h), for any number of rows.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
 
+#include "loom/backend/cpu/blas.h"
 #include "loom/backend/cpu/kernels.h"
 #include "loom/backend/cpu/qmm_int8.h"
 #include "loom/backend/cpu/simd.h"
@@ -453,14 +452,6 @@ void qmv_blocked(const QView& q, const float* xp, const float* xs, int64_t m, fl
       out[i * ldo + n] = s;
     }
   }
-}
-
-void blas_threads_once() {
-  static bool done = [] {
-    openblas_set_num_threads(num_threads());
-    return true;
-  }();
-  (void)done;
 }
 
 // Writes code c at element e of a word-aligned row (LSB-first stream).
