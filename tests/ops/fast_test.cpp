@@ -3,10 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "loom/backend/cpu/simd.h"
 #include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
 #include "tests/ops/op_test_util.h"
@@ -397,6 +399,36 @@ TEST(FastAttention, PagedBlocksMatchConcatenatedReference) {
     }
   }
 }
+
+#ifdef LOOM_AVX2
+// exp256 (the CPU attention's softmax) against e^x in double, rounded: within 2 ulp over the normal
+// range, 0 below it (and for -inf), +inf above it.
+TEST(CpuSimd, Exp256MatchesExp) {
+  std::vector<float> xs;
+  for (float x = -87.3f; x <= 88.7f; x += 0.0037f) xs.push_back(x);
+  for (float x : {0.0f, -0.0f, 1e-8f, -1e-8f, 0.5f, -0.5f, 1.0f, -1.0f, 88.72f, -87.33f}) xs.push_back(x);
+  int worst = 0;
+  for (size_t i = 0; i + 8 <= xs.size(); i += 8) {
+    float out[8];
+    _mm256_storeu_ps(out, cpu::exp256(_mm256_loadu_ps(xs.data() + i)));
+    for (int t = 0; t < 8; ++t) {
+      const float want = static_cast<float>(std::exp(static_cast<double>(xs[i + t])));
+      int32_t a, b;
+      std::memcpy(&a, &out[t], 4);
+      std::memcpy(&b, &want, 4);
+      worst = std::max(worst, std::abs(a - b));
+      ASSERT_LE(std::abs(a - b), 2) << "x " << xs[i + t] << ": " << out[t] << " vs " << want;
+    }
+  }
+  EXPECT_GT(worst, 0);  // a polynomial, not expf itself
+  float edge[8];
+  _mm256_storeu_ps(edge, cpu::exp256(_mm256_setr_ps(-std::numeric_limits<float>::infinity(), -88.0f, -100.0f, -1e30f,
+                                               89.0f, 1e30f, std::numeric_limits<float>::infinity(), -87.0f)));
+  for (int t = 0; t < 4; ++t) EXPECT_EQ(edge[t], 0.0f) << t;
+  for (int t = 4; t < 7; ++t) EXPECT_EQ(edge[t], std::numeric_limits<float>::infinity()) << t;
+  EXPECT_NEAR(edge[7], std::exp(-87.0), 1e-44);
+}
+#endif
 
 TEST(FastAttention, RejectsBadArguments) {
   Array q = rand_array({1, 6, 2, 8}, 1), k = rand_array({1, 4, 5, 8}, 2), v = rand_array({1, 4, 5, 8}, 3);
