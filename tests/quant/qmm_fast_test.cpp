@@ -24,6 +24,7 @@
 
 #include "loom/io/npy.h"
 #include "loom/nn/layers.h"
+#include "loom/ops/gather.h"
 #include "loom/ops/ops.h"
 #include "loom/ops/quantized.h"
 #include "tests/models/fixture_util.h"
@@ -295,6 +296,60 @@ TEST(QmmFast, SingleRowFormatsTakeTheFastTier) {
     EXPECT_NE(a1.to_float_vector(), b1.to_float_vector());
     auto [a2, b2] = both_tiers(Array::from(rand_x(2, 256, 4), {2, 256}), qa, true, spec);
     EXPECT_EQ(a2.to_float_vector(), b2.to_float_vector());
+  }
+}
+
+// gather_qmm under the fast tier (one batched pass over every selected expert) equals, bit for bit, the
+// per-expert form written here from public ops: each expert's pairs' x rows stacked in pair order, one
+// quantized_matmul on that expert's slice, rows scattered back. Decode pairs (one row each; a token's
+// pairs share its row), pairs of several rows, many pairs per expert, bf16 activations; formats the tier
+// takes at any row count (4/8-bit) and only for single rows (3-bit, mxfp4: experts with more rows stay
+// exact in both forms).
+TEST(QmmFast, GatherQmmEqualsPerExpertProducts) {
+  ScopedQmmPrecision fast(QmmPrecision::fast);
+  const int64_t E = 6, N = 40, K = 256;
+  auto per_expert = [&](const Array& x, const QuantizedArrays& q, const std::vector<int32_t>& lhs,
+                        const std::vector<int32_t>& rhs, const QuantSpec& spec) {
+    const int64_t M = x.shape(1), P = static_cast<int64_t>(rhs.size());
+    std::vector<Array> rows(P);
+    for (int32_t e = 0; e < E; ++e) {
+      std::vector<Array> xs;
+      std::vector<int64_t> ps;
+      for (int64_t p = 0; p < P; ++p)
+        if (rhs[p] == e) xs.push_back(reshape(slice_axis(x, 0, lhs[p], lhs[p] + 1), {M, K})), ps.push_back(p);
+      if (xs.empty()) continue;
+      auto expert = [&](const Array& a) { return contiguous(reshape(slice_axis(a, 0, e, e + 1), {a.shape(1), a.shape(2)})); };
+      Array y = quantized_matmul(concatenate(xs, 0), expert(q.wq), expert(q.scales),
+                                 q.biases.valid() ? expert(q.biases) : Array(), true, spec);
+      for (size_t i = 0; i < ps.size(); ++i)
+        rows[ps[i]] = reshape(slice_axis(y, 0, static_cast<int64_t>(i) * M, static_cast<int64_t>(i + 1) * M), {1, M, N});
+    }
+    return concatenate(rows, 0);
+  };
+  const Array w = reshape(rand_w(E * N, K, 11), {E, N, K});
+  for (QuantSpec spec : {QuantSpec{QuantMode::affine, 4, 64}, QuantSpec{QuantMode::affine, 8, 32},
+                         QuantSpec{QuantMode::affine, 3, 64}, default_quant_spec(QuantMode::mxfp4)}) {
+    QuantizedArrays q = quantize(w, spec);
+    struct Shape3 {
+      const char* what;
+      int64_t xrows, M;
+      std::vector<int32_t> lhs, rhs;
+    };
+    std::vector<int32_t> many_l(70), many_r(70);
+    for (int i = 0; i < 70; ++i) many_l[i] = i, many_r[i] = (i * 7) % 5;
+    for (const Shape3& c : {Shape3{"decode: 3 tokens x 3 experts", 3, 1, {0, 0, 0, 1, 1, 1, 2, 2, 2}, {4, 1, 0, 1, 5, 2, 0, 4, 1}},
+                            Shape3{"pairs of 3 rows", 4, 3, {3, 0, 3, 1, 2, 2}, {1, 1, 4, 1, 0, 1}},
+                            Shape3{"70 pairs over 5 experts", 70, 1, many_l, many_r}})
+      for (Dtype dt : {Dtype::f32, Dtype::bf16}) {
+        SCOPED_TRACE(quant_spec_str(spec) + " " + c.what + " " + std::string(name(dt)));
+        Array x = astype(Array::from(rand_x(c.xrows * c.M, K, 21), {c.xrows, c.M, K}), dt);
+        const int64_t P = static_cast<int64_t>(c.rhs.size());
+        Array got = gather_qmm(x, q.wq, q.scales, q.biases, Array::from(c.lhs, {P}), Array::from(c.rhs, {P}), true, spec);
+        Array want = per_expert(x, q, c.lhs, c.rhs, spec);
+        ASSERT_EQ(got.shape(), (Shape{P, c.M, N}));
+        EXPECT_EQ(got.dtype(), want.dtype());
+        EXPECT_EQ(astype(got, Dtype::f32).to_float_vector(), astype(want, Dtype::f32).to_float_vector());
+      }
   }
 }
 

@@ -3,9 +3,8 @@
 // kernel (backend/cpu/quantized.cpp) on views of its packed words, scales and biases: with few rows
 // (decode: one pair per expert, M = 1) that is the fused dequantize + GEMV streaming only that
 // expert's rows; with many (prefill, the sorted-tokens case) it is one dequantized-panel GEMM per
-// expert; with QmmPrecision::fast and affine 4/8-bit experts both cases take quantized_matmul's int8
-// tier instead (activations quantized per call, integer dot products). Only the selected matrices are
-// read. A group of one pair reads x and writes out in place;
+// expert; when quantized_matmul's int8 tier takes every selected expert, all of them run as one
+// qmm_int8_batch pass instead (gather_int8). Only the selected matrices are read. A group of one pair reads x and writes out in place;
 // larger groups gather their x rows into a scratch array and scatter the result rows back.
 #include <algorithm>
 #include <cstring>
@@ -13,6 +12,7 @@
 #include <vector>
 
 #include "loom/backend/cpu/kernels.h"
+#include "loom/backend/cpu/qmm_int8.h"
 
 namespace loom::cpu {
 namespace {
@@ -20,6 +20,66 @@ namespace {
 // A contiguous 2-d view [rows, cols] of `a`'s buffer starting `elem_offset` elements past a's offset.
 Array view2d(const Array& a, int64_t elem_offset, int64_t rows, int64_t cols) {
   return Array(a.buffer(), {rows, cols}, {cols, 1}, a.offset() + elem_offset, a.dtype());
+}
+
+// The fast tier (when it takes every selected expert): all experts' products as one qmm_int8_batch pass
+// (quantized_matmul's int8 kernels, so each row equals that call's), their x rows gathered in f32 (a
+// group of one f32 pair reads x in place, so decode's gate/up pairs, which share the token's row, share
+// its quantization) and the results scattered back. Returns false, doing nothing, otherwise.
+bool gather_int8(const Array& x, const Array& wq, const Array& scales, const Array& biases, const int32_t* li,
+                 const int32_t* ri, const std::vector<int64_t>& order, bool transpose, const QuantSpec& spec,
+                 float global_scale, Array& out) {
+  const int64_t P = static_cast<int64_t>(order.size()), M = x.shape(1), K = x.shape(2), N = out.shape(-1);
+  const int64_t rows = wq.shape(1), words = wq.shape(2), groups = scales.shape(2);
+  std::vector<std::pair<int64_t, int64_t>> runs;  // [s, e) of `order` per selected matrix
+  for (int64_t s = 0; s < P;) {
+    int64_t e = s + 1;
+    while (e < P && ri[order[e]] == ri[order[s]]) ++e;
+    if (!takes_int8(scales, biases, spec, transpose, (e - s) * M)) return false;
+    runs.push_back({s, e});
+    s = e;
+  }
+  const bool xf32 = x.dtype() == Dtype::f32;
+  std::vector<float> xbuf, ybuf(P * M * N);
+  std::vector<int64_t> xat(runs.size(), -1);  // offset of a run's rows in xbuf (-1: read x in place)
+  int64_t xrows = 0;
+  for (size_t g = 0; g < runs.size(); ++g)
+    if (!xf32 || runs[g].second - runs[g].first > 1) xat[g] = xrows, xrows += (runs[g].second - runs[g].first) * M;
+  xbuf.resize(xrows * K);
+  const auto* xs = static_cast<const uint8_t*>(x.raw_data());
+  const size_t ssz = size_of(scales.dtype());
+  std::vector<QmmInt8Product> jobs;
+  int64_t yrow = 0;
+  for (size_t g = 0; g < runs.size(); ++g) {
+    const auto [s, e] = runs[g];
+    const float* xp;
+    if (xat[g] < 0) {
+      xp = x.data<float>() + static_cast<int64_t>(li[order[s]]) * M * K;
+    } else {
+      for (int64_t i = s; i < e; ++i)
+        convert_span(xs + static_cast<int64_t>(li[order[i]]) * M * K * x.itemsize(), x.dtype(),
+                     xbuf.data() + (xat[g] + (i - s) * M) * K, Dtype::f32, M * K);
+      xp = xbuf.data() + xat[g] * K;
+    }
+    const int64_t w = ri[order[s]];
+    const QmmInt8Operand op{wq.data<uint32_t>() + w * rows * words,
+                            static_cast<const uint8_t*>(scales.raw_data()) + w * rows * groups * ssz,
+                            biases.valid() ? static_cast<const uint8_t*>(biases.raw_data()) + w * rows * groups * ssz
+                                           : nullptr,
+                            scales.dtype(),
+                            rows,
+                            ybuf.data() + yrow * N,
+                            global_scale};
+    jobs.push_back({xp, (e - s) * M, op});
+    yrow += (e - s) * M;
+  }
+  qmm_int8_batch(K, spec, jobs.data(), jobs.size());
+  auto* od = static_cast<uint8_t*>(out.raw_data());
+  yrow = 0;
+  for (const auto& [s, e] : runs)
+    for (int64_t i = s; i < e; ++i, yrow += M)
+      convert_span(ybuf.data() + yrow * N, Dtype::f32, od + order[i] * M * N * out.itemsize(), out.dtype(), M * N);
+  return true;
 }
 
 }  // namespace
@@ -34,6 +94,7 @@ void gather_qmm(const Array& x, const Array& wq, const Array& scales, const Arra
   std::vector<int64_t> order(P);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [ri](int64_t a, int64_t b) { return ri[a] < ri[b]; });
+  if (gather_int8(x, wq, scales, biases, li, ri, order, transpose, spec, global_scale, out)) return;
   const size_t xrow = static_cast<size_t>(K) * x.itemsize(), orow = static_cast<size_t>(N) * out.itemsize();
   for (int64_t s = 0; s < P;) {
     int64_t e = s + 1;

@@ -35,6 +35,7 @@ namespace loom::cpu {
 #ifndef LOOM_AVX2
 bool qmm_int8_applies(const QuantSpec&, bool, bool, int64_t) { return false; }
 void qmm_int8_group(const float*, int64_t, int64_t, const QuantSpec&, const QmmInt8Operand*, size_t, float*) {}
+void qmm_int8_batch(int64_t, const QuantSpec&, const QmmInt8Product*, size_t) {}
 void qmm_int8(const float*, int64_t, int64_t, const uint32_t*, const void*, const void*, Dtype, int64_t,
               const QuantSpec&, float, float*) {}
 #else
@@ -45,15 +46,14 @@ constexpr int64_t kPrefetch = 2048;  // bytes ahead of the packed-row stream (de
 
 constexpr int kPanel = 4;  // activation rows interleaved per block (the largest MX)
 
-// Quantized activations of m rows, in panels of kPanel rows: within a panel, each step of the kernels
-// (64 values for 4-bit, 32 for 8-bit) holds the rows' values one after the other, so a tile reads one
-// contiguous stream at fixed offsets. Per row: k values (int8 for 4-bit, int16 for 8-bit) and dstride
-// floats of d.
 // How a row's q are laid out: nibbles (4-bit codes: per 64 values [32 even | 32 odd] int8, 8 d floats),
 // i16 (8-bit: int16 in natural order, a d per block), i8 (other widths, single rows: int8 in natural order,
 // a d per block).
 enum class XLayout { nibbles, i16, i8 };
 
+// Quantized activations of m rows, in panels of kPanel rows: within a panel, each step of the kernels
+// (64 values for 4-bit, 32 for 8-bit) holds the rows' values one after the other, so a tile reads one
+// contiguous stream at fixed offsets. Per row: k values (int8, or int16 for 8-bit) and dstride floats of d.
 struct XQuant {
   XLayout layout;
   int64_t panel;  // rows interleaved per panel: kPanel, or 1 for a single row (decode)
@@ -720,15 +720,14 @@ bool qmm_int8_applies(const QuantSpec& spec, bool transpose, bool has_biases, in
   }
 }
 
-void qmm_int8_group(const float* x, int64_t m, int64_t k, const QuantSpec& spec, const QmmInt8Operand* ops,
-                    size_t count, float* swiglu_out) {
-  if (m == 0 || count == 0) return;
-  const int bits = spec.bits;
-  const int64_t gs = spec.group_size;
+namespace {
+
+// X for m rows of k values, allocated (quantize_rows fills it).
+XQuant make_x(int64_t m, int64_t k, const QuantSpec& spec) {
   XQuant X;
-  X.layout = bits == 4 ? XLayout::nibbles : bits == 8 ? XLayout::i16 : XLayout::i8;  // fp4 modes: nibbles
+  X.layout = spec.bits == 4 ? XLayout::nibbles : spec.bits == 8 ? XLayout::i16 : XLayout::i8;  // fp4: nibbles
   X.k = k;
-  X.groups = k / gs;
+  X.groups = k / spec.group_size;
   X.panel = m == 1 ? 1 : kPanel;
   const int64_t mp = (m + X.panel - 1) / X.panel * X.panel;  // slots past m are never read
   if (X.layout == XLayout::nibbles) {
@@ -743,67 +742,96 @@ void qmm_int8_group(const float* x, int64_t m, int64_t k, const QuantSpec& spec,
   }
   X.d.resize(mp * X.dstride);
   X.xs.resize(m * X.groups);
-  parallel_for(m, std::max<int64_t>(1, 8192 / k), [&](int64_t b, int64_t e) { quantize_rows(x, b, e, X); });
+  return X;
+}
 
-  const int64_t row_bytes = k * bits / 8;
+// Products x_i @ W_i.T sharing k and spec (jobs with the same x pointer share one quantized x), as one
+// parallel pass over every product's row chunks after one over the activation rows. With swiglu_out, the
+// jobs are gate and up of one x and n (see qmm_int8_group).
+void run_products(int64_t k, const QuantSpec& spec, const QmmInt8Product* jobs, size_t count, float* swiglu_out) {
+  const int bits = spec.bits;
+  const int64_t gs = spec.group_size, row_bytes = k * bits / 8;
   const int gshift = gs == 32 ? 5 : gs == 64 ? 6 : 7;
-  // One row of x: the decode GEMV. Two: prefetched packed rows, one at a time; more rows: 2 x 4 tiles.
-  const bool decode = m <= 2;
-  // One packed row at a time in decode keeps the weights a single sequential stream (measured faster
-  // than 2 or 4 interleaved rows).
-  // In prefill, 2 x 4 tiles for 4-bit and 3 x 4 for 8-bit (measured: 8-bit pp512 +12% over 2 x 4, 4-bit -5%).
-  const int rw = decode ? 1 : bits == 8 ? 3 : 2, mx = decode ? static_cast<int>(m) : 4;
-  // Packed rows [b, e) of one operand against all m rows of x.
-  auto rows = [&](const QmmInt8Operand& op, int64_t b, int64_t e) {
+  const int threads = num_threads();
+  // Quantized activations: one per distinct x.
+  std::vector<XQuant> xq;
+  std::vector<size_t> xof(count);
+  for (size_t j = 0; j < count; ++j) {
+    if (j > 0 && jobs[j].x == jobs[j - 1].x && jobs[j].m == jobs[j - 1].m) {
+      xof[j] = xof[j - 1];
+      continue;
+    }
+    xof[j] = xq.size();
+    xq.push_back(make_x(jobs[j].m, k, spec));
+  }
+  struct RowTask {
+    size_t job;
+    int64_t b, e;
+  };
+  std::vector<RowTask> qtasks;
+  const int64_t qgrain = std::max<int64_t>(1, 8192 / k);
+  for (size_t j = 0; j < count; ++j)
+    if (j == 0 || xof[j] != xof[j - 1])
+      for (int64_t b = 0; b < jobs[j].m; b += qgrain) qtasks.push_back({j, b, std::min(jobs[j].m, b + qgrain)});
+  parallel_for(static_cast<int64_t>(qtasks.size()), 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) quantize_rows(jobs[qtasks[t].job].x, qtasks[t].b, qtasks[t].e, xq[xof[qtasks[t].job]]);
+  });
+
+  // Packed rows [b, e) of job j against all its rows of x. One row of x: the decode GEMV. Two: prefetched
+  // packed rows, one at a time; more rows: tiles, 2 x 4 for 4-bit and 3 x 4 for 8-bit (measured: 8-bit
+  // pp512 +12% over 2 x 4, 4-bit -5%).
+  auto tile_shape = [&](int64_t m) { return std::pair<int, int>{m <= 2 ? 1 : bits == 8 ? 3 : 2, m <= 2 ? int(m) : 4}; };
+  auto rows = [&](size_t j, int64_t b, int64_t e) {
+    const QmmInt8Operand& op = jobs[j].w;
+    const XQuant& X = xq[xof[j]];
+    const int64_t m = jobs[j].m;
     const auto* w = reinterpret_cast<const uint8_t*>(op.wq);
     const auto* sp = static_cast<const uint8_t*>(op.scales);
     const auto* bp = static_cast<const uint8_t*>(op.biases);
+    const auto [rw, mx] = tile_shape(m);
     if (m == 1) {
       const float gmul = op.global_scale > 0 ? op.global_scale / (448.0f * 6.0f) : 1.0f;  // nvfp4's, as MLX
       gemv_fn(spec, op.sdt)(X, op, gmul, b, e);
     } else if (bits == 4) {
       if (gs == 32) {
-        if (decode)
+        if (m <= 2)
           run_range<4, true, true>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
         else
           run_range<4, true, false>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
       } else {
-        if (decode)
+        if (m <= 2)
           run_range<4, false, true>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
         else
           run_range<4, false, false>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
       }
     } else {
-      if (decode)
+      if (m <= 2)
         run_range<8, false, true>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
       else
         run_range<8, false, false>(X, m, w, row_bytes, sp, bp, op.sdt, op.out, op.n, b, e, gshift, rw, mx);
     }
   };
-  // Tasks: chunks of contiguous packed rows of every operand (with swiglu, the same rows of gate and up,
-  // whose epilogue the task then applies); ~64 KB of packed rows in decode, in prefill about 8 per thread
-  // and operand, at least one 128 KB block.
-  struct Task {
-    size_t op;
-    int64_t b, e;
-  };
-  const int threads = num_threads();
-  std::vector<Task> tasks;
-  for (size_t o = 0; o < (swiglu_out ? 1 : count); ++o) {
-    const int64_t n = ops[o].n;
+  // Tasks: chunks of contiguous packed rows of every job (with swiglu, the same rows of gate and up, whose
+  // epilogue the task then applies); ~64 KB of packed rows in decode, in prefill about 8 per thread and
+  // job, at least one 128 KB block.
+  std::vector<RowTask> tasks;
+  for (size_t j = 0; j < (swiglu_out ? 1 : count); ++j) {
+    const int64_t n = jobs[j].w.n, m = jobs[j].m;
+    const int rw = tile_shape(m).first;
     int64_t chunk =
-        decode ? (int64_t{64} << 10) / row_bytes : std::max((int64_t{128} << 10) / row_bytes, n / (8 * threads));
+        m <= 2 ? (int64_t{64} << 10) / row_bytes : std::max((int64_t{128} << 10) / row_bytes, n / (8 * threads));
     chunk = std::max<int64_t>(rw, (chunk + rw - 1) / rw * rw);
-    for (int64_t b = 0; b < n; b += chunk) tasks.push_back({o, b, std::min(n, b + chunk)});
+    for (int64_t b = 0; b < n; b += chunk) tasks.push_back({j, b, std::min(n, b + chunk)});
   }
-  auto run_task = [&](const Task& t) {
-    if (!swiglu_out) return rows(ops[t.op], t.b, t.e);
-    rows(ops[0], t.b, t.e);
-    rows(ops[1], t.b, t.e);
-    const int64_t n = ops[0].n;
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = t.b; j < t.e; ++j)
-        swiglu_out[i * n + j] = silu_times(ops[0].out[i * n + j], ops[1].out[i * n + j]);
+  auto run_task = [&](const RowTask& t) {
+    if (!swiglu_out) return rows(t.job, t.b, t.e);
+    rows(0, t.b, t.e);
+    rows(1, t.b, t.e);
+    const int64_t n = jobs[0].w.n;
+    const float* g = jobs[0].w.out;
+    const float* u = jobs[1].w.out;
+    for (int64_t i = 0; i < jobs[0].m; ++i)
+      for (int64_t c = t.b; c < t.e; ++c) swiglu_out[i * n + c] = silu_times(g[i * n + c], u[i * n + c]);
   };
   // Threads take tasks from a shared counter, so a thread that starts late or is descheduled (a busy
   // machine) leaves its share to the others instead of holding up the call.
@@ -812,6 +840,23 @@ void qmm_int8_group(const float* x, int64_t m, int64_t k, const QuantSpec& spec,
   parallel_for(std::min<int64_t>(threads, ntasks), 1, [&](int64_t, int64_t) {
     for (int64_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < ntasks;) run_task(tasks[c]);
   });
+}
+
+}  // namespace
+
+void qmm_int8_group(const float* x, int64_t m, int64_t k, const QuantSpec& spec, const QmmInt8Operand* ops,
+                    size_t count, float* swiglu_out) {
+  if (m == 0 || count == 0) return;
+  std::vector<QmmInt8Product> jobs;
+  for (size_t i = 0; i < count; ++i) jobs.push_back({x, m, ops[i]});
+  run_products(k, spec, jobs.data(), count, swiglu_out);
+}
+
+void qmm_int8_batch(int64_t k, const QuantSpec& spec, const QmmInt8Product* products, size_t count) {
+  std::vector<QmmInt8Product> jobs;
+  for (size_t i = 0; i < count; ++i)
+    if (products[i].m > 0 && products[i].w.n > 0) jobs.push_back(products[i]);
+  if (!jobs.empty()) run_products(k, spec, jobs.data(), jobs.size(), nullptr);
 }
 
 void qmm_int8(const float* x, int64_t m, int64_t k, const uint32_t* wq, const void* scales, const void* biases,

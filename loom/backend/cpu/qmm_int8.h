@@ -17,8 +17,10 @@
 
 #include <cstdint>
 
+#include "loom/core/array.h"
 #include "loom/core/dtype.h"
 #include "loom/core/quant.h"
+#include "loom/ops/quantized.h"
 
 namespace loom::cpu {
 
@@ -49,5 +51,23 @@ struct QmmInt8Operand {
 // and up of one n, their outs scratch, and swiglu_out [m, n] = silu_times(gate, up).
 void qmm_int8_group(const float* x, int64_t m, int64_t k, const QuantSpec& spec, const QmmInt8Operand* ops,
                     size_t count, float* swiglu_out);
+
+// One product of a batch: x [m, k] @ W.T into w.out [m, w.n].
+struct QmmInt8Product {
+  const float* x;
+  int64_t m;
+  QmmInt8Operand w;
+};
+
+// Independent products sharing k and spec (gather_qmm's experts) as one parallel pass; neighbours with
+// the same x (pointer and m) share its quantization. Each output equals its qmm_int8 call bit for bit.
+void qmm_int8_batch(int64_t k, const QuantSpec& spec, const QmmInt8Product* products, size_t count);
+
+// Whether quantized_matmul's fast tier computes x @ W.T for these operands and `rows` rows of x: the
+// fast tier is selected, qmm_int8_applies, and affine biases share the scales' dtype.
+inline bool takes_int8(const Array& scales, const Array& biases, const QuantSpec& spec, bool transpose, int64_t rows) {
+  return qmm_precision() == QmmPrecision::fast && qmm_int8_applies(spec, transpose, biases.valid(), rows) &&
+         (!biases.valid() || scales.dtype() == biases.dtype());
+}
 
 }  // namespace loom::cpu

@@ -655,13 +655,6 @@ Array as_f32(const Array& a) {
 
 }  // namespace
 
-namespace {
-// Whether the int8 fast tier computes x @ W.T for this operand and `rows` rows of x.
-bool takes_int8(const Array& scales, const Array& biases, const QuantSpec& spec, bool transpose, int64_t rows) {
-  return qmm_int8_applies(spec, transpose, biases.valid(), rows) && qmm_precision() == QmmPrecision::fast &&
-         (!biases.valid() || scales.dtype() == biases.dtype());
-}
-}  // namespace
 
 // The CPU kernels compute in f32: half-type activations, scales and outputs are converted here. With
 // QmmPrecision::fast, affine 4/8-bit W.T takes the int8 tier (qmm_int8.h), which reads the scales and
