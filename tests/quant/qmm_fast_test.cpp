@@ -335,11 +335,13 @@ TEST(QmmFast, GatherQmmEqualsPerExpertProducts) {
       int64_t xrows, M;
       std::vector<int32_t> lhs, rhs;
     };
-    std::vector<int32_t> many_l(70), many_r(70);
-    for (int i = 0; i < 70; ++i) many_l[i] = i, many_r[i] = (i * 7) % 5;
+    std::vector<int32_t> many_l(70), many_r(70), sorted_r(70);
+    for (int i = 0; i < 70; ++i) many_l[i] = i, many_r[i] = (i * 7) % 5, sorted_r[i] = i * 5 / 70;
     for (const Shape3& c : {Shape3{"decode: 3 tokens x 3 experts", 3, 1, {0, 0, 0, 1, 1, 1, 2, 2, 2}, {4, 1, 0, 1, 5, 2, 0, 4, 1}},
                             Shape3{"pairs of 3 rows", 4, 3, {3, 0, 3, 1, 2, 2}, {1, 1, 4, 1, 0, 1}},
-                            Shape3{"70 pairs over 5 experts", 70, 1, many_l, many_r}})
+                            Shape3{"70 pairs over 5 experts", 70, 1, many_l, many_r},
+                            // sorted tokens: each expert's rows of x and of the result are consecutive (in place)
+                            Shape3{"70 sorted pairs", 70, 1, many_l, sorted_r}})
       for (Dtype dt : {Dtype::f32, Dtype::bf16}) {
         SCOPED_TRACE(quant_spec_str(spec) + " " + c.what + " " + std::string(name(dt)));
         Array x = astype(Array::from(rand_x(c.xrows * c.M, K, 21), {c.xrows, c.M, K}), dt);

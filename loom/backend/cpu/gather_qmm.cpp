@@ -23,9 +23,8 @@ Array view2d(const Array& a, int64_t elem_offset, int64_t rows, int64_t cols) {
 }
 
 // The fast tier (when it takes every selected expert): all experts' products as one qmm_int8_batch pass
-// (quantized_matmul's int8 kernels, so each row equals that call's), their x rows gathered in f32 (a
-// group of one f32 pair reads x in place, so decode's gate/up pairs, which share the token's row, share
-// its quantization) and the results scattered back. Returns false, doing nothing, otherwise.
+// (quantized_matmul's int8 kernels, so each row equals that call's). Decode's gate/up pairs, which read
+// the token's row in place, share its quantization. Returns false, doing nothing, otherwise.
 bool gather_int8(const Array& x, const Array& wq, const Array& scales, const Array& biases, const int32_t* li,
                  const int32_t* ri, const std::vector<int64_t>& order, bool transpose, const QuantSpec& spec,
                  float global_scale, Array& out) {
@@ -39,17 +38,27 @@ bool gather_int8(const Array& x, const Array& wq, const Array& scales, const Arr
     runs.push_back({s, e});
     s = e;
   }
-  const bool xf32 = x.dtype() == Dtype::f32;
-  std::vector<float> xbuf, ybuf(P * M * N);
-  std::vector<int64_t> xat(runs.size(), -1);  // offset of a run's rows in xbuf (-1: read x in place)
-  int64_t xrows = 0;
-  for (size_t g = 0; g < runs.size(); ++g)
-    if (!xf32 || runs[g].second - runs[g].first > 1) xat[g] = xrows, xrows += (runs[g].second - runs[g].first) * M;
-  xbuf.resize(xrows * K);
+  // A run reads x in place when x is f32 and its pairs' rows are consecutive (a single pair, or sorted
+  // tokens), and writes out in place when out is f32 and its pairs are consecutive; else through f32
+  // scratch rows.
+  const bool xf32 = x.dtype() == Dtype::f32, of32 = out.dtype() == Dtype::f32;
+  auto consecutive = [&](int64_t s, int64_t e, auto&& at) {
+    for (int64_t i = s + 1; i < e; ++i)
+      if (at(i) != at(s) + (i - s)) return false;
+    return true;
+  };
+  std::vector<int64_t> xat(runs.size(), -1), yat(runs.size(), -1);  // scratch row offsets (-1: in place)
+  int64_t xrows = 0, yrows = 0;
+  for (size_t g = 0; g < runs.size(); ++g) {
+    const auto [s, e] = runs[g];
+    if (!xf32 || !consecutive(s, e, [&](int64_t i) { return int64_t{li[order[i]]}; })) xat[g] = xrows, xrows += (e - s) * M;
+    if (!of32 || !consecutive(s, e, [&](int64_t i) { return order[i]; })) yat[g] = yrows, yrows += (e - s) * M;
+  }
+  std::vector<float> xbuf(xrows * K), ybuf(yrows * N);
   const auto* xs = static_cast<const uint8_t*>(x.raw_data());
+  auto* od = static_cast<uint8_t*>(out.raw_data());
   const size_t ssz = size_of(scales.dtype());
   std::vector<QmmInt8Product> jobs;
-  int64_t yrow = 0;
   for (size_t g = 0; g < runs.size(); ++g) {
     const auto [s, e] = runs[g];
     const float* xp;
@@ -61,6 +70,7 @@ bool gather_int8(const Array& x, const Array& wq, const Array& scales, const Arr
                      xbuf.data() + (xat[g] + (i - s) * M) * K, Dtype::f32, M * K);
       xp = xbuf.data() + xat[g] * K;
     }
+    float* yp = yat[g] < 0 ? out.data<float>() + order[s] * M * N : ybuf.data() + yat[g] * N;
     const int64_t w = ri[order[s]];
     const QmmInt8Operand op{wq.data<uint32_t>() + w * rows * words,
                             static_cast<const uint8_t*>(scales.raw_data()) + w * rows * groups * ssz,
@@ -68,17 +78,16 @@ bool gather_int8(const Array& x, const Array& wq, const Array& scales, const Arr
                                            : nullptr,
                             scales.dtype(),
                             rows,
-                            ybuf.data() + yrow * N,
+                            yp,
                             global_scale};
     jobs.push_back({xp, (e - s) * M, op});
-    yrow += (e - s) * M;
   }
   qmm_int8_batch(K, spec, jobs.data(), jobs.size());
-  auto* od = static_cast<uint8_t*>(out.raw_data());
-  yrow = 0;
-  for (const auto& [s, e] : runs)
-    for (int64_t i = s; i < e; ++i, yrow += M)
-      convert_span(ybuf.data() + yrow * N, Dtype::f32, od + order[i] * M * N * out.itemsize(), out.dtype(), M * N);
+  for (size_t g = 0; g < runs.size(); ++g)
+    if (yat[g] >= 0)
+      for (int64_t i = runs[g].first; i < runs[g].second; ++i)
+        convert_span(ybuf.data() + (yat[g] + (i - runs[g].first) * M) * N, Dtype::f32,
+                     od + order[i] * M * N * out.itemsize(), out.dtype(), M * N);
   return true;
 }
 
