@@ -70,65 +70,37 @@ std::pair<int64_t, int64_t> visible_range(const AttentionSpec& spec, int64_t qpo
   return {lo, std::max(lo, hi)};
 }
 
-// Scores of mr (<= 6) query rows q[r * D + d] against 16 keys packed as two panels [D][8]: s[r * lds + c]
-// = scale * dot.
-void qk_tile(int mr, const float* q, int64_t D, const float* kp, float scale, float* s, int64_t lds) {
+// The register tile of both prefill products: c[r * ldc + u] = alpha * sum_{t < n} a[r * lda + t] * B_t[u]
+// for mr (<= 6) rows and 16 columns, where B_t[0..8) = b0 + t * bs and B_t[8..16) = b1 + t * bs.
+// Scores: a = the query rows, B_t = two panels of 8 packed keys at dimension t. Output: a = the
+// probabilities, B_t = value row t.
+void tile16(int mr, const float* a, int64_t lda, int64_t n, const float* b0, const float* b1, int64_t bs, float alpha,
+            float* c, int64_t ldc) {
 #ifdef LOOM_AVX2
   __m256 acc[6][2];
   for (int r = 0; r < 6; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  const float* p1 = kp + D * 8;
-  for (int64_t d = 0; d < D; ++d) {
-    const __m256 b0 = _mm256_loadu_ps(kp + d * 8), b1 = _mm256_loadu_ps(p1 + d * 8);
+  for (int64_t t = 0; t < n; ++t) {
+    const __m256 v0 = _mm256_loadu_ps(b0 + t * bs), v1 = _mm256_loadu_ps(b1 + t * bs);
 #pragma GCC unroll 6
     for (int r = 0; r < 6; ++r) {
       if (r < mr) {
-        const __m256 a = _mm256_broadcast_ss(q + r * D + d);
-        acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
-        acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
+        const __m256 x = _mm256_broadcast_ss(a + r * lda + t);
+        acc[r][0] = _mm256_fmadd_ps(x, v0, acc[r][0]);
+        acc[r][1] = _mm256_fmadd_ps(x, v1, acc[r][1]);
       }
     }
   }
-  const __m256 sv = _mm256_set1_ps(scale);
+  const __m256 av = _mm256_set1_ps(alpha);
   for (int r = 0; r < mr; ++r) {
-    _mm256_storeu_ps(s + r * lds, _mm256_mul_ps(acc[r][0], sv));
-    _mm256_storeu_ps(s + r * lds + 8, _mm256_mul_ps(acc[r][1], sv));
+    _mm256_storeu_ps(c + r * ldc, _mm256_mul_ps(acc[r][0], av));
+    _mm256_storeu_ps(c + r * ldc + 8, _mm256_mul_ps(acc[r][1], av));
   }
 #else
   for (int r = 0; r < mr; ++r)
-    for (int c = 0; c < 16; ++c) {
-      float t = 0;
-      for (int64_t d = 0; d < D; ++d) t += q[r * D + d] * kp[(c / 8) * D * 8 + d * 8 + c % 8];
-      s[r * lds + c] = t * scale;
-    }
-#endif
-}
-
-// o[r * ldo + c] = sum_{j < n} p[r * ldp + j] * v[j * ldv + c] for mr (<= 6) rows and 16 columns.
-void pv_tile(int mr, const float* p, int64_t ldp, int64_t n, const float* v, int64_t ldv, float* o, int64_t ldo) {
-#ifdef LOOM_AVX2
-  __m256 acc[6][2];
-  for (int r = 0; r < 6; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-  for (int64_t j = 0; j < n; ++j) {
-    const __m256 b0 = _mm256_loadu_ps(v + j * ldv), b1 = _mm256_loadu_ps(v + j * ldv + 8);
-#pragma GCC unroll 6
-    for (int r = 0; r < 6; ++r) {
-      if (r < mr) {
-        const __m256 a = _mm256_broadcast_ss(p + r * ldp + j);
-        acc[r][0] = _mm256_fmadd_ps(a, b0, acc[r][0]);
-        acc[r][1] = _mm256_fmadd_ps(a, b1, acc[r][1]);
-      }
-    }
-  }
-  for (int r = 0; r < mr; ++r) {
-    _mm256_storeu_ps(o + r * ldo, acc[r][0]);
-    _mm256_storeu_ps(o + r * ldo + 8, acc[r][1]);
-  }
-#else
-  for (int r = 0; r < mr; ++r)
-    for (int c = 0; c < 16; ++c) {
-      float t = 0;
-      for (int64_t j = 0; j < n; ++j) t += p[r * ldp + j] * v[j * ldv + c];
-      o[r * ldo + c] = t;
+    for (int u = 0; u < 16; ++u) {
+      float sum = 0;
+      for (int64_t t = 0; t < n; ++t) sum += a[r * lda + t] * (u < 8 ? b0 + t * bs : b1 + t * bs)[u % 8];
+      c[r * ldc + u] = alpha * sum;
     }
 #endif
 }
@@ -262,7 +234,8 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
               const int64_t jend = (*std::max_element(hi.begin() + t, hi.begin() + t + mr) + 15) / 16 * 16;
               std::fill(end.begin() + t, end.begin() + t + mr, jend);
               for (int64_t j = 0; j < jend; j += 16)
-                qk_tile(mr, qf.data() + t * D, D, kpack.data() + j * D, scale, S.data() + t * kvp + j, kvp);
+                tile16(mr, qf.data() + t * D, D, D, kpack.data() + j * D, kpack.data() + (j + 8) * D, 8, scale,
+                       S.data() + t * kvp + j, kvp);
             }
             for (int64_t rr = 0; rr < rc; ++rr) {
               const int64_t row = r0 + rr, h = hk * group + row / L, i = row % L;
@@ -277,7 +250,8 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
               const int64_t jend = *std::max_element(hi.begin() + t, hi.begin() + t + mr);
               // Rows of the tile that see fewer keys hold zeros up to the tile's end (softmax_range wrote them).
               for (int64_t c = 0; c < Dvp; c += 16)
-                pv_tile(mr, S.data() + t * kvp, kvp, jend, vpack.data() + c, Dvp, O.data() + t * Dvp + c, Dvp);
+                tile16(mr, S.data() + t * kvp, kvp, jend, vpack.data() + c, vpack.data() + c + 8, Dvp, 1.0f,
+                       O.data() + t * Dvp + c, Dvp);
             }
             for (int64_t rr = 0; rr < rc; ++rr) {
               float* o = O.data() + rr * Dvp;
