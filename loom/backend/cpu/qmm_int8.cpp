@@ -537,15 +537,43 @@ void gemv8(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t
   }
 }
 
-#ifdef __BMI2__
-constexpr bool kUnpackWidths = true;
+// Affine 2, 3, 5 and 6 bits: the 32 codes of a block (4B bytes of the LSB-first stream) are spread to one
+// byte each in registers, then multiplied as int8 against the i8 layout (codes < 64, so the pair sums stay
+// below 2^15). Codes 16h .. 16h + 15 come from the 16 bytes at 2B * h, loaded into both 128-bit lanes:
+// for code t of its lane's 8 (bit offset (8L + t) B from there, L the lane), a shuffle puts bytes
+// (8L + t) B / 8 and the next into a 16-bit lane, a multiply by 2^(8 - s) (s = tB mod 8) and a shift
+// right by 8 leave bits s .. s + 7 of the pair, masked to B bits; two such halves pack to 32 bytes.
+template <int B>
+struct Unpack {
+  __m256i shuf, mul;
+  Unpack() {
+    alignas(32) int8_t sh[32];
+    alignas(32) int16_t mu[16];
+    for (int L = 0; L < 2; ++L)
+      for (int t = 0; t < 8; ++t) {
+        const int bit = (8 * L + t) * B, byte = bit / 8;
+        sh[16 * L + 2 * t] = static_cast<int8_t>(byte);
+        sh[16 * L + 2 * t + 1] = static_cast<int8_t>(byte + 1);
+        mu[8 * L + t] = static_cast<int16_t>(1 << (8 - bit % 8));
+      }
+    shuf = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh));
+    mul = _mm256_load_si256(reinterpret_cast<const __m256i*>(mu));
+  }
+  // Codes of 16 values from the 16 bytes at p, as 16-bit lanes.
+  __m256i half(const uint8_t* p) const {
+    const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    return _mm256_srli_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(v, shuf), mul), 8);
+  }
+  // The 32 codes of the block at p (reads 16 - 2B bytes past its 4B).
+  __m256i block(const uint8_t* p) const {
+    const __m256i packed = _mm256_packus_epi16(half(p), half(p + 2 * B));  // 0-7 16-23 8-15 24-31
+    return _mm256_and_si256(_mm256_permute4x64_epi64(packed, 0xD8), _mm256_set1_epi8((1 << B) - 1));
+  }
+};
 
-// Affine 2, 3, 5 and 6 bits: 8 codes are B bytes of the LSB-first stream, spread to one byte each by a
-// pdep; four of those make the 32 codes of a block, multiplied as int8 against the i8 layout (codes < 64,
-// so the pair sums stay below 2^15).
 template <int B, Dtype DT, int GS>
 void gemv_bits(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t n1) {
-  constexpr uint64_t mask = 0x0101010101010101ull * ((1u << B) - 1);
+  static const Unpack<B> U;
   const int64_t k = X.k, groups = X.groups, row_bytes = k * B / 8, ssz = static_cast<int64_t>(size_of(DT));
   const int8_t* xq = X.q8.data();
   const float* xd = X.d.data();
@@ -553,52 +581,38 @@ void gemv_bits(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int
   for (int64_t r = n0; r < n1; ++r) {
     const uint8_t* wr = reinterpret_cast<const uint8_t*>(op.wq) + r * row_bytes;
     const void* sc = static_cast<const uint8_t*>(op.scales) + r * groups * ssz;
-    // Codes 8t .. 8t + 7 of the block at p. 8-byte loads read up to 8 - B bytes past them; the row's last 8
-    // codes take exactly their B bytes, so nothing past the row's end (possibly the buffer's) is read.
-    auto eight = [&](const uint8_t* p, bool last) {
-      uint64_t v = 0;
-      if (last)
-        std::memcpy(&v, p, B);
-      else
-        std::memcpy(&v, p, 8);
-      return static_cast<long long>(_pdep_u64(v, mask));
-    };
-    auto step = [&](int64_t c, __m256 acc) {
-      const uint8_t* p = wr + c / 8 * B;
-      const __m256i codes =
-          _mm256_setr_epi64x(eight(p, false), eight(p + B, false), eight(p + 2 * B, false), eight(p + 3 * B, c + 32 == k));
-      const __m256i prod =
-          _mm256_maddubs_epi16(codes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c)));
+    auto step = [&](int64_t c, __m256i codes, __m256 acc) {
+      const __m256i prod = _mm256_maddubs_epi16(codes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c)));
       return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones)),
                              _mm256_mul_ps(_mm256_broadcast_ss(xd + c / 32), bcast<DT>(sc, c / GS)), acc);
     };
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t c = 0;
-    for (; c + 64 <= k; c += 64) {
+    // Every block but the row's last reads within the row; the last is copied out first, so nothing past
+    // the row's end (possibly the buffer's) is read.
+    for (; c + 64 < k; c += 64) {
       _mm_prefetch(reinterpret_cast<const char*>(wr + c / 8 * B + kPrefetch), _MM_HINT_T0);
-      a0 = step(c, a0);
-      a1 = step(c + 32, a1);
+      a0 = step(c, U.block(wr + c / 8 * B), a0);
+      a1 = step(c + 32, U.block(wr + (c + 32) / 8 * B), a1);
     }
-    if (c < k) a0 = step(c, a0);
+    for (; c + 32 < k; c += 32) a0 = step(c, U.block(wr + c / 8 * B), a0);
+    alignas(32) uint8_t last[32] = {};
+    std::memcpy(last, wr + c / 8 * B, 4 * B);
+    a1 = step(c, U.block(last), a1);
     op.out[r] = hsum(_mm256_add_ps(a0, a1)) +
                 dot_groups<DT>(static_cast<const uint8_t*>(op.biases) + r * groups * ssz, X.xs.data(), groups);
   }
 }
-#else
-constexpr bool kUnpackWidths = false;
-#endif
 
 template <Dtype DT, int GS>
 GemvFn affine_gemv(int bits) {
   switch (bits) {
     case 4: return &gemv4<DT, GS>;
     case 8: return &gemv8<DT, GS>;
-#ifdef __BMI2__
     case 2: return &gemv_bits<2, DT, GS>;
     case 3: return &gemv_bits<3, DT, GS>;
     case 5: return &gemv_bits<5, DT, GS>;
     case 6: return &gemv_bits<6, DT, GS>;
-#endif
     default: return nullptr;
   }
 }
@@ -713,7 +727,7 @@ bool qmm_int8_applies(const QuantSpec& spec, bool transpose, bool has_biases, in
     case QuantMode::affine:
       if (!has_biases || (spec.group_size != 32 && spec.group_size != 64 && spec.group_size != 128)) return false;
       if (spec.bits == 4 || spec.bits == 8) return true;
-      return rows == 1 && kUnpackWidths && (spec.bits == 2 || spec.bits == 3 || spec.bits == 5 || spec.bits == 6);
+      return rows == 1 && (spec.bits == 2 || spec.bits == 3 || spec.bits == 5 || spec.bits == 6);
     case QuantMode::mxfp4: return rows == 1 && spec.group_size == 32;
     case QuantMode::nvfp4: return rows == 1 && spec.group_size == 16;
     default: return false;
