@@ -5,9 +5,9 @@
 // 2048x768 with top-8 for one token. One line per case:
 //   <case> <N>x<K> <format> <microseconds per call> us <GB/s of bytes read>
 // where the bytes read are the weights the call must stream (packed words + scales + biases, or the bf16
-// matrix; for gather_qmm the 8 selected experts) plus x. Compare with the device's copy bandwidth. On the
-// CPU each case cycles through random matrices of its shape totalling >= 256 MB, so no call finds its weights in
-// the last-level cache (a decode step never does).
+// matrix; for gather_qmm the 8 selected experts) plus x. Compare with the device's copy bandwidth. On
+// the CPU each case cycles through random matrices of its shape totalling >= 256 MB, so no call finds its
+// weights in the last-level cache (a decode step never does).
 //   kernel_bench_qmv [--device cuda|cpu] [--shapes default|llama1b] [--formats default|all] [--only SUBSTRING]
 //                    [--min-ms 30]
 #include <algorithm>
@@ -132,12 +132,30 @@ void bench_moe(const std::string& name, int64_t n, int64_t k, uint64_t key) {
 
 int main(int argc, char** argv) {
   std::string only, shapes = "default";
-  for (int i = 1; i + 1 < argc; i += 2) {
-    if (!std::strcmp(argv[i], "--only")) only = argv[i + 1];
-    if (!std::strcmp(argv[i], "--min-ms")) g_min_ms = std::atof(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--device")) kDev = parse_device(argv[i + 1]);
-    if (!std::strcmp(argv[i], "--shapes")) shapes = argv[i + 1];
-    if (!std::strcmp(argv[i], "--formats")) g_all_formats = !std::strcmp(argv[i + 1], "all");
+  auto usage = [](const std::string& why) {
+    std::fprintf(stderr,
+                 "kernel_bench_qmv: %s\n  usage: kernel_bench_qmv [--device cuda|cpu] [--shapes default|llama1b] "
+                 "[--formats default|all] [--only SUBSTRING] [--min-ms MS]\n",
+                 why.c_str());
+    return 2;
+  };
+  for (int i = 1; i < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (i + 1 >= argc) return usage(flag + " needs a value");
+    const std::string value = argv[i + 1];
+    if (flag == "--only") {
+      only = value;
+    } else if (flag == "--min-ms") {
+      g_min_ms = std::atof(value.c_str());
+    } else if (flag == "--device") {
+      kDev = parse_device(value);
+    } else if (flag == "--shapes" && (value == "default" || value == "llama1b")) {
+      shapes = value;
+    } else if (flag == "--formats" && (value == "default" || value == "all")) {
+      g_all_formats = value == "all";
+    } else {
+      return usage("unknown argument " + flag + " " + value);
+    }
   }
   if (!device_available(kDev)) {
     std::fprintf(stderr, "kernel_bench_qmv: device %s is not usable\n", kDev.str().c_str());

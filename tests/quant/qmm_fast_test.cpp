@@ -232,19 +232,20 @@ void check_single_row(const QuantSpec& spec, int64_t n, int64_t k, Dtype sdt, fl
   const bool affine = spec.mode == QuantMode::affine;
   const std::vector<float> bi = affine ? astype(qa.biases, Dtype::f32).to_float_vector() : std::vector<float>{};
   const int64_t groups = k / spec.group_size;
-  // |b'_g|: affine's bias; for E2M1 6 s, and s = max |w| / 6 over the group unless every w is 0 (then
-  // the term is 0 too), so 6 s = max over the group of |w|.
+  // |b'_g|: affine's bias; for E2M1 6 s with s the group's decoded scale: 2^(e - 127) for mxfp4's E8M0
+  // byte, e4m3(byte) * global / (448 * 6) for nvfp4 (e4m3_to_float is checked against
+  // hand-derived values in quantized_test).
+  const std::vector<uint8_t> sb = affine ? std::vector<uint8_t>{} : contiguous(qa.scales).to_vector<uint8_t>();
   std::vector<double> bmag(n * groups, 0.0);
-  for (int64_t r = 0; r < n; ++r)
-    for (int64_t g = 0; g < groups; ++g) {
-      if (affine) {
-        bmag[r * groups + g] = std::abs(bi[r * groups + g]);
-        continue;
-      }
-      double mx = 0;
-      for (int64_t j = g * spec.group_size; j < (g + 1) * spec.group_size; ++j) mx = std::max(mx, double(std::abs(wv[r * k + j])));
-      bmag[r * groups + g] = mx;
+  for (int64_t i = 0; i < n * groups; ++i) {
+    if (affine) {
+      bmag[i] = std::abs(bi[i]);
+    } else if (spec.mode == QuantMode::mxfp4) {
+      bmag[i] = 6.0 * std::ldexp(1.0, int(sb[i]) - 127);
+    } else {
+      bmag[i] = 6.0 * std::abs(quant_codec::e4m3_to_float(sb[i])) * (global > 0 ? global / (448.0 * 6.0) : 1.0);
     }
+  }
   std::vector<int> q;
   std::vector<float> d;
   quantize_x_ref(xv.data(), k, q, d);

@@ -38,17 +38,6 @@ float dot_f32(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-bool visible(const AttentionSpec& spec, int64_t qpos, int64_t j, int64_t start) {
-  if (j < start) return false;
-  switch (spec.mode) {
-    case AttentionMode::none: return true;
-    case AttentionMode::causal: return j <= qpos;
-    case AttentionMode::window: return j <= qpos && qpos - j < spec.window;
-    case AttentionMode::chunk: return j <= qpos && (qpos - start) / spec.chunk == (j - start) / spec.chunk;
-  }
-  return true;
-}
-
 // The block holding key j, and j's position in it.
 std::pair<const Block*, int64_t> locate(const std::vector<Block>& blocks, int64_t j) {
   for (const Block& blk : blocks) {
@@ -58,7 +47,9 @@ std::pair<const Block*, int64_t> locate(const std::vector<Block>& blocks, int64_
   return {&blocks.back(), blocks.back().len - 1};  // not reached: j < kv_len
 }
 
-// The keys query position qpos sees, [lo, hi): visible() as an interval.
+// The keys query position qpos sees, [lo, hi): at or after `start` (left padding), and per mode none:
+// all; causal: up to qpos; window: the last `window` up to qpos; chunk: qpos's chunk (counted from start)
+// up to qpos. Every mode's mask is one interval.
 std::pair<int64_t, int64_t> visible_range(const AttentionSpec& spec, int64_t qpos, int64_t start, int64_t kv_len) {
   int64_t lo = start, hi = std::min(kv_len, qpos + 1);
   switch (spec.mode) {
@@ -186,9 +177,9 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
   if (L > 1) {
     // Prefill, per (batch, KV head): its keys packed into panels of 8 ([D][8] each) and its values into
     // rows of Dvp (Dv rounded up to 16), zero-padded; then tasks of 48 query rows of its `group` heads
-    // ([group * L, D], contiguous) compute their scores with a 6 x 16 register-tile kernel, the softmax
-    // over each row's visible key range, and the probabilities times the values with a second 6 x 16
-    // kernel. A tile stops at the last key any of its rows sees (causal prompts skip the upper triangle).
+    // ([group * L, D], contiguous) compute their scores with a 6 x 16 register tile (tile16), the softmax
+    // over each row's visible key range, and the probabilities times the values with the same tile. A
+    // tile stops at the last key any of its rows sees (causal prompts skip the upper triangle).
     const int64_t R = group * L, kvp = (kv_len + 15) / 16 * 16, Dvp = (Dv + 15) / 16 * 16;
     constexpr int64_t kRows = 48;  // rows per task (8 tiles of 6)
     std::vector<float> kpack(kvp * D), vpack(kvp * Dvp);
@@ -265,7 +256,7 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
     return;
   }
 
-  // Decode: one task per (batch, query head, query row).
+  // Decode (one query row): one task per (batch, query head).
   parallel_for(B * Hq * L, 1, [&](int64_t s, int64_t e) {
     std::vector<float> qv(D), kv(std::max(D, Dv)), acc(Dv), scores(kv_len);
     for (int64_t t = s; t < e; ++t) {
@@ -273,14 +264,13 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
       int64_t hk = h / group;
       convert_span(static_cast<const uint8_t*>(q.raw_data()) + ((b * Hq + h) * L + i) * D * q.itemsize(), q.dtype(),
                    qv.data(), Dtype::f32, D);
-      int64_t qpos = q_pos(b, i);
-      int64_t start = kv_begin(b);
+      const auto [lo, hi] = visible_range(spec, q_pos(b, i), kv_begin(b), kv_len);
       float mx = sinks.empty() ? -std::numeric_limits<float>::infinity() : sinks[h];
       int64_t j = 0;
       for (const Block& blk : blocks) {
         for (int64_t p = 0; p < blk.len; ++p, ++j) {
           float sc = -std::numeric_limits<float>::infinity();
-          if (visible(spec, qpos, j, start)) {
+          if (j >= lo && j < hi) {
             const uint8_t* kp = blk.k + (b * blk.kb + hk * blk.kh + p * blk.ks) * static_cast<int64_t>(ksz);
             float d;
             if (kdt == Dtype::f32) {

@@ -4,8 +4,9 @@
 // (decode: one pair per expert, M = 1) that is the fused dequantize + GEMV streaming only that
 // expert's rows; with many (prefill, the sorted-tokens case) it is one dequantized-panel GEMM per
 // expert; when quantized_matmul's int8 tier takes every selected expert, all of them run as one
-// qmm_int8_batch pass instead (gather_int8). Only the selected matrices are read. A group of one pair reads x and writes out in place;
-// larger groups gather their x rows into a scratch array and scatter the result rows back.
+// qmm_int8_batch pass instead (gather_int8). Only the selected matrices are read. A group of one pair
+// reads x and writes out in place; larger groups gather their x rows into a scratch array and scatter the
+// result rows back (gather_int8: only when their rows are not already consecutive).
 #include <algorithm>
 #include <cstring>
 #include <numeric>

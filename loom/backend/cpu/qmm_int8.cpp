@@ -1,23 +1,26 @@
 // The int8 fast tier (see qmm_int8.h for the arithmetic it guarantees).
 //  - Activations: every row is quantized once per call (once per group of products sharing x), in the
-//    order the kernels read it, in panels of 4 rows (XQuant; a single row is its own panel). 4-bit: per 64 values, the 32 even-indexed q then the 32 odd-indexed ones (a packed
-//    byte holds codes 2j and 2j+1 in its low and high nibble, so one 32-byte load masked and shifted
-//    lines up with them) and 8 floats [d0 x4, d1 x4]; a last block of 32 is [16 even | 16 odd] with
-//    [d x8]. 8-bit: q as int16 in natural order and one d per block. Per group, the bias term's
-//    sum_b d_b * sum q.
+//    order the kernels read it, in panels of 4 rows (XQuant; a single row is its own panel). Nibble
+//    layout (4-bit, mxfp4, nvfp4): per 64 values, the 32 even-indexed q then the 32 odd-indexed ones (a
+//    packed byte holds codes 2j and 2j+1 in its low and high nibble, so one 32-byte load masked and
+//    shifted lines up with them) and 8 floats [d0 x4, d1 x4]; a last block of 32 is [16 even | 16 odd]
+//    with [d x8]. 8-bit: q as int16 in natural order and one d per block. 2/3/5/6-bit (single rows): int8
+//    in natural order, one d per block. Per group, the bias term's sum_b d_b * sum q.
 //  - Products: 4-bit: vpmaddubsw (unsigned code x signed q, pair sums <= 2 * 15 * 127) on the low and
 //    high nibbles, the two summed as int16 (<= 7620) and widened pairwise with vpmaddwd, so int32 lane u
-//    holds values 8u .. 8u + 7 of the 64 (lanes 0-3 block 0, 4-7 block 1). 8-bit: codes widened to int16
-//    and vpmaddwd with q (no saturation possible). Each int32 vector is converted once and accumulated
-//    with d * scale per lane.
+//    holds values 8u .. 8u + 7 of the 64 (lanes 0-3 block 0, 4-7 block 1); mxfp4/nvfp4 the same after a
+//    byte-table lookup of each code. 8-bit: codes widened to int16 and vpmaddwd with q (no saturation
+//    possible). Other widths: codes spread to bytes in registers, one vpmaddubsw per block. Each int32
+//    vector is converted once and accumulated with d * scale per lane.
 //  - One activation row (decode): a GEMV streams each chunk's packed rows once, prefetched, one row at a
 //    time with two accumulators, reading scales and biases in their stored dtype.
-//  - Tiles (more rows): RW packed rows x MX activation rows (2 x 4 at 4 bits, 3 x 4 at 8; 1 x 2 for two rows); each loaded
-//    weight block serves MX rows, each loaded x block RW rows. A chunk is walked in ~128 KB blocks (L2)
-//    whose scales are converted to f32 once, and for each panel of activation rows (L1) the tiles stream
-//    the block.
+//  - Tiles (more rows, 4- and 8-bit): RW packed rows x MX activation rows (2 x 4 at 4 bits, 3 x 4 at 8;
+//    1 x 2 for two rows); each loaded weight block serves MX rows, each loaded x block RW rows. A chunk is
+//    walked in ~128 KB blocks (L2) whose scales are converted to f32 once, and for each panel of
+//    activation rows (L1) the tiles stream the block.
 //  - Threads take chunks of the output columns (packed rows, contiguous in memory) of every product of a
-//    call from a shared counter; a grouped gate/up pair shares its chunks and applies the SwiGLU to them.
+//    call (or of a batch: gather_qmm's experts) from a shared counter; a grouped gate/up pair shares its
+//    chunks and applies the SwiGLU to them.
 #include "loom/backend/cpu/qmm_int8.h"
 
 #include <algorithm>

@@ -9,8 +9,9 @@
 //    bias * sum(x over the group), precomputed per activation row.
 //  - quantized_matmul, prefill (and W without transpose): panels of W are dequantized to f32 in a
 //    bounded scratch buffer and fed to OpenBLAS sgemm from the calling thread.
-//  Those are the exact tier. With QmmPrecision::fast (the default), affine 4/8-bit W.T goes to the int8
-//  tier instead (qmm_int8.h), for any number of rows.
+//  Those are the exact tier. With QmmPrecision::fast (the default), W.T goes to the int8 tier instead
+//  (qmm_int8.h) where it applies: affine 4/8-bit for any number of rows; affine 2/3/5/6-bit, mxfp4 and
+//  nvfp4 for a single row.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -655,10 +656,9 @@ Array as_f32(const Array& a) {
 
 }  // namespace
 
-
-// The CPU kernels compute in f32: half-type activations, scales and outputs are converted here. With
-// QmmPrecision::fast, affine 4/8-bit W.T takes the int8 tier (qmm_int8.h), which reads the scales and
-// biases in their stored dtype.
+// The CPU kernels compute in f32: half-type activations, scales and outputs are converted here. Where
+// takes_int8 says so, the int8 tier (qmm_int8.h) runs instead; it reads the scales and biases in their
+// stored dtype.
 void quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
                       const QuantSpec& spec, float global_scale, Array& out) {
   bool affine = spec.mode == QuantMode::affine;
