@@ -11,8 +11,8 @@
 //   kernel_bench_qmv [--device cuda|cpu] [--shapes default|llama1b] [--formats default|all] [--only SUBSTRING]
 //                    [--min-ms 30]
 #include <algorithm>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -68,15 +68,12 @@ const std::vector<Format>& formats() {
   static const std::vector<Format> f = {{"q4g64", {QuantMode::affine, 4, 64}},
                                         {"q8g64", {QuantMode::affine, 8, 64}},
                                         {"mxfp4", default_quant_spec(QuantMode::mxfp4)}};
-  static const std::vector<Format> all = {{"q2g64", {QuantMode::affine, 2, 64}},
-                                          {"q3g64", {QuantMode::affine, 3, 64}},
-                                          {"q4g64", {QuantMode::affine, 4, 64}},
-                                          {"q5g64", {QuantMode::affine, 5, 64}},
-                                          {"q6g64", {QuantMode::affine, 6, 64}},
-                                          {"q8g64", {QuantMode::affine, 8, 64}},
-                                          {"mxfp4", default_quant_spec(QuantMode::mxfp4)},
-                                          {"nvfp4", default_quant_spec(QuantMode::nvfp4)},
-                                          {"mxfp8", default_quant_spec(QuantMode::mxfp8)}};
+  static const std::vector<Format> all = {
+      {"q2g64", {QuantMode::affine, 2, 64}},           {"q3g64", {QuantMode::affine, 3, 64}},
+      {"q4g64", {QuantMode::affine, 4, 64}},           {"q5g64", {QuantMode::affine, 5, 64}},
+      {"q6g64", {QuantMode::affine, 6, 64}},           {"q8g64", {QuantMode::affine, 8, 64}},
+      {"mxfp4", default_quant_spec(QuantMode::mxfp4)}, {"nvfp4", default_quant_spec(QuantMode::nvfp4)},
+      {"mxfp8", default_quant_spec(QuantMode::mxfp8)}};
   return g_all_formats ? all : f;
 }
 
@@ -170,9 +167,9 @@ int main(int argc, char** argv) {
       {"llama1b.down", 2048, 8192},     {"llama1b.lm_head", 128256, 2048},
   };
   std::vector<Dense> dense = {
-      {"llama8b.q/o_proj", 4096, 4096},   {"llama8b.k/v_proj", 1024, 4096},  {"llama8b.gate/up", 14336, 4096},
-      {"llama8b.down", 4096, 14336},      {"llama8b.lm_head", 128256, 4096}, {"qwen30b.q_proj", 4096, 2048},
-      {"qwen30b.k/v_proj", 512, 2048},    {"qwen30b.o_proj", 2048, 4096},    {"qwen30b.router", 128, 2048},
+      {"llama8b.q/o_proj", 4096, 4096},  {"llama8b.k/v_proj", 1024, 4096},  {"llama8b.gate/up", 14336, 4096},
+      {"llama8b.down", 4096, 14336},     {"llama8b.lm_head", 128256, 4096}, {"qwen30b.q_proj", 4096, 2048},
+      {"qwen30b.k/v_proj", 512, 2048},   {"qwen30b.o_proj", 2048, 4096},    {"qwen30b.router", 128, 2048},
       {"qwen30b.lm_head", 151936, 2048},
   };
   if (shapes == "llama1b") dense = llama1b;
@@ -182,9 +179,9 @@ int main(int argc, char** argv) {
     if (!only.empty() && std::string(d.name).find(only) == std::string::npos) continue;
     bench_dense(d.name, d.n, d.k, key);
   }
-  for (const Dense& d : shapes == "llama1b" ? std::vector<Dense>{}
-                                            : std::vector<Dense>{{"qwen30b.moe_gate/up", 768, 2048},
-                                                                 {"qwen30b.moe_down", 2048, 768}}) {
+  for (const Dense& d : shapes == "llama1b"
+                            ? std::vector<Dense>{}
+                            : std::vector<Dense>{{"qwen30b.moe_gate/up", 768, 2048}, {"qwen30b.moe_down", 2048, 768}}) {
     key += 2;
     if (!only.empty() && std::string(d.name).find(only) == std::string::npos) continue;
     bench_moe(d.name, d.n, d.k, key);

@@ -1,5 +1,7 @@
 // Fused ops (loom::fast) against their twins in loom::fast::detail, built from primitive ops, on odd and
 // non-contiguous shapes, in f32 (tight) and bf16/f16 (one or two ulps of the output dtype).
+#include "loom/ops/fast.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,7 +11,6 @@
 #include <vector>
 
 #include "loom/backend/cpu/simd.h"
-#include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
 #include "tests/ops/op_test_util.h"
 
@@ -251,8 +252,15 @@ std::vector<AttnCase> attention_cases() {
   // Longer than the CPU prefill kernel's tiles (6 rows x 16 keys, 48-row tasks): rows of one tile see
   // different key counts.
   add({.label = "long prefill causal after a prefix", .B = 2, .Hq = 6, .Hkv = 2, .L = 37, .S = 45, .D = 24});
-  add({.label = "long prefill window", .B = 1, .Hq = 4, .Hkv = 2, .L = 40, .S = 40, .D = 40,
-       .mode = AttentionMode::window, .window = 9});
+  add({.label = "long prefill window",
+       .B = 1,
+       .Hq = 4,
+       .Hkv = 2,
+       .L = 40,
+       .S = 40,
+       .D = 40,
+       .mode = AttentionMode::window,
+       .window = 9});
   add({.label = "decode L=1", .B = 2, .Hq = 6, .Hkv = 2, .L = 1, .S = 17, .D = 40});
   add({.label = "decode L=1 mha", .B = 3, .Hq = 2, .Hkv = 2, .L = 1, .S = 5, .D = 24});
   add({.label = "chunked prefill (L<S, default q_offset)", .B = 2, .Hq = 6, .Hkv = 2, .L = 4, .S = 13, .D = 24});
@@ -423,7 +431,7 @@ TEST(CpuSimd, Exp256MatchesExp) {
   EXPECT_GT(worst, 0);  // a polynomial, not expf itself
   float edge[8];
   _mm256_storeu_ps(edge, cpu::exp256(_mm256_setr_ps(-std::numeric_limits<float>::infinity(), -88.0f, -100.0f, -1e30f,
-                                               89.0f, 1e30f, std::numeric_limits<float>::infinity(), -87.0f)));
+                                                    89.0f, 1e30f, std::numeric_limits<float>::infinity(), -87.0f)));
   for (int t = 0; t < 4; ++t) EXPECT_EQ(edge[t], 0.0f) << t;
   for (int t = 4; t < 7; ++t) EXPECT_EQ(edge[t], std::numeric_limits<float>::infinity()) << t;
   EXPECT_NEAR(edge[7], std::exp(-87.0), 1e-44);

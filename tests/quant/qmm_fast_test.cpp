@@ -319,11 +319,14 @@ TEST(QmmFast, GatherQmmEqualsPerExpertProducts) {
       for (int64_t p = 0; p < P; ++p)
         if (rhs[p] == e) xs.push_back(reshape(slice_axis(x, 0, lhs[p], lhs[p] + 1), {M, K})), ps.push_back(p);
       if (xs.empty()) continue;
-      auto expert = [&](const Array& a) { return contiguous(reshape(slice_axis(a, 0, e, e + 1), {a.shape(1), a.shape(2)})); };
+      auto expert = [&](const Array& a) {
+        return contiguous(reshape(slice_axis(a, 0, e, e + 1), {a.shape(1), a.shape(2)}));
+      };
       Array y = quantized_matmul(concatenate(xs, 0), expert(q.wq), expert(q.scales),
                                  q.biases.valid() ? expert(q.biases) : Array(), true, spec);
       for (size_t i = 0; i < ps.size(); ++i)
-        rows[ps[i]] = reshape(slice_axis(y, 0, static_cast<int64_t>(i) * M, static_cast<int64_t>(i + 1) * M), {1, M, N});
+        rows[ps[i]] =
+            reshape(slice_axis(y, 0, static_cast<int64_t>(i) * M, static_cast<int64_t>(i + 1) * M), {1, M, N});
     }
     return concatenate(rows, 0);
   };
@@ -338,16 +341,18 @@ TEST(QmmFast, GatherQmmEqualsPerExpertProducts) {
     };
     std::vector<int32_t> many_l(70), many_r(70), sorted_r(70);
     for (int i = 0; i < 70; ++i) many_l[i] = i, many_r[i] = (i * 7) % 5, sorted_r[i] = i * 5 / 70;
-    for (const Shape3& c : {Shape3{"decode: 3 tokens x 3 experts", 3, 1, {0, 0, 0, 1, 1, 1, 2, 2, 2}, {4, 1, 0, 1, 5, 2, 0, 4, 1}},
-                            Shape3{"pairs of 3 rows", 4, 3, {3, 0, 3, 1, 2, 2}, {1, 1, 4, 1, 0, 1}},
-                            Shape3{"70 pairs over 5 experts", 70, 1, many_l, many_r},
-                            // sorted tokens: each expert's rows of x and of the result are consecutive (in place)
-                            Shape3{"70 sorted pairs", 70, 1, many_l, sorted_r}})
+    for (const Shape3& c :
+         {Shape3{"decode: 3 tokens x 3 experts", 3, 1, {0, 0, 0, 1, 1, 1, 2, 2, 2}, {4, 1, 0, 1, 5, 2, 0, 4, 1}},
+          Shape3{"pairs of 3 rows", 4, 3, {3, 0, 3, 1, 2, 2}, {1, 1, 4, 1, 0, 1}},
+          Shape3{"70 pairs over 5 experts", 70, 1, many_l, many_r},
+          // sorted tokens: each expert's rows of x and of the result are consecutive (in place)
+          Shape3{"70 sorted pairs", 70, 1, many_l, sorted_r}})
       for (Dtype dt : {Dtype::f32, Dtype::bf16}) {
         SCOPED_TRACE(quant_spec_str(spec) + " " + c.what + " " + std::string(name(dt)));
         Array x = astype(Array::from(rand_x(c.xrows * c.M, K, 21), {c.xrows, c.M, K}), dt);
         const int64_t P = static_cast<int64_t>(c.rhs.size());
-        Array got = gather_qmm(x, q.wq, q.scales, q.biases, Array::from(c.lhs, {P}), Array::from(c.rhs, {P}), true, spec);
+        Array got =
+            gather_qmm(x, q.wq, q.scales, q.biases, Array::from(c.lhs, {P}), Array::from(c.rhs, {P}), true, spec);
         Array want = per_expert(x, q, c.lhs, c.rhs, spec);
         ASSERT_EQ(got.shape(), (Shape{P, c.M, N}));
         EXPECT_EQ(got.dtype(), want.dtype());

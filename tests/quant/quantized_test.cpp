@@ -314,8 +314,8 @@ TEST(QuantizedMatmuls, EqualSeparateCalls) {
       for (int formats = 0; formats < 3; ++formats)
         for (int64_t m : {1, 3}) {
           const QuantSpec first = formats == 1 ? q8 : q4, second = formats == 0 ? q4 : q8;
-          SCOPED_TRACE(std::string(name(dt)) + (formats == 2 ? " mixed formats" : " one format") +
-                       " bits " + std::to_string(first.bits) + " rows " + std::to_string(m) +
+          SCOPED_TRACE(std::string(name(dt)) + (formats == 2 ? " mixed formats" : " one format") + " bits " +
+                       std::to_string(first.bits) + " rows " + std::to_string(m) +
                        (tier == QmmPrecision::fast ? " fast tier" : " exact tier"));
           ScopedQmmPrecision p(tier);
           std::vector<QuantizedMatrix> ws{qmatrix(40, 128, 1, first, dt), qmatrix(24, 128, 2, second, dt),
@@ -355,10 +355,9 @@ TEST(QuantizedMatmuls, RejectsMismatchedInputs) {
   }
 }
 
-
-// nn::linears and nn::swiglu_linears equal the layers called one by one (bit for bit on the CPU) for every mix the model code can hand them: all quantized, all dense, quantized
-// and dense together (a quantization predicate that skipped a projection: two groups, or a group and a
-// single call), with and without biases (added after the group).
+// nn::linears and nn::swiglu_linears equal the layers called one by one (bit for bit on the CPU) for every mix the
+// model code can hand them: all quantized, all dense, quantized and dense together (a quantization predicate that
+// skipped a projection: two groups, or a group and a single call), with and without biases (added after the group).
 TEST(QuantizedMatmuls, LinearLayersEqualSeparateCalls) {
   auto layer = [](int64_t out, uint32_t seed, bool quantized, bool bias) {
     auto l = std::make_unique<nn::Linear>(64, out, bias);

@@ -53,10 +53,17 @@ std::pair<const Block*, int64_t> locate(const std::vector<Block>& blocks, int64_
 std::pair<int64_t, int64_t> visible_range(const AttentionSpec& spec, int64_t qpos, int64_t start, int64_t kv_len) {
   int64_t lo = start, hi = std::min(kv_len, qpos + 1);
   switch (spec.mode) {
-    case AttentionMode::none: hi = kv_len; break;
-    case AttentionMode::causal: break;
-    case AttentionMode::window: lo = std::max(lo, qpos - spec.window + 1); break;
-    case AttentionMode::chunk: lo = std::max(lo, start + (qpos - start) / spec.chunk * spec.chunk); break;
+    case AttentionMode::none:
+      hi = kv_len;
+      break;
+    case AttentionMode::causal:
+      break;
+    case AttentionMode::window:
+      lo = std::max(lo, qpos - spec.window + 1);
+      break;
+    case AttentionMode::chunk:
+      lo = std::max(lo, start + (qpos - start) / spec.chunk * spec.chunk);
+      break;
   }
   return {lo, std::max(lo, hi)};
 }
@@ -160,12 +167,15 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
   auto finish_score = [&](int64_t b, int64_t h, int64_t i, int64_t j, float sc) {
     if (spec.softcap > 0) sc = spec.softcap * std::tanh(sc / spec.softcap);
     if (mask.valid()) {
-      const uint8_t* mp = static_cast<const uint8_t*>(mask.raw_data()) +
-                          (b * mask.strides()[0] + h * mask.strides()[1] + i * mask.strides()[2] + j * mask.strides()[3]) *
-                              static_cast<int64_t>(mask.itemsize());
+      const uint8_t* mp =
+          static_cast<const uint8_t*>(mask.raw_data()) +
+          (b * mask.strides()[0] + h * mask.strides()[1] + i * mask.strides()[2] + j * mask.strides()[3]) *
+              static_cast<int64_t>(mask.itemsize());
       float mv;
-      if (mask.dtype() == Dtype::bool_) mv = *mp ? 0.0f : -std::numeric_limits<float>::infinity();
-      else convert_span(mp, mask.dtype(), &mv, Dtype::f32, 1);
+      if (mask.dtype() == Dtype::bool_)
+        mv = *mp ? 0.0f : -std::numeric_limits<float>::infinity();
+      else
+        convert_span(mp, mask.dtype(), &mv, Dtype::f32, 1);
       sc += mv;
     }
     return sc;

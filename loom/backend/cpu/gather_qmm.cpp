@@ -52,7 +52,8 @@ bool gather_int8(const Array& x, const Array& wq, const Array& scales, const Arr
   int64_t xrows = 0, yrows = 0;
   for (size_t g = 0; g < runs.size(); ++g) {
     const auto [s, e] = runs[g];
-    if (!xf32 || !consecutive(s, e, [&](int64_t i) { return int64_t{li[order[i]]}; })) xat[g] = xrows, xrows += (e - s) * M;
+    if (!xf32 || !consecutive(s, e, [&](int64_t i) { return int64_t{li[order[i]]}; }))
+      xat[g] = xrows, xrows += (e - s) * M;
     if (!of32 || !consecutive(s, e, [&](int64_t i) { return order[i]; })) yat[g] = yrows, yrows += (e - s) * M;
   }
   std::vector<float> xbuf(xrows * K), ybuf(yrows * N);
@@ -73,14 +74,14 @@ bool gather_int8(const Array& x, const Array& wq, const Array& scales, const Arr
     }
     float* yp = yat[g] < 0 ? out.data<float>() + order[s] * M * N : ybuf.data() + yat[g] * N;
     const int64_t w = ri[order[s]];
-    const QmmInt8Operand op{wq.data<uint32_t>() + w * rows * words,
-                            static_cast<const uint8_t*>(scales.raw_data()) + w * rows * groups * ssz,
-                            biases.valid() ? static_cast<const uint8_t*>(biases.raw_data()) + w * rows * groups * ssz
-                                           : nullptr,
-                            scales.dtype(),
-                            rows,
-                            yp,
-                            global_scale};
+    const QmmInt8Operand op{
+        wq.data<uint32_t>() + w * rows * words,
+        static_cast<const uint8_t*>(scales.raw_data()) + w * rows * groups * ssz,
+        biases.valid() ? static_cast<const uint8_t*>(biases.raw_data()) + w * rows * groups * ssz : nullptr,
+        scales.dtype(),
+        rows,
+        yp,
+        global_scale};
     jobs.push_back({xp, (e - s) * M, op});
   }
   qmm_int8_batch(K, spec, jobs.data(), jobs.size());

@@ -487,12 +487,12 @@ void gemv_fp4(const XQuant& X, const QmmInt8Operand& op, float gmul, int64_t n0,
       __m256 f;
       if constexpr (MODE == QuantMode::mxfp4) {  // 2^(e - 127): e << 23, and 2^-127 (0x00400000) for e == 0
         const __m256i bits = _mm256_slli_epi32(v, 23);
-        f = _mm256_castsi256_ps(_mm256_blendv_epi8(bits, _mm256_set1_epi32(0x00400000),
-                                                   _mm256_cmpeq_epi32(v, _mm256_setzero_si256())));
+        f = _mm256_castsi256_ps(
+            _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x00400000), _mm256_cmpeq_epi32(v, _mm256_setzero_si256())));
       } else {  // E4M3: magnitude bits at float bit 20 times 2^120, the sign at bit 31; times gmul
-        const __m256 mag = _mm256_mul_ps(
-            _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7F)), 20)),
-            _mm256_set1_ps(0x1p120f));
+        const __m256 mag =
+            _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7F)), 20)),
+                          _mm256_set1_ps(0x1p120f));
         const __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24));
         f = _mm256_mul_ps(_mm256_or_ps(mag, sign), _mm256_set1_ps(gmul));
       }
@@ -505,7 +505,8 @@ void gemv_fp4(const XQuant& X, const QmmInt8Operand& op, float gmul, int64_t n0,
       s[g] = 0.5f * f;
       b[g] = -6.0f * f;
     }
-    op.out[r] = dot4_row<Dtype::f32, GS, true>(X, w + r * row_bytes, s, lut) + dot_groups<Dtype::f32>(b, X.xs.data(), groups);
+    op.out[r] =
+        dot4_row<Dtype::f32, GS, true>(X, w + r * row_bytes, s, lut) + dot_groups<Dtype::f32>(b, X.xs.data(), groups);
   }
 }
 
@@ -524,8 +525,8 @@ void gemv8(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t
       const __m256i p =
           _mm256_add_epi32(_mm256_madd_epi16(wl, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c))),
                            _mm256_madd_epi16(wh, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c + 16))));
-      return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(_mm256_broadcast_ss(xd + c / 32), bcast<DT>(sc, c / GS)),
-                             acc);
+      return _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                             _mm256_mul_ps(_mm256_broadcast_ss(xd + c / 32), bcast<DT>(sc, c / GS)), acc);
     };
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t c = 0;
@@ -610,13 +611,20 @@ void gemv_bits(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int
 template <Dtype DT, int GS>
 GemvFn affine_gemv(int bits) {
   switch (bits) {
-    case 4: return &gemv4<DT, GS>;
-    case 8: return &gemv8<DT, GS>;
-    case 2: return &gemv_bits<2, DT, GS>;
-    case 3: return &gemv_bits<3, DT, GS>;
-    case 5: return &gemv_bits<5, DT, GS>;
-    case 6: return &gemv_bits<6, DT, GS>;
-    default: return nullptr;
+    case 4:
+      return &gemv4<DT, GS>;
+    case 8:
+      return &gemv8<DT, GS>;
+    case 2:
+      return &gemv_bits<2, DT, GS>;
+    case 3:
+      return &gemv_bits<3, DT, GS>;
+    case 5:
+      return &gemv_bits<5, DT, GS>;
+    case 6:
+      return &gemv_bits<6, DT, GS>;
+    default:
+      return nullptr;
   }
 }
 
@@ -731,9 +739,12 @@ bool qmm_int8_applies(const QuantSpec& spec, bool transpose, bool has_biases, in
       if (!has_biases || (spec.group_size != 32 && spec.group_size != 64 && spec.group_size != 128)) return false;
       if (spec.bits == 4 || spec.bits == 8) return true;
       return rows == 1 && (spec.bits == 2 || spec.bits == 3 || spec.bits == 5 || spec.bits == 6);
-    case QuantMode::mxfp4: return rows == 1 && spec.group_size == 32;
-    case QuantMode::nvfp4: return rows == 1 && spec.group_size == 16;
-    default: return false;
+    case QuantMode::mxfp4:
+      return rows == 1 && spec.group_size == 32;
+    case QuantMode::nvfp4:
+      return rows == 1 && spec.group_size == 16;
+    default:
+      return false;
   }
 }
 
@@ -791,7 +802,8 @@ void run_products(int64_t k, const QuantSpec& spec, const QmmInt8Product* jobs, 
     if (j == 0 || xof[j] != xof[j - 1])
       for (int64_t b = 0; b < jobs[j].m; b += qgrain) qtasks.push_back({j, b, std::min(jobs[j].m, b + qgrain)});
   parallel_for(static_cast<int64_t>(qtasks.size()), 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) quantize_rows(jobs[qtasks[t].job].x, qtasks[t].b, qtasks[t].e, xq[xof[qtasks[t].job]]);
+    for (int64_t t = t0; t < t1; ++t)
+      quantize_rows(jobs[qtasks[t].job].x, qtasks[t].b, qtasks[t].e, xq[xof[qtasks[t].job]]);
   });
 
   // Packed rows [b, e) of job j against all its rows of x. One row of x: the decode GEMV. Two: prefetched

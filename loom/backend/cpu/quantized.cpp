@@ -12,6 +12,8 @@
 //  Those are the exact tier. With QmmPrecision::fast (the default), W.T goes to the int8 tier instead
 //  (qmm_int8.h) where it applies: affine 4/8-bit for any number of rows; affine 2/3/5/6-bit, mxfp4 and
 //  nvfp4 for a single row.
+#include "loom/ops/quantized.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -24,7 +26,6 @@
 #include "loom/backend/cpu/simd.h"
 #include "loom/backend/product_group.h"
 #include "loom/core/thread_pool.h"
-#include "loom/ops/quantized.h"
 
 namespace loom::cpu {
 namespace {
