@@ -354,6 +354,31 @@ TEST(FastAttention, ModesMatterAndPaddingRowsAreZero) {
   EXPECT_TRUE(all_close(slice(causal, {0, 0, 5, 0}, {1, 4, 6, 24}), slice(full_attn, {0, 0, 5, 0}, {1, 4, 6, 24}), kTolF32));
 }
 
+// Left padding may hold anything (a batched cache's unused slots): NaN keys and values before kv_start
+// must not reach any output, in prefill (the register-tiled path, 20 rows: several tiles) and decode.
+TEST(FastAttention, LeftPaddingNaNNeverLeaks) {
+  for (int64_t L : {20, 1}) {
+    for (Dtype dt : kDtypes) {
+      SCOPED_TRACE("L=" + std::to_string(L) + " " + std::string(name(dt)));
+      AttnCase c{.label = "x", .B = 3, .Hq = 4, .Hkv = 2, .L = L, .S = 37, .D = 40, .kv_start = {0, 5, 17}};
+      AttnInputs in = make_attention(c, dt, 31);
+      auto poison = [&](const Array& a) {  // a's values with NaN in every batch row's padding slots
+        std::vector<float> f = contiguous(a).to_float_vector();
+        for (int64_t b = 0; b < c.B; ++b)
+          for (int64_t h = 0; h < c.Hkv; ++h)
+            for (int64_t p = 0; p < c.kv_start[b]; ++p)
+              for (int64_t d = 0; d < c.D; ++d)
+                f[((b * c.Hkv + h) * c.S + p) * c.D + d] = std::numeric_limits<float>::quiet_NaN();
+        return Array::from(f, a.shape(), dt);
+      };
+      Array out = fast::scaled_dot_product_attention(in.q, poison(in.k), poison(in.v), in.spec, in.pos);
+      Array ref = fast::detail::scaled_dot_product_attention_reference(in.q, in.k, in.v, in.spec, in.pos, Array());
+      EXPECT_TRUE(all_close(out, ref, tol_for(dt)));
+      for (float v : out.to_float_vector()) ASSERT_FALSE(std::isnan(v)) << "padding NaN leaked";
+    }
+  }
+}
+
 // Paged form: keys/values in several blocks of different sizes, `length` less than their total; must
 // equal the plain form on the first `length` positions of the concatenated keys.
 TEST(FastAttention, PagedBlocksMatchConcatenatedReference) {

@@ -186,7 +186,8 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
 
   if (L > 1) {
     // Prefill, per (batch, KV head): its keys packed into panels of 8 ([D][8] each) and its values into
-    // rows of Dvp (Dv rounded up to 16), zero-padded; then tasks of 48 query rows of its `group` heads
+    // rows of Dvp (Dv rounded up to 16), zero-padded (and zeros for the batch row's left padding, whose
+    // slots may hold anything: a zero probability times a NaN value would leak it); then tasks of 48 query rows of its `group` heads
     // ([group * L, D], contiguous) compute their scores with a 6 x 16 register tile (tile16), the softmax
     // over each row's visible key range, and the probabilities times the values with the same tile. A
     // tile stops at the last key any of its rows sees (causal prompts skip the upper triangle).
@@ -202,7 +203,7 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
             for (int64_t t = 0; t < 8; ++t) {
               const int64_t j = pn * 8 + t;
               float* vr = vpack.data() + j * Dvp;
-              if (j >= kv_len) {
+              if (j >= kv_len || j < kv_begin(b)) {  // past the keys, or left padding (may hold NaN: never read)
                 for (int64_t d = 0; d < D; ++d) kpn[d * 8 + t] = 0.0f;
                 std::fill(vr, vr + Dvp, 0.0f);
                 continue;
