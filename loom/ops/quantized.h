@@ -31,8 +31,8 @@ Array dequantize(const Array& wq, const Array& scales, const Array& biases, cons
                  std::optional<Dtype> dtype = std::nullopt, const Array& global_scale = {}, StreamOrDevice s = {});
 
 // x [..., K] @ W.T (transpose, W [N, K] quantized along K) or x @ W (W [K, N] quantized along N),
-// with W 2-d. Output dtype: promote(x, scales) for affine, x's dtype for the fp modes. On the CPU the
-// precision follows qmm_precision() (below); the exact tier equals dequantize + matmul up to f32
+// with W 2-d. Output dtype: promote(x, scales) for affine, x's dtype for the fp modes. The precision
+// follows qmm_precision() (below); the exact tier equals dequantize + matmul up to f32
 // summation order.
 Array quantized_matmul(const Array& x, const Array& wq, const Array& scales, const Array& biases, bool transpose,
                        const QuantSpec& spec, const Array& global_scale = {}, StreamOrDevice s = {});
@@ -53,11 +53,15 @@ std::vector<Array> quantized_matmuls(const Array& x, const std::vector<Quantized
 // half); one pass where the backend can (CUDA decode: the GEMV's epilogue applies the swiglu).
 Array quantized_swiglu(const Array& x, const QuantizedMatrix& gate, const QuantizedMatrix& up, StreamOrDevice s = {});
 
-// Precision tier of quantized_matmul and gather_qmm on the CPU (the CUDA backend ignores it):
+// Precision tier of quantized_matmul and gather_qmm:
 //  - exact: f32 activations; equals dequantize + matmul up to f32 summation order (within 1e-5).
-//  - fast: for affine 4- and 8-bit with W transposed (every Linear layer), each activation row is
-//    quantized to int8 per block of 32 (llama.cpp's Q8_0: d = max|x| / 127, q = round-to-nearest-even of
-//    x / d) and the codes are multiplied as integers; the bias term stays f32. Other formats use exact.
+//  - fast: each activation row is quantized to int8 per block of 32 (llama.cpp's Q8_0: d = max|x| / 127,
+//    q = round-to-nearest-even of x / d) and the codes are multiplied as integers (the bias term uses the
+//    quantized x's block sums). CPU: affine 4- and 8-bit with W transposed (every Linear layer) at any
+//    number of rows; single rows also of affine 2/3/5/6 bits, mxfp4, nvfp4. CUDA: the decode GEMV (up to
+//    8 rows, W transposed) of affine 4 and 8 bits; prefill stays exact there (dequantized panels on
+//    tensor cores). Both devices quantize alike, so their fast tiers agree up to f32 summation order.
+//    Other formats and shapes use exact.
 // Process-wide; the default is fast, or LOOM_QMM=exact|fast read on first use.
 enum class QmmPrecision { exact, fast };
 

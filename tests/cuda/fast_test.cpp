@@ -57,6 +57,8 @@ TEST(CudaFastNorm, RmsNormMatchesCpu) {
         {rand_array({2, 5000}, 5, dt, -1, 1), 5000},
         // Rows wider than a block holds in registers (8192): walked in chunks and read twice.
         {rand_array({3, 12345}, 8, dt, -1, 1), 12345},
+        // As many rows as multiprocessors or more: 8 elements per thread (fewer rows take 2 or 4).
+        {rand_gapped({150, 1000}, 9, dt, -3, 3), 1000}, {rand_array({140, 4096}, 16, dt, -1, 1), 4096},
     };
     for (const Case& c : cases) {
       SCOPED_TRACE(std::string(name(dt)) + " " + shape_str(c.x.shape()));
@@ -76,8 +78,11 @@ TEST(CudaFastNorm, AddRmsNormMatchesCpu) {
   for (Dtype dt : kDtypes) {
     for (int64_t d : {24, 896, 2048, 4096, 9000}) {  // 9000: more than one chunk of a row
       SCOPED_TRACE(std::string(name(dt)) + " d=" + std::to_string(d));
-      Array x = rand_swapped({3, 5, 7, d}, 10, 0, 1, dt);
-      Array r = rand_gapped({3, 5, 7, d}, 11, dt);
+      // 105 rows (fewer than an H100's 132 multiprocessors: 2 or 4 elements per thread), 140 at d = 2048
+      // and 4096 (8 per thread).
+      const int64_t b = d == 2048 || d == 4096 ? 4 : 3;
+      Array x = rand_swapped({b, 5, 7, d}, 10, 0, 1, dt);
+      Array r = rand_gapped({b, 5, 7, d}, 11, dt);
       Array w = rand_array({d}, 12, dt, 0.5f, 1.5f);
       for (const Array& wt : {w, Array()}) {
         auto [y, s] = fast::add_rms_norm(x, r, wt, 1e-5f);

@@ -2,14 +2,16 @@
 // rows (the op makes x contiguous). CPU twin: backend/cpu/norm.cpp — same formulas and rounding points:
 // statistics in f32, inv = 1 / sqrt(stat / d + eps), y = x * inv * w (f32, one rounding to the output
 // dtype at the end); add_rms_norm rounds x + residual to the sum's dtype and normalises that rounded sum.
-// A row belongs to `rt` threads (32 to 1024, the fewest that hold the row at kVpt elements each; blocks
-// of 128 threads hold several short rows). Each thread loads its kVpt elements of a chunk at once into
+// A row belongs to `rt` threads (32 to 1024, the fewest that hold the row at V elements each: 8, or 2-4 for
+// fewer rows than multiprocessors, see norm_launch; blocks of 128 threads hold several short rows). Each
+// thread loads its V elements of a chunk at once into
 // registers, so a row costs one memory round trip per pass instead of one per element (a loop whose
 // stores might alias the next loads serialises them: a single 4096-wide add_rms_norm row took 19 us that
-// way on an H100). Rows of up to rt * kVpt = 8192 elements stay in registers between the passes; longer
+// way on an H100). Rows of up to rt * V elements (8192 at V = 8) stay in registers between the passes; longer
 // ones are walked in chunks and read again.
 #include <climits>
 #include <cmath>
+#include <type_traits>
 
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/kernels.h"
@@ -17,7 +19,7 @@
 namespace loom::cuda {
 namespace {
 
-constexpr int kVpt = 8;               // row elements per thread and chunk
+constexpr int kVpt = 8;               // row elements per thread and chunk (at most; see norm_launch)
 constexpr int kMaxRowThreads = 1024;  // threads of the widest row
 constexpr int kMinBlock = 128;        // short rows share blocks of this many threads
 
@@ -93,8 +95,11 @@ struct RowSlot {
     row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / rt) + sub;
     live = row < rows;
   }
-  // Element of chunk c, slot j handled by this thread.
-  __device__ int64_t at(int64_t c, int j) const { return c * rt * kVpt + j * rt + lane; }
+  // Element of chunk c, slot j handled by this thread (V elements per thread and chunk).
+  template <int V>
+  __device__ int64_t at(int64_t c, int j) const {
+    return c * rt * V + j * rt + lane;
+  }
 };
 
 // Sum of v over the threads of the slot's row (warp shuffles, then shared memory across its warps).
@@ -113,16 +118,17 @@ __device__ __forceinline__ float row_sum(float v, const RowSlot& s, float* red) 
 
 // The weight values of a single-chunk row (the common case), loaded before the reduction so that their
 // latency overlaps it; longer rows read the weights where they use them.
+template <int V>
 __device__ __forceinline__ void load_weights(const FVec& w, const RowSlot& s, int64_t chunks, int64_t d,
-                                             float (&wv)[kVpt]) {
+                                             float (&wv)[V]) {
 #pragma unroll
-  for (int j = 0; j < kVpt; ++j) {
-    const int64_t i = s.at(0, j);
+  for (int j = 0; j < V; ++j) {
+    const int64_t i = s.template at<V>(0, j);
     wv[j] = w.p && chunks == 1 && s.live && i < d ? ld(w, i) : 0.0f;
   }
 }
 
-template <typename T>
+template <typename T, int V>
 __global__ void __launch_bounds__(kMaxRowThreads)
     rms_norm_kernel(const T* __restrict__ x, FVec w, float eps, T* __restrict__ out, int64_t rows, int64_t d, int rt) {
   __shared__ float red[kMaxRowThreads / 32];
@@ -130,19 +136,19 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   pdl_trigger();
   const RowSlot s(rt, rows);
   const T* xr = x + (s.live ? s.row : 0) * d;
-  const int64_t chunks = (d + int64_t{rt} * kVpt - 1) / (int64_t{rt} * kVpt);
-  float v[kVpt];
+  const int64_t chunks = (d + int64_t{rt} * V - 1) / (int64_t{rt} * V);
+  float v[V];
   float ss = 0;
   for (int64_t c = 0; c < chunks; ++c) {
 #pragma unroll
-    for (int j = 0; j < kVpt; ++j) {
-      const int64_t i = s.at(c, j);
+    for (int j = 0; j < V; ++j) {
+      const int64_t i = s.template at<V>(c, j);
       v[j] = s.live && i < d ? to_f(xr[i]) : 0.0f;
     }
 #pragma unroll
-    for (int j = 0; j < kVpt; ++j) ss += v[j] * v[j];
+    for (int j = 0; j < V; ++j) ss += v[j] * v[j];
   }
-  float wv[kVpt];
+  float wv[V];
   load_weights(w, s, chunks, d, wv);  // in flight during the reduction
   ss = row_sum(ss, s, red);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
@@ -151,21 +157,21 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   for (int64_t c = 0; c < chunks; ++c) {
     if (chunks > 1) {  // the last chunk is still in registers
 #pragma unroll
-      for (int j = 0; j < kVpt; ++j) {
-        const int64_t i = s.at(c, j);
+      for (int j = 0; j < V; ++j) {
+        const int64_t i = s.template at<V>(c, j);
         v[j] = i < d ? to_f(xr[i]) : 0.0f;
       }
     }
 #pragma unroll
-    for (int j = 0; j < kVpt; ++j) {
-      const int64_t i = s.at(c, j);
+    for (int j = 0; j < V; ++j) {
+      const int64_t i = s.template at<V>(c, j);
       if (i < d) yr[i] = from_f<T>(w.p ? v[j] * inv * (chunks == 1 ? wv[j] : ld(w, i)) : v[j] * inv);
     }
   }
 }
 
 // sum has dtype T (the promotion of x's and r's), out dtype odt; x and r are read through FVec.
-template <typename T>
+template <typename T, int V>
 __global__ void __launch_bounds__(kMaxRowThreads)
     add_rms_norm_kernel(FVec x, FVec res, FVec w, float eps, void* out, Fdt odt, T* sum, int64_t rows, int64_t d,
                         int rt) {
@@ -174,32 +180,32 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   pdl_trigger();
   const RowSlot s(rt, rows);
   const int64_t base = (s.live ? s.row : 0) * d;
-  const int64_t chunks = (d + int64_t{rt} * kVpt - 1) / (int64_t{rt} * kVpt);
-  float v[kVpt];
+  const int64_t chunks = (d + int64_t{rt} * V - 1) / (int64_t{rt} * V);
+  float v[V];
   float ss = 0;
   // The sum x + r rounded to T, as the unfused pair would round it (normalised from that rounding).
   auto load_sum = [&](int64_t c) {
-    float a[kVpt], b[kVpt];
+    float a[V], b[V];
 #pragma unroll
-    for (int j = 0; j < kVpt; ++j) {
-      const int64_t i = s.at(c, j);
+    for (int j = 0; j < V; ++j) {
+      const int64_t i = s.template at<V>(c, j);
       const bool in = s.live && i < d;
       a[j] = in ? ld(x, base + i) : 0.0f;
       b[j] = in ? ld(res, base + i) : 0.0f;
     }
 #pragma unroll
-    for (int j = 0; j < kVpt; ++j) v[j] = to_f(from_f<T>(a[j] + b[j]));
+    for (int j = 0; j < V; ++j) v[j] = to_f(from_f<T>(a[j] + b[j]));
   };
   for (int64_t c = 0; c < chunks; ++c) {
     load_sum(c);
 #pragma unroll
-    for (int j = 0; j < kVpt; ++j) {
-      const int64_t i = s.at(c, j);
+    for (int j = 0; j < V; ++j) {
+      const int64_t i = s.template at<V>(c, j);
       if (s.live && i < d) sum[base + i] = from_f<T>(v[j]);
       ss += v[j] * v[j];
     }
   }
-  float wv[kVpt];
+  float wv[V];
   load_weights(w, s, chunks, d, wv);  // in flight during the reduction
   ss = row_sum(ss, s, red);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
@@ -207,26 +213,26 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   for (int64_t c = 0; c < chunks; ++c) {
     if (chunks > 1) load_sum(c);  // recomputed rather than re-read from `sum`: the same rounding
 #pragma unroll
-    for (int j = 0; j < kVpt; ++j) {
-      const int64_t i = s.at(c, j);
+    for (int j = 0; j < V; ++j) {
+      const int64_t i = s.template at<V>(c, j);
       if (i < d) store_as(out, odt, base + i, w.p ? v[j] * inv * (chunks == 1 ? wv[j] : ld(w, i)) : v[j] * inv);
     }
   }
 }
 
-template <typename T>
+template <typename T, int V>
 __global__ void __launch_bounds__(kMaxRowThreads)
     layer_norm_kernel(const T* __restrict__ x, FVec w, FVec b, float eps, T* __restrict__ out, int64_t rows, int64_t d,
                       int rt) {
   __shared__ float red[kMaxRowThreads / 32];
   const RowSlot s(rt, rows);
   const T* xr = x + (s.live ? s.row : 0) * d;
-  const int64_t chunks = (d + int64_t{rt} * kVpt - 1) / (int64_t{rt} * kVpt);
-  float v[kVpt];
+  const int64_t chunks = (d + int64_t{rt} * V - 1) / (int64_t{rt} * V);
+  float v[V];
   auto load = [&](int64_t c) {
 #pragma unroll
-    for (int j = 0; j < kVpt; ++j) {
-      const int64_t i = s.at(c, j);
+    for (int j = 0; j < V; ++j) {
+      const int64_t i = s.template at<V>(c, j);
       v[j] = s.live && i < d ? to_f(xr[i]) : 0.0f;
     }
   };
@@ -236,15 +242,15 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   for (int64_t c = 0; c < chunks; ++c) {
     load(c);
 #pragma unroll
-    for (int j = 0; j < kVpt; ++j) sm += v[j];
+    for (int j = 0; j < V; ++j) sm += v[j];
   }
   const float mean = row_sum(sm, s, red) / static_cast<float>(d);
   float var = 0;
   for (int64_t c = 0; c < chunks; ++c) {
     if (chunks > 1) load(c);
 #pragma unroll
-    for (int j = 0; j < kVpt; ++j)
-      if (s.at(c, j) < d) var += (v[j] - mean) * (v[j] - mean);
+    for (int j = 0; j < V; ++j)
+      if (s.template at<V>(c, j) < d) var += (v[j] - mean) * (v[j] - mean);
   }
   var = row_sum(var, s, red) / static_cast<float>(d);
   const float inv = 1.0f / sqrtf(var + eps);
@@ -253,8 +259,8 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   for (int64_t c = 0; c < chunks; ++c) {
     if (chunks > 1) load(c);
 #pragma unroll
-    for (int j = 0; j < kVpt; ++j) {
-      const int64_t i = s.at(c, j);
+    for (int j = 0; j < V; ++j) {
+      const int64_t i = s.template at<V>(c, j);
       if (i >= d) continue;
       float y = (v[j] - mean) * inv;
       if (w.p) y *= ld(w, i);
@@ -269,20 +275,37 @@ int64_t row_count(const Array& x) {
   return d ? x.size() / d : 0;
 }
 
-// Threads per row, threads per block and blocks for `rows` rows of width d.
+// Threads per row, elements per thread (vpt), threads per block and blocks for `rows` rows of width d.
 struct NormLaunch {
-  int rt, threads;
+  int rt, vpt, threads;
   unsigned blocks;
 };
 
-NormLaunch norm_launch(int64_t rows, int64_t d) {
+// Many rows: 8 elements per thread (fewer threads per row, more rows per SM). Fewer rows than the device
+// has multiprocessors (decode: one row per token): the row's latency is the kernel's, so it gets up to
+// 1024 threads at 2 or 4 elements each (a 4096-wide add_rms_norm of one row: 8 warps of 8 elements
+// spent ~6400 cycles issuing on one SM of an H100, the instruction chain of each warp).
+NormLaunch norm_launch(int64_t rows, int64_t d, int sms) {
+  int vpt = kVpt;
+  if (rows < sms) vpt = d <= 2 * kMaxRowThreads ? 2 : (d <= 4 * kMaxRowThreads ? 4 : kVpt);
   int rt = 32;
-  while (rt < kMaxRowThreads && int64_t{rt} * kVpt < d) rt *= 2;
+  while (rt < kMaxRowThreads && int64_t{rt} * vpt < d) rt *= 2;
   const int threads = rt < kMinBlock ? kMinBlock : rt;
   const int64_t per_block = threads / rt;
   const int64_t blocks = (rows + per_block - 1) / per_block;
   if (blocks > INT32_MAX) throw NotSupportedError("normalisation: too many rows for one CUDA launch");
-  return {rt, threads, static_cast<unsigned>(blocks)};
+  return {rt, vpt, threads, static_cast<unsigned>(blocks)};
+}
+
+// Calls f(std::integral_constant<int, V>) for the launch's elements per thread.
+template <typename F>
+void with_vpt(const NormLaunch& l, F&& f) {
+  if (l.vpt == 2)
+    f(std::integral_constant<int, 2>{});
+  else if (l.vpt == 4)
+    f(std::integral_constant<int, 4>{});
+  else
+    f(std::integral_constant<int, kVpt>{});
 }
 
 }  // namespace
@@ -291,12 +314,14 @@ void rms_norm(const Array& x, const Array& weight, float eps, Array& out) {
   int64_t d = x.shape().back(), rows = row_count(x);
   if (rows == 0 || d == 0) return;
   FVec w = fvec_of(weight, "rms_norm", "weight");
-  const NormLaunch l = norm_launch(rows, d);
+  const NormLaunch l = norm_launch(rows, d, sm_count(out.device()));
   cudaStream_t st = stream_of(out);
   dispatch_float(out.dtype(), "rms_norm", [&](auto tag) {
     using T = decltype(tag);
-    launch_pdl("rms_norm", rms_norm_kernel<T>, l.blocks, l.threads, 0, st, static_cast<const T*>(x.raw_data()), w, eps,
-               static_cast<T*>(out.raw_data()), rows, d, l.rt);
+    with_vpt(l, [&](auto v) {
+      launch_pdl("rms_norm", rms_norm_kernel<T, decltype(v)::value>, l.blocks, l.threads, 0, st,
+                 static_cast<const T*>(x.raw_data()), w, eps, static_cast<T*>(out.raw_data()), rows, d, l.rt);
+    });
   });
   check_launch("rms_norm");
 }
@@ -307,13 +332,15 @@ void add_rms_norm(const Array& x, const Array& residual, const Array& weight, fl
   FVec xv = fvec_of(x, "add_rms_norm", "input"), rv = fvec_of(residual, "add_rms_norm", "residual");
   xv.stride = rv.stride = 1;  // contiguous rows, indexed flat
   FVec w = fvec_of(weight, "add_rms_norm", "weight");
-  const NormLaunch l = norm_launch(rows, d);
+  const NormLaunch l = norm_launch(rows, d, sm_count(out.device()));
   const Fdt odt = fdt_of(out.dtype(), "add_rms_norm", "output");
   cudaStream_t stream = stream_of(out);
   dispatch_float(sum.dtype(), "add_rms_norm", [&](auto tag) {
     using T = decltype(tag);
-    launch_pdl("add_rms_norm", add_rms_norm_kernel<T>, l.blocks, l.threads, 0, stream, xv, rv, w, eps, out.raw_data(),
-               odt, static_cast<T*>(sum.raw_data()), rows, d, l.rt);
+    with_vpt(l, [&](auto v) {
+      launch_pdl("add_rms_norm", add_rms_norm_kernel<T, decltype(v)::value>, l.blocks, l.threads, 0, stream, xv, rv, w,
+                 eps, out.raw_data(), odt, static_cast<T*>(sum.raw_data()), rows, d, l.rt);
+    });
   });
   check_launch("add_rms_norm");
 }
@@ -323,12 +350,14 @@ void layer_norm(const Array& x, const Array& weight, const Array& bias, float ep
   if (rows == 0 || d == 0) return;
   // The op passes weight and bias as given (possibly strided 1-D views): FVec carries the stride.
   FVec w = fvec_of(weight, "layer_norm", "weight"), b = fvec_of(bias, "layer_norm", "bias");
-  const NormLaunch l = norm_launch(rows, d);
+  const NormLaunch l = norm_launch(rows, d, sm_count(out.device()));
   cudaStream_t st = stream_of(out);
   dispatch_float(out.dtype(), "layer_norm", [&](auto tag) {
     using T = decltype(tag);
-    layer_norm_kernel<T><<<l.blocks, l.threads, 0, st>>>(static_cast<const T*>(x.raw_data()), w, b, eps,
-                                                        static_cast<T*>(out.raw_data()), rows, d, l.rt);
+    with_vpt(l, [&](auto v) {
+      layer_norm_kernel<T, decltype(v)::value><<<l.blocks, l.threads, 0, st>>>(
+          static_cast<const T*>(x.raw_data()), w, b, eps, static_cast<T*>(out.raw_data()), rows, d, l.rt);
+    });
   });
   check_launch("layer_norm");
 }

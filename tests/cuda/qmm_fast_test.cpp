@@ -1,0 +1,123 @@
+// CUDA parity of quantized_matmul's fast tier (QmmPrecision::fast: int8 activations, dp4a; backend/cuda/
+// quantized.cu) against the CPU's fast tier (backend/cpu/qmm_int8.cpp). Both quantize each block of 32
+// activations the same way (d = max|x| / 127, q = x / d rounded to nearest even, in f32), so their integer
+// sums are identical and the results differ only by f32 summation order: within 1e-5 of max |cpu| for f32
+// outputs, one output rounding (2^-7 bf16, 2^-10 f16) for half outputs. Covered: affine 4 and 8 bits,
+// groups 32/64/128, K of one group up to 4224 (several rounds per lane, a last partial round), M = 1..8,
+// f32/bf16/f16 activations and scales, an all-zero activation block (d = 0) and an outlier; grouped
+// products (q/k/v in one launch, the SwiGLU epilogue) and gather_qmm's decode pairs. Each case also checks
+// that the fast tier ran: the result is not within 1e-5 of the exact tier's.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "loom/core/quant.h"
+#include "loom/ops/gather.h"
+#include "loom/ops/ops.h"
+#include "loom/ops/quantized.h"
+#include "tests/cuda/parity.h"
+
+namespace loom::test {
+namespace {
+
+double out_tol(Dtype dt) { return dt == Dtype::f32 ? 1e-5 : (dt == Dtype::bf16 ? 0x1p-7 : 0x1p-10); }
+
+// Activations in [-1, 1) with block 1 of row 0 all zero (d = 0) and one outlier (a block whose other
+// values quantize to few levels).
+Array activations(int64_t m, int64_t k, uint32_t seed, Dtype dt) {
+  std::vector<float> v = rand_array({m, k}, seed).to_float_vector();
+  if (k >= 64)
+    for (int64_t j = 32; j < 64; ++j) v[j] = 0.0f;
+  v[v.size() / 2] = 40.0f;
+  return Array::from(v, {m, k}, dt);
+}
+
+Array exact_cpu(const Array& x, const QuantizedArrays& p, const QuantSpec& q) {
+  ScopedQmmPrecision e(QmmPrecision::exact);
+  return quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
+}
+
+TEST(CudaQmmFast, DecodeMatchesCpuFastTier) {
+  LOOM_REQUIRE_CUDA();
+  ScopedQmmPrecision fast(QmmPrecision::fast);
+  const std::vector<std::pair<Dtype, Dtype>> dtypes = {
+      {Dtype::f32, Dtype::f32}, {Dtype::bf16, Dtype::bf16}, {Dtype::f16, Dtype::f16}, {Dtype::bf16, Dtype::f32}};
+  for (int bits : {4, 8})
+    for (int gs : {32, 64, 128}) {
+      const QuantSpec q{QuantMode::affine, bits, gs};
+      for (int64_t k : {int64_t{gs}, int64_t{640}, int64_t{4224}}) {
+        if (k % gs) continue;
+        for (const auto& [wdt, xdt] : dtypes) {
+          QuantizedArrays p =
+              quantize(rand_array({37, k}, static_cast<uint32_t>(bits * 31 + gs + k), wdt, -0.2f, 0.3f), q);
+          for (int64_t m : {1, 2, 3, 5, 8}) {
+            SCOPED_TRACE(quant_spec_str(q) + " K " + std::to_string(k) + ", " + std::string(name(wdt)) +
+                         " scales, " + std::string(name(xdt)) + " x, M " + std::to_string(m));
+            Array x = activations(m, k, static_cast<uint32_t>(m + 7 * k), xdt);
+            Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
+            Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+            EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, out_tol(cpu.dtype())));
+            if (xdt == Dtype::f32) EXPECT_FALSE(all_close(on_cpu(gpu), exact_cpu(x, p, q), 1e-5)) << "exact tier ran";
+          }
+        }
+      }
+    }
+}
+
+// q/k/v-like products in one launch (odd N, model-sized K) and a gate/up pair with the SwiGLU epilogue.
+TEST(CudaQmmFast, GroupedProductsAndSwiglu) {
+  LOOM_REQUIRE_CUDA();
+  ScopedQmmPrecision fast(QmmPrecision::fast);
+  const std::vector<int64_t> ns = {4096, 1024, 130};
+  const int64_t k = 4096;
+  for (int bits : {4, 8})
+    for (Dtype dt : {Dtype::f32, Dtype::bf16})
+      for (int64_t m : {1, 3}) {
+        const QuantSpec q{QuantMode::affine, bits, 64};
+        SCOPED_TRACE(quant_spec_str(q) + " " + std::string(name(dt)) + " M " + std::to_string(m));
+        std::vector<QuantizedMatrix> cw, gw;
+        for (size_t i = 0; i < ns.size(); ++i) {
+          QuantizedArrays p = quantize(rand_array({ns[i], k}, static_cast<uint32_t>(40 + i), dt, -0.1f, 0.1f), q);
+          cw.push_back({p.wq, p.scales, p.biases, q, Array()});
+          gw.push_back({on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), q, Array()});
+        }
+        Array x = activations(m, k, static_cast<uint32_t>(50 + m), dt);
+        std::vector<Array> cpu = quantized_matmuls(x, cw), gpu = quantized_matmuls(on_gpu(x), gw);
+        for (size_t i = 0; i < cpu.size(); ++i)
+          EXPECT_TRUE(gpu_matches_cpu(gpu[i], cpu[i], out_tol(dt))) << "product " << i;
+        QuantizedArrays u = quantize(rand_array({4096, k}, 60, dt, -0.1f, 0.1f), q);
+        Array sc = quantized_swiglu(x, cw[0], {u.wq, u.scales, u.biases, q, Array()});
+        Array sg = quantized_swiglu(on_gpu(x), gw[0], {on_gpu(u.wq), on_gpu(u.scales), on_gpu(u.biases), q, Array()});
+        EXPECT_TRUE(gpu_matches_cpu(sg, sc, dt == Dtype::f32 ? 1e-5 : 0x1p-6)) << "swiglu";
+      }
+}
+
+// gather_qmm's decode: top-8 experts of one token, and pairs of M rows picked by lhs.
+TEST(CudaQmmFast, GatherQmmPairs) {
+  LOOM_REQUIRE_CUDA();
+  ScopedQmmPrecision fast(QmmPrecision::fast);
+  Array w = rand_array({6, 99, 2048}, 80);
+  Array top8 = Array::from(std::vector<int32_t>{5, 1, 5, 0, 2, 1, 5, 3}, {1, 8});
+  Array lhs = Array::from(std::vector<int32_t>{0, 0, 1, 1, 2, 2, 1, 0}, {8});
+  Array rhs = Array::from(std::vector<int32_t>{4, 4, 0, 2, 4, 1, 0, 3}, {8});
+  for (int bits : {4, 8})
+    for (Dtype xdt : {Dtype::f32, Dtype::bf16}) {
+      const QuantSpec spec{QuantMode::affine, bits, 64};
+      QuantizedArrays p = quantize(w, spec);
+      auto both = [&](const Array& x, const Array& l, const Array& r) {
+        Array cpu = gather_qmm(x, p.wq, p.scales, p.biases, l, r, true, spec);
+        Array gpu = gather_qmm(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), on_gpu(l), on_gpu(r), true,
+                               spec);
+        return gpu_matches_cpu(gpu, cpu, out_tol(xdt));
+      };
+      EXPECT_TRUE(both(rand_array({1, 1, 1, 2048}, 81, xdt), {}, top8)) << quant_spec_str(spec) << " top-8 " << name(xdt);
+      for (int64_t m : {2, 4})
+        EXPECT_TRUE(both(rand_array({3, m, 2048}, static_cast<uint32_t>(82 + m), xdt), lhs, rhs))
+            << quant_spec_str(spec) << " M " << m << " " << name(xdt);
+    }
+}
+
+}  // namespace
+}  // namespace loom::test
