@@ -52,13 +52,16 @@ TEST(CudaFastNorm, RmsNormMatchesCpu) {
       int64_t d;
     };
     Case cases[] = {
-        {rand_swapped({3, 5, 7, 13}, 1, 1, 2, dt, -2, 2), 13}, {rand_gapped({11, 40}, 2, dt, -3, 3), 40},
-        {rand_gapped({2, 9, 1000}, 3, dt, -3, 3), 1000},       {rand_swapped({4, 3, 4096}, 4, 0, 1, dt, -2, 2), 4096},
+        {rand_swapped({3, 5, 7, 13}, 1, 1, 2, dt, -2, 2), 13},
+        {rand_gapped({11, 40}, 2, dt, -3, 3), 40},
+        {rand_gapped({2, 9, 1000}, 3, dt, -3, 3), 1000},
+        {rand_swapped({4, 3, 4096}, 4, 0, 1, dt, -2, 2), 4096},
         {rand_array({2, 5000}, 5, dt, -1, 1), 5000},
         // Rows wider than a block holds in registers (8192): walked in chunks and read twice.
         {rand_array({3, 12345}, 8, dt, -1, 1), 12345},
         // As many rows as multiprocessors or more: 8 elements per thread (fewer rows take 2 or 4).
-        {rand_gapped({150, 1000}, 9, dt, -3, 3), 1000}, {rand_array({140, 4096}, 16, dt, -1, 1), 4096},
+        {rand_gapped({150, 1000}, 9, dt, -3, 3), 1000},
+        {rand_array({140, 4096}, 16, dt, -1, 1), 4096},
     };
     for (const Case& c : cases) {
       SCOPED_TRACE(std::string(name(dt)) + " " + shape_str(c.x.shape()));

@@ -53,8 +53,8 @@ TEST(CudaQmmFast, DecodeMatchesCpuFastTier) {
           QuantizedArrays p =
               quantize(rand_array({37, k}, static_cast<uint32_t>(bits * 31 + gs + k), wdt, -0.2f, 0.3f), q);
           for (int64_t m : {1, 2, 3, 5, 8}) {
-            SCOPED_TRACE(quant_spec_str(q) + " K " + std::to_string(k) + ", " + std::string(name(wdt)) +
-                         " scales, " + std::string(name(xdt)) + " x, M " + std::to_string(m));
+            SCOPED_TRACE(quant_spec_str(q) + " K " + std::to_string(k) + ", " + std::string(name(wdt)) + " scales, " +
+                         std::string(name(xdt)) + " x, M " + std::to_string(m));
             Array x = activations(m, k, static_cast<uint32_t>(m + 7 * k), xdt);
             Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
             Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
@@ -108,11 +108,12 @@ TEST(CudaQmmFast, GatherQmmPairs) {
       QuantizedArrays p = quantize(w, spec);
       auto both = [&](const Array& x, const Array& l, const Array& r) {
         Array cpu = gather_qmm(x, p.wq, p.scales, p.biases, l, r, true, spec);
-        Array gpu = gather_qmm(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), on_gpu(l), on_gpu(r), true,
-                               spec);
+        Array gpu =
+            gather_qmm(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), on_gpu(l), on_gpu(r), true, spec);
         return gpu_matches_cpu(gpu, cpu, out_tol(xdt));
       };
-      EXPECT_TRUE(both(rand_array({1, 1, 1, 2048}, 81, xdt), {}, top8)) << quant_spec_str(spec) << " top-8 " << name(xdt);
+      EXPECT_TRUE(both(rand_array({1, 1, 1, 2048}, 81, xdt), {}, top8))
+          << quant_spec_str(spec) << " top-8 " << name(xdt);
       for (int64_t m : {2, 4})
         EXPECT_TRUE(both(rand_array({3, m, 2048}, static_cast<uint32_t>(82 + m), xdt), lhs, rhs))
             << quant_spec_str(spec) << " M " << m << " " << name(xdt);

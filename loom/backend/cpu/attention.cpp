@@ -187,10 +187,11 @@ void attention(const Array& q, const std::vector<Array>& k_blocks, const std::ve
   if (L > 1) {
     // Prefill, per (batch, KV head): its keys packed into panels of 8 ([D][8] each) and its values into
     // rows of Dvp (Dv rounded up to 16), zero-padded (and zeros for the batch row's left padding, whose
-    // slots may hold anything: a zero probability times a NaN value would leak it); then tasks of 48 query rows of its `group` heads
-    // ([group * L, D], contiguous) compute their scores with a 6 x 16 register tile (tile16), the softmax
-    // over each row's visible key range, and the probabilities times the values with the same tile. A
-    // tile stops at the last key any of its rows sees (causal prompts skip the upper triangle).
+    // slots may hold anything: a zero probability times a NaN value would leak it); then tasks of 48
+    // query rows of its `group` heads ([group * L, D], contiguous) compute their scores with a 6 x 16
+    // register tile (tile16), the softmax over each row's visible key range, and the probabilities times
+    // the values with the same tile. A tile stops at the last key any of its rows sees (causal prompts
+    // skip the upper triangle).
     const int64_t R = group * L, kvp = (kv_len + 15) / 16 * 16, Dvp = (Dv + 15) / 16 * 16;
     constexpr int64_t kRows = 48;  // rows per task (8 tiles of 6)
     std::vector<float> kpack(kvp * D), vpack(kvp * Dvp);

@@ -872,8 +872,8 @@ __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(const __grid_constan
 struct QxArgs {
   const void* x;
   int64_t blocks;
-  uint32_t* q;  // [blocks * 8] words: int8 codes, 4 per word
-  float2* db;   // [blocks] {d, d * sum q}
+  uint32_t* q;   // [blocks * 8] words: int8 codes, 4 per word
+  float2* db;    // [blocks] {d, d * sum q}
   bool nibbles;  // 4-bit order (above) instead of natural order
 };
 
@@ -955,7 +955,8 @@ __device__ __forceinline__ void qgemv_i8_rows(const QmvArgs& a, const QmvArgs& b
   const int part = warp % ks;
   const int64_t packs = a.k >> 5;
   if (a.rhs || a.lhs) pdl_wait();  // the pairs' indices come from earlier kernels
-  const QmvRows<int8_t, MT, R, SPLIT> g(a, b2, n0);  // xr[m]: activation row m's k codes
+  // xr[m]: activation row m's k codes
+  const QmvRows<int8_t, MT, R, SPLIT> g(a, b2, n0);
   uint32_t w[R][BITS];
   float s[R][2], b[R][2];
   auto load = [&](int64_t p) {
@@ -1223,8 +1224,9 @@ void launch_qgemv_spec(const QmvLaunch& L, const QuantSpec& spec, int xcode, int
 // Whether the fast tier's decode kernel computes these products: QmmPrecision::fast (the default), affine 4
 // or 8 bits with biases in the scales' dtype (group sizes >= 32, so K is a multiple of 32).
 bool qgemv_fast_applies(const QuantSpec& spec, const Array& scales, const Array& biases) {
-  return qmm_precision() == QmmPrecision::fast && spec.mode == QuantMode::affine && (spec.bits == 4 || spec.bits == 8) &&
-         spec.group_size >= 32 && biases.valid() && biases.dtype() == scales.dtype();
+  return qmm_precision() == QmmPrecision::fast && spec.mode == QuantMode::affine &&
+         (spec.bits == 4 || spec.bits == 8) && spec.group_size >= 32 && biases.valid() &&
+         biases.dtype() == scales.dtype();
 }
 
 // The fast tier for L: quantizes every row of x (contiguous; L.seg[0].x is x or qmv_args' aligned copy) into
