@@ -58,6 +58,26 @@ __device__ __forceinline__ void store_as(void* p, Fdt dt, int64_t i, float v) {
   }
 }
 
+// An operand whose dtype is known at compile time (D a float type: a plain load or store) or read through
+// its runtime dtype (D = void: a three-way switch per element). The common decode combinations take the
+// typed form: a one-row add_rms_norm spent ~250 instructions per element in the switches and 64-bit
+// index math (16k warp instructions for one 2048-wide row, issue-bound on its one SM; ncu on an H100).
+template <typename D>
+__device__ __forceinline__ float ldv(const FVec& v, int64_t i) {
+  if constexpr (std::is_void_v<D>)
+    return ld(v, i);
+  else
+    return to_f(static_cast<const D*>(v.p)[i * v.stride]);
+}
+
+template <typename D>
+__device__ __forceinline__ void stv(void* p, Fdt dt, int64_t i, float v) {
+  if constexpr (std::is_void_v<D>)
+    store_as(p, dt, i, v);
+  else
+    static_cast<D*>(p)[i] = from_f<D>(v);
+}
+
 Fdt fdt_of(Dtype dt, const char* op, const char* what) {
   switch (dt) {
     case Dtype::f32:
@@ -118,13 +138,13 @@ __device__ __forceinline__ float row_sum(float v, const RowSlot& s, float* red) 
 
 // The weight values of a single-chunk row (the common case), loaded before the reduction so that their
 // latency overlaps it; longer rows read the weights where they use them.
-template <int V>
+template <int V, typename WD = void>
 __device__ __forceinline__ void load_weights(const FVec& w, const RowSlot& s, int64_t chunks, int64_t d,
                                              float (&wv)[V]) {
 #pragma unroll
   for (int j = 0; j < V; ++j) {
     const int64_t i = s.template at<V>(0, j);
-    wv[j] = w.p && chunks == 1 && s.live && i < d ? ld(w, i) : 0.0f;
+    wv[j] = w.p && chunks == 1 && s.live && i < d ? ldv<WD>(w, i) : 0.0f;
   }
 }
 
@@ -170,8 +190,9 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   }
 }
 
-// sum has dtype T (the promotion of x's and r's), out dtype odt; x and r are read through FVec.
-template <typename T, int V>
+// sum has dtype T (the promotion of x's and r's), out dtype odt; x, r, w and out have dtypes XD, RD, WD, OD
+// when those are float types, else their runtime ones (FVec, odt).
+template <typename T, int V, typename XD = void, typename RD = void, typename WD = void, typename OD = void>
 __global__ void __launch_bounds__(kMaxRowThreads)
     add_rms_norm_kernel(FVec x, FVec res, FVec w, float eps, void* out, Fdt odt, T* sum, int64_t rows, int64_t d,
                         int rt) {
@@ -190,8 +211,8 @@ __global__ void __launch_bounds__(kMaxRowThreads)
     for (int j = 0; j < V; ++j) {
       const int64_t i = s.template at<V>(c, j);
       const bool in = s.live && i < d;
-      a[j] = in ? ld(x, base + i) : 0.0f;
-      b[j] = in ? ld(res, base + i) : 0.0f;
+      a[j] = in ? ldv<XD>(x, base + i) : 0.0f;
+      b[j] = in ? ldv<RD>(res, base + i) : 0.0f;
     }
 #pragma unroll
     for (int j = 0; j < V; ++j) v[j] = to_f(from_f<T>(a[j] + b[j]));
@@ -206,7 +227,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
     }
   }
   float wv[V];
-  load_weights(w, s, chunks, d, wv);  // in flight during the reduction
+  load_weights<V, WD>(w, s, chunks, d, wv);  // in flight during the reduction
   ss = row_sum(ss, s, red);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
   if (!s.live) return;
@@ -215,7 +236,7 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       const int64_t i = s.template at<V>(c, j);
-      if (i < d) store_as(out, odt, base + i, w.p ? v[j] * inv * (chunks == 1 ? wv[j] : ld(w, i)) : v[j] * inv);
+      if (i < d) stv<OD>(out, odt, base + i, w.p ? v[j] * inv * (chunks == 1 ? wv[j] : ldv<WD>(w, i)) : v[j] * inv);
     }
   }
 }
@@ -335,13 +356,35 @@ void add_rms_norm(const Array& x, const Array& residual, const Array& weight, fl
   const NormLaunch l = norm_launch(rows, d, sm_count(out.device()));
   const Fdt odt = fdt_of(out.dtype(), "add_rms_norm", "output");
   cudaStream_t stream = stream_of(out);
-  dispatch_float(sum.dtype(), "add_rms_norm", [&](auto tag) {
+  // Typed instances for the decode step's combinations (bf16 compute: a bf16 branch output onto the f32
+  // residual stream, or everything bf16; f32 compute), the runtime-dtype kernel for the rest.
+  const Dtype xd = x.dtype(), rd = residual.dtype(), sd = sum.dtype(), od = out.dtype();
+  const Dtype wd = weight.valid() ? weight.dtype() : Dtype::bool_;
+  auto run = [&](auto tag, auto xt, auto rt, auto wt, auto ot) {
     using T = decltype(tag);
     with_vpt(l, [&](auto v) {
-      launch_pdl("add_rms_norm", add_rms_norm_kernel<T, decltype(v)::value>, l.blocks, l.threads, 0, stream, xv, rv, w,
-                 eps, out.raw_data(), odt, static_cast<T*>(sum.raw_data()), rows, d, l.rt);
+      launch_pdl("add_rms_norm",
+                 add_rms_norm_kernel<T, decltype(v)::value, decltype(xt), decltype(rt), decltype(wt), decltype(ot)>,
+                 l.blocks, l.threads, 0, stream, xv, rv, w, eps, out.raw_data(), odt, static_cast<T*>(sum.raw_data()),
+                 rows, d, l.rt);
     });
-  });
+  };
+  using bf16 = __nv_bfloat16;
+  if (xd == Dtype::bf16 && rd == Dtype::f32 && sd == Dtype::f32 && wd == Dtype::bf16 && od == Dtype::bf16) {
+    run(float{}, bf16{}, float{}, bf16{}, bf16{});
+  } else if (xd == Dtype::bf16 && rd == Dtype::bf16 && sd == Dtype::bf16 && wd == Dtype::bf16 && od == Dtype::bf16) {
+    run(bf16{}, bf16{}, bf16{}, bf16{}, bf16{});
+  } else if (xd == Dtype::f32 && rd == Dtype::f32 && sd == Dtype::f32 && wd == Dtype::f32 && od == Dtype::f32) {
+    run(float{}, float{}, float{}, float{}, float{});
+  } else {
+    dispatch_float(sd, "add_rms_norm", [&](auto tag) {
+      using T = decltype(tag);
+      with_vpt(l, [&](auto v) {
+        launch_pdl("add_rms_norm", add_rms_norm_kernel<T, decltype(v)::value>, l.blocks, l.threads, 0, stream, xv, rv,
+                   w, eps, out.raw_data(), odt, static_cast<T*>(sum.raw_data()), rows, d, l.rt);
+      });
+    });
+  }
   check_launch("add_rms_norm");
 }
 
