@@ -29,8 +29,11 @@
 //    ~3.0 TB/s. (Dropped after measuring at model level: a cp.async-pipelined variant with 8 rows per warp,
 //    Llama-3.1-8B 4-bit tg 203 vs 251 t/s with this kernel, 8-bit 134 vs 200; a register-streaming variant;
 //    and a tensor-core variant that decoded 4-bit codes to bf16 for mma.m16n8k16 with one B column per
-//    group, about as fast as the pipelined kernel: the decode GEMV is bound by memory-level parallelism,
-//    not by its arithmetic.)
+//    group, about as fast as the pipelined kernel.) This is the exact tier's decode kernel
+//    (QmmPrecision::exact, and the fast tier for formats other than affine 4/8-bit). At 4 bits it is bound
+//    by instruction issue (ncu, Llama-3.1-8B gate/up: ~79% of issue slots, ~1.4-1.8 TB/s): every code
+//    and activation becomes an f32. The fast tier's kernel below (qgemv_i8_kernel, the default for affine
+//    4/8-bit) keeps the same lanes, packs and reduction with int8 activations and dp4a.
 //  - quantized_matmul otherwise (prefill, or W without transpose): panels of W dequantized (bounded
 //    scratch; 8 values per thread when rows and groups allow, dequantize8_kernel) and multiplied by cuBLAS:
 //    with bf16/f16 x and output, panels in x's dtype and a tensor-core GEMM with f32 accumulation;
