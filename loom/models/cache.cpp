@@ -37,17 +37,23 @@ fast::KVBlocks KVCache::update_and_fetch(const Array& keys, const Array& values)
   return fast::KVBlocks{k_pages_, v_pages_, offset_};
 }
 
-fast::KVBlocks KVCache::update_and_fetch_at(const Array& keys, const Array& values, const Array& position) {
+KVCache::PageWrite KVCache::write_at(const Array& keys, const Array& values) {
   const int64_t L = keys.shape(2), page = offset_ / kPageSize;
   if (keys.ndim() != 4 || values.ndim() != 4 || values.shape(2) != L || offset_ % kPageSize + L > kPageSize)
     throw ValueError(format_error("KVCache", "a replayed step writes keys/values [B, H, L, D] inside one page (offset " +
                                                  std::to_string(offset_) + ", L " + std::to_string(L) + ")"));
   ensure_capacity(offset_ + L, keys, values);
-  assign_at(k_pages_[page], keys, 2, position, page * kPageSize);
-  assign_at(v_pages_[page], values, 2, position, page * kPageSize);
   offset_ += L;
   std::vector<Array> ks(k_pages_.begin(), k_pages_.begin() + page + 1), vs(v_pages_.begin(), v_pages_.begin() + page + 1);
-  return fast::KVBlocks{std::move(ks), std::move(vs), (page + 1) * kPageSize};
+  return {k_pages_[page], v_pages_[page], page * kPageSize,
+          fast::KVBlocks{std::move(ks), std::move(vs), (page + 1) * kPageSize}};
+}
+
+fast::KVBlocks KVCache::update_and_fetch_at(const Array& keys, const Array& values, const Array& position) {
+  PageWrite w = write_at(keys, values);
+  assign_at(w.k_page, keys, 2, position, w.base);
+  assign_at(w.v_page, values, 2, position, w.base);
+  return std::move(w.blocks);
 }
 
 bool KVCache::reserve(int64_t positions) {

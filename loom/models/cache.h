@@ -40,6 +40,15 @@ class KVCache : public LayerCache {
   // query by the causal rule on device-side query offsets). The new positions must lie in the page
   // holding offset(), so a replay stays valid for every step until that page is full.
   fast::KVBlocks update_and_fetch_at(const Array& keys, const Array& values, const Array& position);
+  // update_and_fetch_at with the write left to the caller (a fused op): the pages the L new positions of
+  // keys/values [B, H, L, D] land in (allocated now), the position their first slot stands for, and the
+  // blocks to attend; counts the L positions as written.
+  struct PageWrite {
+    Array k_page, v_page;
+    int64_t base = 0;
+    fast::KVBlocks blocks;
+  };
+  PageWrite write_at(const Array& keys, const Array& values);
   // Allocates pages up to `positions` like the existing ones; false when there are none yet.
   bool reserve(int64_t positions);
   // Counts n positions written by a replayed step (update_and_fetch_at's host bookkeeping).

@@ -93,10 +93,19 @@ Array chunked_attention(const Array& q, const Array& k, const Array& v, ChunkedK
 
 }  // namespace
 
-Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& cache, const Step& step,
-                       const AttentionSpec& spec) {
+Array cached_attention(const Array& q_in, const Array& k_in, const Array& v, KVCache& cache, const Step& step,
+                       const AttentionSpec& spec, const nn::Rope* rope) {
   if (step.device_offset.valid() && typeid(cache) != typeid(KVCache))
     throw NotSupportedError(format_error("attention", "a captured decode step needs a plain KV cache"));
+  // A captured step rotates and writes in one launch (the rotation is fast::rope's, bit for bit); the
+  // magnitude-scaled ropes (yarn, longrope) rotate first as everywhere else.
+  const bool fuse = rope && step.device_offset.valid() && rope->mscale() == 1.0f && spec.mode != AttentionMode::none &&
+                    k_in.dtype() == q_in.dtype() && v.dtype() == q_in.dtype();
+  Array q = q_in, k = k_in;
+  if (rope && !fuse) {
+    q = apply_rope(*rope, q, step);
+    k = apply_rope(*rope, k, step);
+  }
   if (auto* quantized = dynamic_cast<QuantizedKVCache*>(&cache))
     return quantized_attention(q, k, v, *quantized, step, spec);
   if (auto* chunked = dynamic_cast<ChunkedKVCache*>(&cache)) return chunked_attention(q, k, v, *chunked, step, spec);
@@ -107,7 +116,11 @@ Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& 
     if (rotating || spec.mode == AttentionMode::none)
       throw NotSupportedError(format_error("attention", "a captured decode step needs a plain KV cache and masked attention"));
     Array position = slice_axis(step.device_offset, 0, 0, 1);
-    return fast::scaled_dot_product_attention(q, cache.update_and_fetch_at(k, v, position), spec, step.attn);
+    if (!fuse) return fast::scaled_dot_product_attention(q, cache.update_and_fetch_at(k, v, position), spec, step.attn);
+    KVCache::PageWrite w = cache.write_at(k, v);
+    q = fast::rope_kv_write(q, k, v, rope->spec_for(step.offset + step.length), step.rope_offsets, w.k_page, w.v_page,
+                            position, w.base);
+    return fast::scaled_dot_product_attention(q, w.blocks, spec, step.attn);
   }
   if (!rotating) return fast::scaled_dot_product_attention(q, cache.update_and_fetch(k, v), spec, step.attn);
   if (step.attn.kv_start.valid() || step.attn.q_offsets.valid())

@@ -49,9 +49,11 @@ Step make_step(const Cache& cache, int64_t length);
 Array apply_rope(const nn::Rope& rope, const Array& x, const Step& step);
 // Appends k/v to the layer's KV cache and attends over everything stored. A RotatingKVCache
 // returns its positions in temporal order; attention then runs in its storage coordinates (see there).
-// A QuantizedKVCache goes through quantized_attention.
+// A QuantizedKVCache goes through quantized_attention. With `rope`, q and k are not rotated yet:
+// they are rotated here at the step's positions (as apply_rope), in one op with the cache write
+// (fast::rope_kv_write) for a captured step on a plain KVCache.
 Array cached_attention(const Array& q, const Array& k, const Array& v, KVCache& cache, const Step& step,
-                       const AttentionSpec& spec);
+                       const AttentionSpec& spec, const nn::Rope* rope = nullptr);
 // Attention over a QuantizedKVCache (mlx-lm's quantized_scaled_dot_product_attention): k/v are
 // quantized into the cache, the stored positions are dequantized and attended exactly as the float
 // path does (same spec and step positions, so causal/window/chunk masks and left padding behave

@@ -58,10 +58,10 @@ struct OlmoeAttention : nn::Module {
   Array operator()(const Array& x, KVCache& cache, const Step& step) const {
     int64_t B = x.shape(0), L = x.shape(1);
     Array q = clipped(q_norm(q_proj(x))), k = clipped(k_norm(k_proj(x))), v = clipped(v_proj(x));
-    q = apply_rope(rope, transpose(reshape(q, {B, L, n_heads, head_dim}), {0, 2, 1, 3}), step);
-    k = apply_rope(rope, transpose(reshape(k, {B, L, n_kv_heads, head_dim}), {0, 2, 1, 3}), step);
+    q = transpose(reshape(q, {B, L, n_heads, head_dim}), {0, 2, 1, 3});
+    k = transpose(reshape(k, {B, L, n_kv_heads, head_dim}), {0, 2, 1, 3});
     v = transpose(reshape(v, {B, L, n_kv_heads, head_dim}), {0, 2, 1, 3});
-    Array o = cached_attention(q, k, v, cache, step, spec);
+    Array o = cached_attention(q, k, v, cache, step, spec, &rope);
     return o_proj(reshape(transpose(o, {0, 2, 1, 3}), {B, L, n_heads * head_dim}));
   }
 

@@ -108,9 +108,7 @@ struct Attention : nn::Module {
     Array q = transpose(q_norm(qg[0]), {0, 2, 1, 3});
     Array k = transpose(k_norm(reshape(k_proj(x), {B, L, n_kv_heads, head_dim})), {0, 2, 1, 3});
     Array v = transpose(reshape(v_proj(x), {B, L, n_kv_heads, head_dim}), {0, 2, 1, 3});
-    q = apply_rope(rope, q, step);
-    k = apply_rope(rope, k, step);
-    Array o = cached_attention(q, k, v, cache, step, spec);
+    Array o = cached_attention(q, k, v, cache, step, spec, &rope);
     o = reshape(transpose(o, {0, 2, 1, 3}), {B, L, n_heads * head_dim});
     return o_proj(multiply(o, sigmoid(gate)));
   }

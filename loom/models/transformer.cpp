@@ -105,7 +105,9 @@ Array DecoderAttention::operator()(const Array& x, KVCache& cache, const Step& s
   }
   q = transpose(q, {0, 2, 1, 3});
   k = transpose(k, {0, 2, 1, 3});
-  if (use_rope) {
+  // Without a later change to q or k, the rotation is left to cached_attention (fused with the cache write).
+  const bool rope_in_attention = use_rope && !qk_l2_norm && !temperature;
+  if (use_rope && !rope_in_attention) {
     q = apply_rope(rope, q, step);
     k = apply_rope(rope, k, step);
   }
@@ -114,7 +116,7 @@ Array DecoderAttention::operator()(const Array& x, KVCache& cache, const Step& s
     k = fast::rms_norm(k, Array(), qk_l2_eps);
   }
   if (temperature) q = multiply(q, astype(query_temperature_scale(*temperature, step, B), q.dtype()));
-  Array o = cached_attention(q, k, v, cache, step, spec);
+  Array o = cached_attention(q, k, v, cache, step, spec, rope_in_attention ? &rope : nullptr);
   return o_proj(reshape(transpose(o, {0, 2, 1, 3}), {B, L, n_heads * head_dim}));
 }
 

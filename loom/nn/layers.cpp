@@ -89,7 +89,7 @@ void Linear::to_dense(Dtype dtype) {
 }
 
 Array Linear::operator()(const Array& x) const {
-  Array y = qweight ? qweight->matmul_t(x) : matmul(x, transpose(weight));
+  Array y = qweight ? qweight->matmul_t(x) : matmuls_t(x, {weight})[0];
   if (has_bias) y = add(y, astype(bias, y.dtype()));
   return y;
 }
@@ -149,7 +149,7 @@ Array Embedding::operator()(const Array& ids, Dtype dtype) const {
   return astype(take(weight, ids, 0), dtype);
 }
 
-Array Embedding::as_linear(const Array& x) const { return qweight ? qweight->matmul_t(x) : matmul(x, transpose(weight)); }
+Array Embedding::as_linear(const Array& x) const { return qweight ? qweight->matmul_t(x) : matmuls_t(x, {weight})[0]; }
 
 RMSNorm::RMSNorm(int64_t d, float e) : dims(d), eps(e) {}
 

@@ -87,6 +87,64 @@ Array rope_impl(const Array& x_in, const RopeSpec& spec_in, int64_t offset, cons
 }  // namespace
 
 Array rope(const Array& x, const RopeSpec& spec, int64_t offset, StreamOrDevice) { return rope_impl(x, spec, offset, Array()); }
+
+Array rope_kv_write(const Array& q_in, const Array& k_in, const Array& v_in, const RopeSpec& spec_in,
+                    const Array& offsets_in, const Array& k_cache, const Array& v_cache, const Array& position,
+                    int64_t base, StreamOrDevice) {
+  const char* op = "rope_kv_write";
+  for (const auto& [a, what] : {std::pair{&q_in, "queries"},
+                                {&k_in, "keys"},
+                                {&v_in, "values"},
+                                {&offsets_in, "offsets"},
+                                {&k_cache, "key cache"},
+                                {&v_cache, "value cache"},
+                                {&position, "position"}})
+    ops_detail::require_valid(*a, op, what);
+  Array q = q_in, k = k_in, v = v_in, offsets = offsets_in;
+  RopeSpec spec = spec_in;
+  // Small host operands (freqs, offsets) join the device ones through the upload cache (no copy while a
+  // step is recorded); the caches stay where they are.
+  const Device dev = ops_detail::unify_devices({&q, &k, &v, &offsets, &spec.freqs}, op);
+  if (k_cache.device() != dev || v_cache.device() != dev || position.device() != dev)
+    throw ValueError(format_error(op, "queries, keys, values, both caches and the position must share one device"));
+  check_float(q, op);
+  if (q.ndim() != 4 || k.ndim() != 4 || v.shape() != k.shape() || q.shape(0) != k.shape(0) ||
+      q.shape(2) != k.shape(2) || q.shape(3) != k.shape(3) || k.shape(1) == 0 || q.shape(1) % k.shape(1))
+    throw ValueError(format_error(op, "queries " + shape_str(q.shape()) + ", keys " + shape_str(k.shape()) +
+                                          " and values " + shape_str(v.shape()) +
+                                          " must be [B, Hq, L, D], [B, Hkv, L, D] twice with Hq % Hkv == 0"));
+  if (k.dtype() != q.dtype() || v.dtype() != q.dtype() || k_cache.dtype() != q.dtype() || v_cache.dtype() != q.dtype())
+    throw ValueError(format_error(op, "queries, keys, values and both caches need one dtype"));
+  if (spec.dims <= 0 || spec.dims % 2 || spec.dims > q.shape(3))
+    throw ValueError(format_error(op, "dims " + std::to_string(spec.dims) + " must be even and at most the head dim " +
+                                          std::to_string(q.shape(3))));
+  if (spec.freqs.valid() && (spec.freqs.ndim() != 1 || spec.freqs.shape(0) != spec.dims / 2))
+    throw ValueError(format_error(
+        op, "freqs must have shape [" + std::to_string(spec.dims / 2) + "], got " + shape_str(spec.freqs.shape())));
+  if (offsets.ndim() != 1 || offsets.shape(0) != q.shape(0) ||
+      (offsets.dtype() != Dtype::i32 && offsets.dtype() != Dtype::i64))
+    throw ValueError(format_error(op, "per-row offsets must be int32 or int64 [" + std::to_string(q.shape(0)) +
+                                          "], got " + std::string(name(offsets.dtype())) + " " +
+                                          shape_str(offsets.shape())));
+  for (const Array* c : {&k_cache, &v_cache})
+    if (c->ndim() != 4 || c->shape(0) != k.shape(0) || c->shape(1) != k.shape(1) || c->shape(3) != k.shape(3) ||
+        c->shape(2) < k.shape(2) || c->strides()[3] != 1)
+      throw ValueError(format_error(op, "cache " + shape_str(c->shape()) + " does not hold keys/values " +
+                                            shape_str(k.shape()) + " along axis 2 (or its rows are not contiguous)"));
+  if (k_cache.strides()[2] != v_cache.strides()[2])
+    throw ValueError(format_error(op, "the key and value caches need one position stride"));
+  if (position.dtype() != Dtype::i32 || position.size() != 1)
+    throw ValueError(format_error(op, "position must be one int32"));
+  q = contiguous(q);
+  k = contiguous(k);
+  v = contiguous(v);
+  Array q_out = Array::empty(q.shape(), q.dtype(), dev);
+  const int64_t L = k.shape(2);
+  Array k_dst = slice_axis(k_cache, 2, 0, L), v_dst = slice_axis(v_cache, 2, 0, L);
+  LOOM_KERNEL(dev, rope_kv_write)
+  (q, k, v, spec, offsets, position, base, k_cache.strides()[2], k_cache.shape(2) - L, q_out, k_dst, v_dst);
+  return q_out;
+}
 Array rope(const Array& x, const RopeSpec& spec, const Array& offsets, StreamOrDevice) {
   ops_detail::require_valid(offsets, "rope", "offsets");
   return rope_impl(x, spec, 0, offsets);

@@ -24,6 +24,14 @@ Array layer_norm(const Array& x, const Array& weight, const Array& bias, float e
 Array rope(const Array& x, const RopeSpec& spec, int64_t offset, StreamOrDevice s = {});
 // Per-row offsets: x [B, ..., L, D], offsets int [B].
 Array rope(const Array& x, const RopeSpec& spec, const Array& offsets, StreamOrDevice s = {});
+// A decode step's RoPE fused with its KV-cache write: returns rope(q, spec, offsets) and writes rope(k, spec,
+// offsets) and v into the caches k_cache / v_cache [B, Hkv, P, D] along axis 2 at position
+// p = position[0] - base, read where the kernel runs, as assign_at does (nothing unless 0 <= p <= P - L).
+// q [B, Hq, L, D], k/v [B, Hkv, L, D], all of the caches' dtype and device; offsets int [B]. The rotations
+// equal fast::rope's bit for bit (so a step may take either path).
+Array rope_kv_write(const Array& q, const Array& k, const Array& v, const RopeSpec& spec, const Array& offsets,
+                    const Array& k_cache, const Array& v_cache, const Array& position, int64_t base,
+                    StreamOrDevice s = {});
 // silu(gate) * up.
 Array swiglu(const Array& gate, const Array& up, StreamOrDevice s = {});
 
@@ -51,6 +59,10 @@ Array rms_norm_reference(const Array& x, const Array& weight, float eps);
 std::pair<Array, Array> add_rms_norm_reference(const Array& x, const Array& residual, const Array& weight, float eps);
 Array layer_norm_reference(const Array& x, const Array& weight, const Array& bias, float eps);
 Array rope_reference(const Array& x, const RopeSpec& spec, const Array& offsets_per_row);
+// rope_kv_write as its unfused steps: fast::rope of q and k, then assign_at of the rotated keys and the values.
+Array rope_kv_write_reference(const Array& q, const Array& k, const Array& v, const RopeSpec& spec,
+                              const Array& offsets, const Array& k_cache, const Array& v_cache, const Array& position,
+                              int64_t base);
 Array swiglu_reference(const Array& gate, const Array& up);
 Array scaled_dot_product_attention_reference(const Array& q, const Array& k, const Array& v, const AttentionSpec& spec,
                                              const AttentionPositions& pos, const Array& mask);

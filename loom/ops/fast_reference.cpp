@@ -136,4 +136,12 @@ Array scaled_dot_product_attention_reference(const Array& q, const Array& k, con
   return astype(out, q.dtype());
 }
 
+Array rope_kv_write_reference(const Array& q, const Array& k, const Array& v, const RopeSpec& spec,
+                              const Array& offsets, const Array& k_cache, const Array& v_cache, const Array& position,
+                              int64_t base) {
+  assign_at(k_cache, fast::rope(k, spec, offsets), 2, position, base);
+  assign_at(v_cache, v, 2, position, base);
+  return fast::rope(q, spec, offsets);
+}
+
 }  // namespace loom::fast::detail

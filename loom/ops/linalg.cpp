@@ -78,7 +78,7 @@ Array rows_of(const Array& out) { return reshape(out, {-1, out.shape(-1)}); }
 
 std::vector<Array> matmuls_t(const Array& x, const std::vector<Array>& ws, StreamOrDevice) {
   std::vector<Array> outs;
-  Array x2 = ws.size() > 1 ? group_input(x, ws) : Array();
+  Array x2 = group_input(x, ws);
   if (!x2.valid()) {
     for (const Array& w : ws) outs.push_back(matmul(x, transpose(w)));
     return outs;

@@ -135,9 +135,10 @@ Array cumsum(const Array& a, int axis = -1, bool reverse = false, bool inclusive
 // ---- linear algebra ----
 // a [.., M, K] @ b [.., K, N] with broadcast batch dims (1-d operands as numpy). f32 accumulation.
 Array matmul(const Array& a, const Array& b, StreamOrDevice s = {});
-// x [..., K] @ W_i.T for several row-major weights W_i [N_i, K] read with one input (a layer's q/k/v
-// projections): each result as matmul(x, transpose(W_i)) gives it. Weights of one floating dtype go to
-// the backend together (CUDA decode: one GEMV launch); anything else runs as separate matmuls.
+// x [..., K] @ W_i.T for one or several row-major model weights W_i [N_i, K] read with one input (a layer's
+// q/k/v projections): each result as matmul(x, transpose(W_i)) gives it. Weights of one floating dtype go
+// to the backend together (CUDA decode: one GEMV launch); anything else runs as separate matmuls. The W_i
+// must be weights no op of the current step writes (a backend may read them early: kernel_api.inc).
 std::vector<Array> matmuls_t(const Array& x, const std::vector<Array>& ws, StreamOrDevice s = {});
 // swiglu(x @ gate.T, x @ up.T) with each product in its output dtype first (a gated MLP's first half), as
 // fast::swiglu of the two matmuls; one pass where the backend can.

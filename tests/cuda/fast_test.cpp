@@ -241,6 +241,59 @@ TEST(CudaFastRope, PerRowOffsetsMatchCpu) {
       gpu_matches_cpu(fast::rope(on_gpu(x), gpu_spec(spec), on_gpu(offsets)), fast::rope(x, spec, offsets), kTolF32));
 }
 
+// rope_kv_write's one CUDA launch: q and the written cache slots equal the GPU's unfused steps (fast::rope,
+// assign_at) bit for bit, so a captured step and a plain one agree exactly, and the CPU twin within the
+// rope tolerance; nothing is written for a position outside the page. Model shapes (GQA 32/8 at head dim
+// 128, 4 query heads per KV head) and a partial rotation with explicit freqs; B = 2 with per-row offsets.
+TEST(CudaFastRopeKvWrite, EqualsUnfusedStepsAndCpu) {
+  LOOM_REQUIRE_CUDA();
+  struct Case {
+    int64_t hq, hkv, d;
+    int dims;
+    bool traditional, freqs;
+  };
+  const Case cases[] = {{32, 8, 128, 128, false, false}, {8, 2, 80, 64, true, true}, {4, 4, 64, 64, false, true}};
+  auto clone = [](const Array& a) {
+    Array c = Array::empty(a.shape(), a.dtype(), a.device());
+    assign(c, a);
+    return c;
+  };
+  for (Dtype dt : kDtypes)
+    for (const Case& c : cases)
+      for (int64_t L : {1, 2})
+        for (int32_t position : {256, 300, static_cast<int32_t>(512 - L), 512, 255}) {
+          SCOPED_TRACE(std::string(name(dt)) + " hq=" + std::to_string(c.hq) + " d=" + std::to_string(c.d) +
+                       " L=" + std::to_string(L) + " position=" + std::to_string(position));
+          RopeSpec spec;
+          spec.dims = c.dims;
+          spec.traditional = c.traditional;
+          if (c.freqs) spec.freqs = rand_array({c.dims / 2}, 70, Dtype::f32, 1.0f, 5000.0f);
+          Array q = rand_swapped({2, c.hq, L, c.d}, 71, 1, 2, dt, -2, 2);
+          Array k = rand_swapped({2, c.hkv, L, c.d}, 72, 1, 2, dt, -2, 2);
+          Array v = rand_swapped({2, c.hkv, L, c.d}, 73, 1, 2, dt, -2, 2);
+          Array offsets = Array::from<int32_t>({300, 41}, {2});
+          Array pos = Array::from<int32_t>({position}, {1});
+          // A page of 256 positions standing for [256, 512).
+          Array kc = rand_array({2, c.hkv, 256, c.d}, 74, dt), vc = rand_array({2, c.hkv, 256, c.d}, 75, dt);
+          Array gk = on_gpu(kc), gv = on_gpu(vc), uk = on_gpu(kc), uv = on_gpu(vc);
+          Array gq = fast::rope_kv_write(on_gpu(q), on_gpu(k), on_gpu(v), gpu_spec(spec), on_gpu(offsets), gk, gv,
+                                         on_gpu(pos), 256);
+          Array uq = fast::detail::rope_kv_write_reference(on_gpu(q), on_gpu(k), on_gpu(v), gpu_spec(spec),
+                                                           on_gpu(offsets), uk, uv, on_gpu(pos), 256);
+          EXPECT_TRUE(gpu_matches_cpu(gq, test::on_cpu(uq), 0.0));
+          EXPECT_TRUE(gpu_matches_cpu(gk, test::on_cpu(uk), 0.0));
+          EXPECT_TRUE(gpu_matches_cpu(gv, test::on_cpu(uv), 0.0));
+          Array ck = clone(kc), cv = clone(vc);
+          Array cq = fast::rope_kv_write(q, k, v, spec, offsets, ck, cv, pos, 256);
+          EXPECT_TRUE(gpu_matches_cpu(gq, cq, tol_for(dt)));
+          EXPECT_TRUE(gpu_matches_cpu(gk, ck, tol_for(dt)));
+          EXPECT_TRUE(gpu_matches_cpu(gv, cv, 0.0));
+          const bool inside = position >= 256 && position + L <= 512;
+          EXPECT_EQ(static_cast<bool>(gpu_matches_cpu(gk, kc, 0.0)), !inside)
+              << "keys written iff the position is inside the page";
+        }
+}
+
 // ---------------------------------------------------------------- attention
 
 struct AttnCase {

@@ -9,6 +9,7 @@
 #include "loom/core/allocator.h"
 #include "loom/io/config.h"
 #include "tests/models/fixture_util.h"
+#include "tests/ops/op_test_util.h"
 
 namespace loom::test {
 namespace {
@@ -70,6 +71,38 @@ TEST_P(Fixture, SteadyStateDecodeAllocatesNothingNew) {
   uint64_t before = allocator::stats(kDevice).system_allocs;
   for (int i = 0; i < 20; ++i) lm.model->forward(tokens_array({3}), cache, models::LogitsMode::last);
   EXPECT_EQ(allocator::stats(kDevice).system_allocs, before) << "decode steps made new system allocations";
+}
+
+// The form a captured decode step takes (Cache::device_offset: positions read where the kernels run, every
+// allocated page attended under the causal mask, RoPE fused with the KV write) equals the plain step bit
+// for bit, logits and cache contents, over steps that cross a page boundary: on the CPU, and on the GPU
+// in test_cuda_models (test_cuda_graphs checks the recording and replay around it).
+TEST_P(Fixture, DeviceOffsetStepEqualsPlainStep) {
+  models::Cache plain = lm.model->make_cache(), captured = lm.model->make_cache();
+  // A prompt ending 2 positions before the first page's end, so the steps cross into the second page.
+  std::vector<int32_t> prompt;
+  while (prompt.size() < models::KVCache::kPageSize - 2)
+    prompt.insert(prompt.end(), ref.prompts[0].begin(), ref.prompts[0].end());
+  prompt.resize(models::KVCache::kPageSize - 2);
+  lm.model->forward(tokens_array(prompt), plain, models::LogitsMode::last);
+  lm.model->forward(tokens_array(prompt), captured, models::LogitsMode::last);
+  for (int i = 0; i < 4; ++i) {
+    const int32_t token = 3 + 5 * i;
+    const int64_t offset = captured.offset();
+    Array want = lm.model->forward(tokens_array({token}), plain, models::LogitsMode::last);
+    for (auto& layer : captured.layers) static_cast<models::KVCache&>(*layer).reserve(offset + 1);
+    captured.device_offset = full({1}, static_cast<double>(offset), Dtype::i32, kDevice);
+    Array got = lm.model->forward(tokens_array({token}), captured, models::LogitsMode::last);
+    captured.device_offset = Array();
+    EXPECT_TRUE(all_close(got, want, 0.0)) << "step " << i;
+  }
+  ASSERT_EQ(captured.offset(), plain.offset());
+  for (size_t l = 0; l < plain.layers.size(); ++l) {
+    auto [k0, v0] = static_cast<models::KVCache&>(*plain.layers[l]).state();
+    auto [k1, v1] = static_cast<models::KVCache&>(*captured.layers[l]).state();
+    EXPECT_TRUE(all_close(k1, k0, 0.0)) << "keys of layer " << l;
+    EXPECT_TRUE(all_close(v1, v0, 0.0)) << "values of layer " << l;
+  }
 }
 
 // 10k decode steps through a rotating cache (fixed size, so the cache itself stops growing): the

@@ -230,6 +230,88 @@ TEST(FastRope, RejectsBadSpec) {
   EXPECT_THROW(fast::rope(x, spec, Array::from<int32_t>({1, 2}, {2})), std::exception);
 }
 
+// A copy with its own buffer (the caches below are written in place).
+Array clone(const Array& a) {
+  Array c = Array::empty(a.shape(), a.dtype(), a.device());
+  assign(c, a);
+  return c;
+}
+
+// rope_kv_write is its unfused steps, fast::rope of q and k and assign_at of the rotated keys and the values,
+// bit for bit: q, the written slots, and every other slot of the caches (untouched); a position outside
+// the caches writes nothing (q is still rotated). Non-contiguous q/k/v (the model's transposed views),
+// GQA, per-row int32/int64 offsets, partial and traditional rotation, explicit freqs, L = 1 and 3.
+TEST(FastRopeKvWrite, EqualsRopeThenAssignAt) {
+  for (Dtype dt : kDtypes)
+    for (bool trad : {false, true})
+      for (int64_t L : {1, 3}) {
+        RopeSpec spec;
+        spec.dims = 16;  // of 24
+        spec.traditional = trad;
+        if (trad) spec.freqs = rand_array({8}, 60, Dtype::f32, 1.0f, 50.0f);
+        Array q = rand_swapped({2, 4, L, 24}, 61, 1, 2, dt, -2, 2);
+        Array k = rand_swapped({2, 2, L, 24}, 62, 1, 2, dt, -2, 2);
+        Array v = rand_swapped({2, 2, L, 24}, 63, 1, 2, dt, -2, 2);
+        ASSERT_EQ(q.is_contiguous(), L == 1);  // a transposed view once L > 1
+        Array offsets = Array::from<int32_t>({5, 0}, {2}, L == 1 ? Dtype::i32 : Dtype::i64);
+        // A page of 8 positions standing for positions [16, 24): p = position - 16.
+        for (int32_t position : {16, 18, static_cast<int32_t>(24 - L), static_cast<int32_t>(25 - L), 15}) {
+          SCOPED_TRACE(std::string(name(dt)) + " trad=" + std::to_string(trad) + " L=" + std::to_string(L) +
+                       " position=" + std::to_string(position));
+          Array kc = rand_array({2, 2, 8, 24}, 64, dt), vc = rand_array({2, 2, 8, 24}, 65, dt);
+          Array kc_ref = clone(kc), vc_ref = clone(vc), before = clone(kc);
+          Array pos = Array::from<int32_t>({position}, {1});
+          Array out = fast::rope_kv_write(q, k, v, spec, offsets, kc, vc, pos, 16);
+          Array ref = fast::detail::rope_kv_write_reference(q, k, v, spec, offsets, kc_ref, vc_ref, pos, 16);
+          EXPECT_TRUE(all_close(out, ref, 0.0));
+          EXPECT_TRUE(all_close(out, fast::rope(q, spec, offsets), 0.0));
+          EXPECT_TRUE(all_close(kc, kc_ref, 0.0));
+          EXPECT_TRUE(all_close(vc, vc_ref, 0.0));
+          const bool inside = position >= 16 && position + L <= 24;
+          EXPECT_EQ(all_close(kc, before, 0.0), !inside) << "keys written iff the position is inside the page";
+        }
+      }
+}
+
+TEST(FastRopeKvWrite, RejectsMismatches) {
+  RopeSpec spec;
+  spec.dims = 8;
+  Array q = rand_array({1, 4, 1, 8}, 1), k = rand_array({1, 2, 1, 8}, 2), v = rand_array({1, 2, 1, 8}, 3);
+  Array kc = rand_array({1, 2, 4, 8}, 4), vc = rand_array({1, 2, 4, 8}, 5);
+  Array offs = Array::from<int32_t>({0}, {1}), pos = Array::from<int32_t>({0}, {1});
+  auto fails_with = [](auto&& f, const std::string& text) {
+    try {
+      f();
+      ADD_FAILURE() << "no error, expected: " << text;
+    } catch (const std::exception& e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+  };
+  fails_with([&] { fast::rope_kv_write(q, k, v, spec, offs, astype(kc, Dtype::bf16), vc, pos, 0); }, "one dtype");
+  fails_with(
+      [&] {
+        fast::rope_kv_write(q, rand_array({1, 3, 1, 8}, 6), v, spec, offs, kc, vc, pos, 0);
+      },
+      "Hq % Hkv == 0");
+  fails_with(
+      [&] {
+        fast::rope_kv_write(q, k, v, spec, offs, rand_array({1, 2, 4, 6}, 7), vc, pos, 0);
+      },
+      "does not hold keys/values");
+  fails_with(
+      [&] {
+        fast::rope_kv_write(q, k, v, spec, Array::from<int32_t>({0, 1}, {2}), kc, vc, pos, 0);
+      },
+      "per-row offsets");
+  fails_with(
+      [&] {
+        fast::rope_kv_write(q, k, v, spec, offs, kc, vc, Array::from<int32_t>({0, 1}, {2}), 0);
+      },
+      "position must be one int32");
+  spec.dims = 10;
+  fails_with([&] { fast::rope_kv_write(q, k, v, spec, offs, kc, vc, pos, 0); }, "at most the head dim");
+}
+
 // ---------------------------------------------------------------- attention
 
 struct AttnCase {

@@ -44,4 +44,15 @@ void rope(const Array& x, const RopeSpec& spec, int64_t offset, const Array& off
   });
 }
 
+// No fusion to gain on the CPU: the rotations and the two writes in turn.
+void rope_kv_write(const Array& q, const Array& k, const Array& v, const RopeSpec& spec, const Array& offsets,
+                   const Array& index, int64_t base, int64_t stride, int64_t max_p, Array& q_out, Array& k_dst,
+                   Array& v_dst) {
+  rope(q, spec, 0, offsets, q_out);
+  Array k_rot = Array::empty(k.shape(), k.dtype(), k.device());
+  rope(k, spec, 0, offsets, k_rot);
+  copy_into_at(k_rot, k_dst, index, base, stride, max_p);
+  copy_into_at(v, v_dst, index, base, stride, max_p);
+}
+
 }  // namespace loom::cpu

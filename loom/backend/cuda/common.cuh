@@ -33,9 +33,10 @@ int sm_count(Device d);
 // prologue overlap the other's tail; stream capture records the pair as a programmatic graph edge. Such
 // a kernel calls pdl_wait() before it touches memory that earlier work writes or reads (its inputs, and
 // its outputs, which may be memory an earlier kernel still reads); before that it may only compute from
-// its parameters. (Even weights must wait: an operand that is a weight in a model may be the previous
-// kernel's output in another caller.) pdl_trigger() lets the next kernel start. Both are no-ops in a kernel
-// launched without the attribute and compile to nothing below sm_90.
+// its parameters. (Weights too, unless the kernel API says the operand is a model weight no kernel of
+// the step writes, as for matmul_t_group and the quantized products: an operand that is a weight in a
+// model may be the previous kernel's output in another caller.) pdl_trigger() lets the next kernel start. Both are
+// no-ops in a kernel launched without the attribute and compile to nothing below sm_90.
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");

@@ -42,6 +42,10 @@ void layer_norm(const Array& x, const Array& weight, const Array& bias, float ep
 void rope(const Array& x, const RopeSpec& spec, int64_t offset, const Array& offsets, Array& out) {
   unavailable("rope");
 }
+void rope_kv_write(const Array&, const Array&, const Array&, const RopeSpec&, const Array&, const Array&, int64_t,
+                   int64_t, int64_t, Array&, Array&, Array&) {
+  unavailable("rope_kv_write");
+}
 void swiglu(const Array& gate, const Array& up, Array& out) { unavailable("swiglu"); }
 void attention(const Array& q, const std::vector<Array>& k_blocks, const std::vector<Array>& v_blocks, int64_t kv_len,
                const AttentionSpec& spec, const AttentionPositions& pos, const Array& mask, Array& out) {
