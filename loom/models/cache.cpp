@@ -43,7 +43,6 @@ KVCache::PageWrite KVCache::write_at(const Array& keys, const Array& values) {
     throw ValueError(format_error("KVCache", "a replayed step writes keys/values [B, H, L, D] inside one page (offset " +
                                                  std::to_string(offset_) + ", L " + std::to_string(L) + ")"));
   ensure_capacity(offset_ + L, keys, values);
-  offset_ += L;
   std::vector<Array> ks(k_pages_.begin(), k_pages_.begin() + page + 1), vs(v_pages_.begin(), v_pages_.begin() + page + 1);
   return {k_pages_[page], v_pages_[page], page * kPageSize,
           fast::KVBlocks{std::move(ks), std::move(vs), (page + 1) * kPageSize}};
@@ -53,6 +52,7 @@ fast::KVBlocks KVCache::update_and_fetch_at(const Array& keys, const Array& valu
   PageWrite w = write_at(keys, values);
   assign_at(w.k_page, keys, 2, position, w.base);
   assign_at(w.v_page, values, 2, position, w.base);
+  advance(keys.shape(2));
   return std::move(w.blocks);
 }
 

@@ -42,7 +42,7 @@ class KVCache : public LayerCache {
   fast::KVBlocks update_and_fetch_at(const Array& keys, const Array& values, const Array& position);
   // update_and_fetch_at with the write left to the caller (a fused op): the pages the L new positions of
   // keys/values [B, H, L, D] land in (allocated now), the position their first slot stands for, and the
-  // blocks to attend; counts the L positions as written.
+  // blocks to attend. The caller writes, then counts the positions with advance(L).
   struct PageWrite {
     Array k_page, v_page;
     int64_t base = 0;

@@ -120,6 +120,7 @@ Array cached_attention(const Array& q_in, const Array& k_in, const Array& v, KVC
     KVCache::PageWrite w = cache.write_at(k, v);
     q = fast::rope_kv_write(q, k, v, rope->spec_for(step.offset + step.length), step.rope_offsets, w.k_page, w.v_page,
                             position, w.base);
+    cache.advance(k.shape(2));
     return fast::scaled_dot_product_attention(q, w.blocks, spec, step.attn);
   }
   if (!rotating) return fast::scaled_dot_product_attention(q, cache.update_and_fetch(k, v), spec, step.attn);
