@@ -53,12 +53,14 @@ Array matmul(const Array& a_in, const Array& b_in, StreamOrDevice s) {
 
 namespace {
 
-// Products x @ W_i.T that can go to matmul_t_group: floating x [..., K] and 2-d weights [N_i, K] of one
-// floating dtype on x's device. Returns x as [M, K] (contiguous), or an invalid array when they cannot.
+// Products x @ W_i.T that can go to matmul_t_group: floating x [..., K] and contiguous 2-d weights [N_i, K]
+// of one floating dtype on x's device. Returns x as [M, K] (contiguous), or an invalid array when they
+// cannot. The weights must already be contiguous: a copy made here would be the kernel queued right
+// before matmul_t_group, which may read its weights before that kernel finishes (kernel_api.inc).
 Array group_input(const Array& x, const std::vector<Array>& ws) {
   if (!x.valid() || x.ndim() < 1 || !is_floating(x.dtype()) || ws.empty()) return Array();
   for (const Array& w : ws)
-    if (!w.valid() || w.ndim() != 2 || w.dtype() != ws[0].dtype() || !is_floating(w.dtype()) ||
+    if (!w.valid() || w.ndim() != 2 || !w.is_contiguous() || w.dtype() != ws[0].dtype() || !is_floating(w.dtype()) ||
         w.shape(1) != x.shape(-1) || !(w.device() == x.device()))
       return Array();
   return contiguous(reshape(x, {-1, x.shape(-1)}));
@@ -83,13 +85,12 @@ std::vector<Array> matmuls_t(const Array& x, const std::vector<Array>& ws, Strea
     for (const Array& w : ws) outs.push_back(matmul(x, transpose(w)));
     return outs;
   }
-  std::vector<Array> wc, views;
+  std::vector<Array> views;
   for (const Array& w : ws) {
-    wc.push_back(contiguous(w));
     outs.push_back(group_output(x, w));
     views.push_back(rows_of(outs.back()));
   }
-  LOOM_KERNEL(x2.device(), matmul_t_group)(x2, wc, false, views);
+  LOOM_KERNEL(x2.device(), matmul_t_group)(x2, ws, false, views);
   return outs;
 }
 
@@ -98,7 +99,7 @@ Array swiglu_matmul_t(const Array& x, const Array& gate, const Array& up, Stream
   if (!x2.valid()) return fast::swiglu(matmul(x, transpose(gate)), matmul(x, transpose(up)));
   Array out = group_output(x, gate);
   std::vector<Array> views{rows_of(out)};
-  LOOM_KERNEL(x2.device(), matmul_t_group)(x2, {contiguous(gate), contiguous(up)}, true, views);
+  LOOM_KERNEL(x2.device(), matmul_t_group)(x2, {gate, up}, true, views);
   return out;
 }
 

@@ -55,6 +55,17 @@ TEST(MatmulsT, EqualSeparateCalls) {
       EXPECT_TRUE(all_close(sw, fast::swiglu(matmul(x, transpose(ws[0])), matmul(x, transpose(up))),
                             sw.dtype() == Dtype::f32 ? 1e-5 : 0x1p-6));
     }
+  // A single weight (nn::Linear's call), and a non-contiguous weight (a gapped view: the group refuses it
+  // and the products run as separate matmuls, since a copy may not precede the grouped kernel).
+  Array x = rand_array({2, 3, 64}, 6);
+  Array w = rand_array({40, 64}, 7), gapped = rand_gapped({24, 64}, 8);
+  ASSERT_FALSE(gapped.is_contiguous());
+  EXPECT_TRUE(all_close(matmuls_t(x, {w})[0], matmul(x, transpose(w)), 1e-5));
+  std::vector<Array> got = matmuls_t(x, {w, gapped});
+  EXPECT_TRUE(all_close(got[0], matmul(x, transpose(w)), 1e-5));
+  EXPECT_TRUE(all_close(got[1], matmul(x, transpose(gapped)), 0.0));
+  EXPECT_TRUE(all_close(swiglu_matmul_t(x, gapped, gapped),
+                        fast::swiglu(matmul(x, transpose(gapped)), matmul(x, transpose(gapped))), 0.0));
 }
 
 TEST(FastNorm, RmsNormMatchesReference) {
