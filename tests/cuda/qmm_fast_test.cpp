@@ -5,9 +5,10 @@
 // outputs, one output rounding (2^-7 bf16, 2^-10 f16) for half outputs. Covered: affine 4 and 8 bits,
 // groups 32/64/128, K of one group up to 4224 (several rounds per lane, a last partial round), M = 1..8,
 // f32/bf16/f16 activations and scales, an all-zero activation block (d = 0) and an outlier; grouped
-// products (q/k/v in one launch, the SwiGLU epilogue) and gather_qmm's decode pairs. The f32 cases would
-// fail if either device ran the exact tier instead (the tiers differ by ~0.5% of max, not 1e-5), and the
-// single-product test also asserts that the GPU result is not within 1e-5 of the exact tier's.
+// products (q/k/v in one launch, the SwiGLU epilogue), gather_qmm's decode pairs, and one-row shapes at
+// the extremes of the decode grid. The f32 cases would fail if either device ran the exact tier instead
+// (the tiers differ by ~0.5% of max, not 1e-5), and the single-product test also asserts that the GPU
+// result is not within 1e-5 of the exact tier's.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -92,6 +93,37 @@ TEST(CudaQmmFast, GroupedProductsAndSwiglu) {
         Array sc = quantized_swiglu(x, cw[0], {u.wq, u.scales, u.biases, q, Array()});
         Array sg = quantized_swiglu(on_gpu(x), gw[0], {on_gpu(u.wq), on_gpu(u.scales), on_gpu(u.biases), q, Array()});
         EXPECT_TRUE(gpu_matches_cpu(sg, sc, dt == Dtype::f32 ? 1e-5 : 0x1p-6)) << "swiglu";
+      }
+}
+
+// One activation row at the extremes of the decode kernel's grid: many more row groups than an H100 holds
+// warps (N = 20001), few rows of a down_proj-sized K (N = 130, K = 14336: a block's 4 warps split each row
+// group), and a K of 40960 (activation blocks beyond the other tests' 4224); single products and the
+// SwiGLU epilogue.
+TEST(CudaQmmFast, OneRowShapes) {
+  LOOM_REQUIRE_CUDA();
+  ScopedQmmPrecision fast(QmmPrecision::fast);
+  struct Shape {
+    int64_t n, k;
+  };
+  for (const Shape& sh : {Shape{20001, 256}, Shape{130, 14336}, Shape{37, 40960}})
+    for (int bits : {4, 8})
+      for (Dtype dt : {Dtype::f32, Dtype::bf16}) {
+        const QuantSpec q{QuantMode::affine, bits, 64};
+        SCOPED_TRACE(quant_spec_str(q) + " N " + std::to_string(sh.n) + " K " + std::to_string(sh.k) + " " +
+                     std::string(name(dt)));
+        QuantizedArrays g = quantize(rand_array({sh.n, sh.k}, static_cast<uint32_t>(90 + bits), dt, -0.1f, 0.1f), q);
+        QuantizedArrays u = quantize(rand_array({sh.n, sh.k}, static_cast<uint32_t>(91 + bits), dt, -0.1f, 0.1f), q);
+        Array x = activations(1, sh.k, static_cast<uint32_t>(92 + sh.k), dt);
+        Array cpu = quantized_matmul(x, g.wq, g.scales, g.biases, true, q);
+        Array gpu = quantized_matmul(on_gpu(x), on_gpu(g.wq), on_gpu(g.scales), on_gpu(g.biases), true, q);
+        EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, out_tol(dt)));
+        const QuantizedMatrix cg{g.wq, g.scales, g.biases, q, Array()}, cu{u.wq, u.scales, u.biases, q, Array()};
+        const QuantizedMatrix gg{on_gpu(g.wq), on_gpu(g.scales), on_gpu(g.biases), q, Array()};
+        const QuantizedMatrix gu{on_gpu(u.wq), on_gpu(u.scales), on_gpu(u.biases), q, Array()};
+        EXPECT_TRUE(gpu_matches_cpu(quantized_swiglu(on_gpu(x), gg, gu), quantized_swiglu(x, cg, cu),
+                                    dt == Dtype::f32 ? 1e-5 : 0x1p-6))
+            << "swiglu";
       }
 }
 

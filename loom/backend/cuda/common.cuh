@@ -36,7 +36,9 @@ int sm_count(Device d);
 // its parameters. (Weights too, unless the kernel API says the operand is a model weight no kernel of
 // the step writes, as for matmul_t_group and the quantized products: an operand that is a weight in a
 // model may be the previous kernel's output in another caller.) pdl_trigger() lets the next kernel start. Both are
-// no-ops in a kernel launched without the attribute and compile to nothing below sm_90.
+// no-ops in a kernel launched without the attribute and compile to nothing below sm_90. (Triggering before
+// the wait in every kernel, so that each launches its successor at once, measured on an H100 at model
+// level: bf16 tg +1-3% (1B 747 -> 768 t/s), 4/8-bit tg -4% (1B 4-bit 1318 -> 1264, 8B 372 -> 355): not kept.)
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");

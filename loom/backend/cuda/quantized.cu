@@ -951,7 +951,14 @@ __device__ __forceinline__ int pack_dot(const uint32_t (&w)[BITS], const uint32_
 // A lane's first pack is requested before waiting on the kernels before this one (weights are never
 // written during a step), so its latency overlaps their tail (Llama-3.1-8B-shaped 4-bit tg +2% on an
 // H100). (Measured there and dropped: 2 or 4 packs per lane in flight, 8B 4-bit tg 326 and 295 t/s vs
-// 347 with one; 4 rows per warp, 336 vs 347 on 8B, 1162 vs 1138 on the 1B shape.)
+// 347 with one; 4 rows per warp, 336 vs 347 on 8B, 1162 vs 1138 on the 1B shape. Also dropped: a one-row
+// variant that quantizes x itself into shared memory, saving quantize_x_kernel's launch and dependency
+// wait: 1024-thread blocks, one per multiprocessor (56-62 registers), looping over row groups. 1B 4-bit
+// tg 1373 vs 1312 t/s, but 8B 4-bit 341 vs 371 and 8-bit 239 vs 258; requesting the next group's first
+// pack before each reduction made it slower still (1259 and 327), and using it only below 4-40 MB of
+// weights gained nothing. With quantize_x_kernel's launches skipped outright (wrong results, timing only)
+// tg is 1488 and 392: the launch is worth 5-13%, which a kernel that quantizes x in each block does not
+// recover.)
 template <int BITS, int MT, int R, int SPLIT>
 __device__ __forceinline__ void qgemv_i8_rows(const QmvArgs& a, const QmvArgs& b2, int64_t n0, int ks) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
