@@ -37,8 +37,10 @@ int sm_count(Device d);
 // the step writes, as for matmul_t_group and the quantized products: an operand that is a weight in a
 // model may be the previous kernel's output in another caller.) pdl_trigger() lets the next kernel start. Both are
 // no-ops in a kernel launched without the attribute and compile to nothing below sm_90. (Triggering before
-// the wait in every kernel, so that each launches its successor at once, measured on an H100 at model
-// level: bf16 tg +1-3% (1B 747 -> 768 t/s), 4/8-bit tg -4% (1B 4-bit 1318 -> 1264, 8B 372 -> 355): not kept.)
+// the wait, so that a kernel launches its successor at once, measured on an H100 at model level and not
+// kept: in every kernel, bf16 tg +1-3% (1B 747 -> 768 t/s) but 4/8-bit -4% (1B 4-bit 1318 -> 1264, 8B 372
+// -> 355); in the norms and the bf16 GEMV only, within 1%; in attention, RoPE and copy only, bf16 +2%, 8B
+// 4-bit -4% (372 -> 358) and 1B bf16 at 4096 keys -3%.)
 __device__ __forceinline__ void pdl_wait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.wait;" ::: "memory");
