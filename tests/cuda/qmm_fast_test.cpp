@@ -96,10 +96,10 @@ TEST(CudaQmmFast, GroupedProductsAndSwiglu) {
       }
 }
 
-// One activation row at the extremes of the decode kernel's grid: many more row groups than an H100 holds
-// warps (N = 20001), few rows of a down_proj-sized K (N = 130, K = 14336: a block's 4 warps split each row
-// group), and a K of 40960 (activation blocks beyond the other tests' 4224); single products and the
-// SwiGLU epilogue.
+// One activation row at the extremes of the decode kernel's grid: more row groups (N = 20001, two rows per
+// warp: 10001) than an H100 holds resident warps (~8400), few rows of a down_proj-sized K (N = 130, K =
+// 14336: a block's 4 warps split each row group), and a K of 40960 (activation blocks beyond the other
+// tests' 4224); single products and the SwiGLU epilogue.
 TEST(CudaQmmFast, OneRowShapes) {
   LOOM_REQUIRE_CUDA();
   ScopedQmmPrecision fast(QmmPrecision::fast);
