@@ -6,7 +6,8 @@
 // groups 32/64/128, K of one group up to 4224 (several rounds per lane, a last partial round), M = 1..8,
 // f32/bf16/f16 activations and scales, an all-zero activation block (d = 0) and an outlier; grouped
 // products (q/k/v in one launch, the SwiGLU epilogue), gather_qmm's decode pairs, and one-row shapes at
-// the extremes of the decode grid. The f32 cases would fail if either device ran the exact tier instead
+// the extremes of the decode grid; int8 activations stored by the kernel that produced x (add_rms_norm)
+// instead of quantized by the product. The f32 cases would fail if either device ran the exact tier instead
 // (the tiers differ by ~0.5% of max, not 1e-5), and the single-product test also asserts that the GPU
 // result is not within 1e-5 of the exact tier's.
 #include <gtest/gtest.h>
@@ -15,7 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "loom/backend/cuda/act_int8.h"
 #include "loom/core/quant.h"
+#include "loom/ops/fast.h"
 #include "loom/ops/gather.h"
 #include "loom/ops/ops.h"
 #include "loom/ops/quantized.h"
@@ -124,6 +127,67 @@ TEST(CudaQmmFast, OneRowShapes) {
         EXPECT_TRUE(gpu_matches_cpu(quantized_swiglu(on_gpu(x), gg, gu), quantized_swiglu(x, cg, cu),
                                     dt == Dtype::f32 ? 1e-5 : 0x1p-6))
             << "swiglu";
+      }
+}
+
+// Bit equality of two GPU results.
+::testing::AssertionResult identical(const Array& a, const Array& b) {
+  const std::vector<float> va = on_cpu(a).to_float_vector(), vb = on_cpu(b).to_float_vector();
+  if (va.size() != vb.size()) return ::testing::AssertionFailure() << va.size() << " vs " << vb.size() << " values";
+  for (size_t i = 0; i < va.size(); ++i)
+    if (va[i] != vb[i]) return ::testing::AssertionFailure() << "element " << i << ": " << va[i] << " vs " << vb[i];
+  return ::testing::AssertionSuccess();
+}
+
+// A fresh GPU buffer with a's bytes: nothing was registered for it, so a product quantizes it itself.
+Array fresh_copy(const Array& a) { return to_device(on_cpu(a), kGpu); }
+
+// add_rms_norm stores the fast tier's int8 activations of its decode rows (backend/cuda/act_int8.cuh); the
+// products that read that output use them (counted by act_int8::hits) and give the bits of the same product
+// over a fresh copy of the output, which quantize_x_kernel quantizes. A write into the output afterwards (assign:
+// copy_into) drops the codes. The comparisons would fail if the stored codes differed from quantize_x_kernel's in any
+// code or scale (a code off by one changes an f32 output), or if a product read codes of older contents.
+TEST(CudaQmmFast, NormStoresTheActivationCodes) {
+  LOOM_REQUIRE_CUDA();
+  ScopedQmmPrecision fast(QmmPrecision::fast);
+  // Row widths for each elements-per-thread of the norm's decode launch (2, 4, 8), and 192, where slot 1
+  // of two of a row's four warps lies past its end.
+  for (int64_t k : {192, 2048, 4096, 8192})
+    for (int bits : {4, 8})
+      for (Dtype dt : {Dtype::f32, Dtype::bf16}) {
+        const QuantSpec q{QuantMode::affine, bits, 64};
+        SCOPED_TRACE(quant_spec_str(q) + " " + std::string(name(dt)) + " K " + std::to_string(k));
+        QuantizedArrays w = quantize(rand_array({96, k}, static_cast<uint32_t>(60 + bits), dt, -0.1f, 0.1f), q);
+        QuantizedArrays g = quantize(rand_array({40, k}, static_cast<uint32_t>(61 + bits), dt, -0.1f, 0.1f), q);
+        QuantizedArrays u = quantize(rand_array({40, k}, static_cast<uint32_t>(62 + bits), dt, -0.1f, 0.1f), q);
+        const QuantizedMatrix gg{on_gpu(g.wq), on_gpu(g.scales), on_gpu(g.biases), q, Array()};
+        const QuantizedMatrix gu{on_gpu(u.wq), on_gpu(u.scales), on_gpu(u.biases), q, Array()};
+        const Array wq = on_gpu(w.wq), ws = on_gpu(w.scales), wb = on_gpu(w.biases);
+        auto product = [&](const Array& x) { return quantized_matmul(x, wq, ws, wb, true, q); };
+        product(on_gpu(rand_array({1, k}, 63, dt)));  // a fast-tier product asks for this layout
+        for (int64_t m : {1, 3, 8}) {
+          SCOPED_TRACE("rows " + std::to_string(m));
+          const Array x = on_gpu(activations(m, k, static_cast<uint32_t>(64 + m), dt));
+          const Array r = on_gpu(rand_array({m, k}, static_cast<uint32_t>(65 + m), Dtype::f32, -2.0f, 2.0f));
+          const Array nw = on_gpu(rand_array({k}, 66, dt, 0.5f, 1.5f));
+          auto [normed, sum] = fast::add_rms_norm(x, r, nw, 1e-5f, dt);
+          int64_t h = cuda::act_int8::hits();
+          const Array y = product(normed);
+          EXPECT_EQ(cuda::act_int8::hits(), h + 1) << "the product did not use add_rms_norm's codes";
+          EXPECT_TRUE(identical(y, product(fresh_copy(normed))));
+          h = cuda::act_int8::hits();
+          EXPECT_TRUE(identical(quantized_swiglu(normed, gg, gu), quantized_swiglu(fresh_copy(normed), gg, gu)))
+              << "swiglu";
+          // (bf16 x: one grouped launch; f32 x has no grouped SwiGLU kernel: two products, then swiglu.)
+          EXPECT_EQ(cuda::act_int8::hits(), h + (dt == Dtype::f32 ? 2 : 1))
+              << "the SwiGLU products did not use the codes";
+          // New contents: the codes are dropped, the product quantizes what is there now.
+          const Array other = on_gpu(rand_array({m, k}, static_cast<uint32_t>(67 + m), dt));
+          assign(normed, other);
+          h = cuda::act_int8::hits();
+          EXPECT_TRUE(identical(product(normed), product(fresh_copy(other)))) << "after assign";
+          EXPECT_EQ(cuda::act_int8::hits(), h) << "codes of overwritten contents were used";
+        }
       }
 }
 

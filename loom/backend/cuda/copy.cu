@@ -3,6 +3,7 @@
 // (loom/core/convert.cpp); the device helpers of elementwise.cuh mirror that function element by element.
 #include <cstring>
 
+#include "loom/backend/cuda/act_int8.h"
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/elementwise.cuh"
 #include "loom/backend/cuda/kernels.h"
@@ -156,11 +157,15 @@ void strided_copy(const Array& in, Array& out) {
 }  // namespace
 
 void copy(const Array& in, Array& out) { strided_copy(in, out); }
-void copy_into(const Array& in, Array& out) { strided_copy(in, out); }
+void copy_into(const Array& in, Array& out) {
+  act_int8::forget(out);
+  strided_copy(in, out);
+}
 
 void copy_into_at(const Array& in, Array& out, const Array& index, int64_t base, int64_t stride, int64_t max_p) {
   int64_t n = out.size();
   if (n == 0) return;
+  act_int8::forget(out);
   FastView iv = fast_view(in), ov = fast_view(out);
   cudaStream_t stream = stream_of(out);
   dispatch_bits(in.itemsize(), [&](auto bits) {

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <type_traits>
 
+#include "loom/backend/cuda/act_int8.cuh"
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/kernels.h"
 
@@ -75,6 +76,23 @@ __device__ __forceinline__ void stv(void* p, Fdt dt, int64_t i, float v) {
     store_as(p, dt, i, v);
   else
     static_cast<D*>(p)[i] = from_f<D>(v);
+}
+
+// v rounded to the dtype stv stores (the value a reader of the output sees).
+template <typename D>
+__device__ __forceinline__ float rounded(Fdt dt, float v) {
+  if constexpr (std::is_void_v<D>) {
+    switch (dt) {
+      case Fdt::f16:
+        return __half2float(__float2half_rn(v));
+      case Fdt::bf16:
+        return __bfloat162float(__float2bfloat16_rn(v));
+      default:
+        return v;
+    }
+  } else {
+    return to_f(from_f<D>(v));
+  }
 }
 
 Fdt fdt_of(Dtype dt, const char* op, const char* what) {
@@ -190,11 +208,13 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 }
 
 // sum has dtype T (the promotion of x's and r's), out dtype odt; x, r, w and out have dtypes XD, RD, WD, OD
-// when those are float types, else their runtime ones (FVec, odt).
+// when those are float types, else their runtime ones (FVec, odt). With q8.q set (d a multiple of 32), the
+// output's int8 activation blocks too (act_int8.cuh): the 32 lanes of a warp hold 32 consecutive elements
+// of a row at every (chunk, slot), one block, whole warps in or past the row.
 template <typename T, int V, typename XD = void, typename RD = void, typename WD = void, typename OD = void>
 __global__ void __launch_bounds__(kMaxRowThreads)
     add_rms_norm_kernel(FVec x, FVec res, FVec w, float eps, void* out, Fdt odt, T* sum, int64_t rows, int64_t d,
-                        int rt) {
+                        int rt, Int8Out q8) {
   __shared__ float red[kMaxRowThreads / 32];
   pdl_wait();
   pdl_trigger();
@@ -230,13 +250,24 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   ss = row_sum(ss, s, red);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(d) + eps);
   if (!s.live) return;
+  extern __shared__ float q8sm[];  // 32 * V floats per warp when q8.q is set
   for (int64_t c = 0; c < chunks; ++c) {
     if (chunks > 1) load_sum(c);  // recomputed rather than re-read from `sum`: the same rounding
+    float y[V];
+    int nvalid = 0;  // slots of this chunk inside the row: a prefix, the same for the warp's lanes
 #pragma unroll
     for (int j = 0; j < V; ++j) {
       const int64_t i = s.template at<V>(c, j);
-      if (i < d) stv<OD>(out, odt, base + i, w.p ? v[j] * inv * (chunks == 1 ? wv[j] : ldv<WD>(w, i)) : v[j] * inv);
+      y[j] = 0.0f;
+      if (i >= d) continue;
+      ++nvalid;
+      y[j] = w.p ? v[j] * inv * (chunks == 1 ? wv[j] : ldv<WD>(w, i)) : v[j] * inv;
+      stv<OD>(out, odt, base + i, y[j]);
+      y[j] = rounded<OD>(odt, y[j]);
     }
+    if (q8.q)
+      q8_store_blocks<V>(q8, (base + s.template at<V>(c, 0) - (s.lane & 31)) >> 5, s.rt >> 5, nvalid, y,
+                         q8sm + (threadIdx.x >> 5) * 32 * V);
   }
 }
 
@@ -318,6 +349,11 @@ NormLaunch norm_launch(int64_t rows, int64_t d, int sms) {
   return {rt, vpt, threads, static_cast<unsigned>(blocks)};
 }
 
+// Dynamic shared memory of add_rms_norm_kernel: q8_store_blocks' 32 * V floats per warp, when it stores codes.
+size_t q8_smem(const Int8Out& q8, const NormLaunch& l) {
+  return q8.q ? static_cast<size_t>(l.threads) * l.vpt * sizeof(float) : 0;
+}
+
 // Calls f(std::integral_constant<int, V>) for the launch's elements per thread.
 template <typename F>
 void with_vpt(const NormLaunch& l, F&& f) {
@@ -356,6 +392,8 @@ void add_rms_norm(const Array& x, const Array& residual, const Array& weight, fl
   const NormLaunch l = norm_launch(rows, d, sm_count(out.device()));
   const Fdt odt = fdt_of(out.dtype(), "add_rms_norm", "output");
   cudaStream_t stream = stream_of(out);
+  // Decode rows also give the fast tier's int8 activations when it wants them (act_int8.cuh).
+  const Int8Out q8 = rows <= 8 && d % 32 == 0 ? act_int8::offer(out) : Int8Out{};
   // Typed instances for the decode step's combinations (bf16 compute: a bf16 branch output onto the f32
   // residual stream, or everything bf16; f32 compute), the runtime-dtype kernel for the rest.
   const Dtype xd = x.dtype(), rd = residual.dtype(), sd = sum.dtype(), od = out.dtype();
@@ -365,8 +403,8 @@ void add_rms_norm(const Array& x, const Array& residual, const Array& weight, fl
     with_vpt(l, [&](auto v) {
       launch_pdl("add_rms_norm",
                  add_rms_norm_kernel<T, decltype(v)::value, decltype(xt), decltype(rt), decltype(wt), decltype(ot)>,
-                 l.blocks, l.threads, 0, stream, xv, rv, w, eps, out.raw_data(), odt, static_cast<T*>(sum.raw_data()),
-                 rows, d, l.rt);
+                 l.blocks, l.threads, q8_smem(q8, l), stream, xv, rv, w, eps, out.raw_data(), odt,
+                 static_cast<T*>(sum.raw_data()), rows, d, l.rt, q8);
     });
   };
   using bf16 = __nv_bfloat16;
@@ -380,8 +418,8 @@ void add_rms_norm(const Array& x, const Array& residual, const Array& weight, fl
     dispatch_float(sd, "add_rms_norm", [&](auto tag) {
       using T = decltype(tag);
       with_vpt(l, [&](auto v) {
-        launch_pdl("add_rms_norm", add_rms_norm_kernel<T, decltype(v)::value>, l.blocks, l.threads, 0, stream, xv, rv,
-                   w, eps, out.raw_data(), odt, static_cast<T*>(sum.raw_data()), rows, d, l.rt);
+        launch_pdl("add_rms_norm", add_rms_norm_kernel<T, decltype(v)::value>, l.blocks, l.threads, q8_smem(q8, l),
+                   stream, xv, rv, w, eps, out.raw_data(), odt, static_cast<T*>(sum.raw_data()), rows, d, l.rt, q8);
       });
     });
   }

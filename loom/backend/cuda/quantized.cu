@@ -49,6 +49,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "loom/backend/cuda/act_int8.cuh"
 #include "loom/backend/cuda/blas.cuh"
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/elementwise.cuh"
@@ -897,12 +898,11 @@ __global__ void __launch_bounds__(128) quantize_x_kernel(QxArgs a) {
   float amax = 0.0f;
 #pragma unroll
   for (int i = 0; i < 32; ++i) amax = fmaxf(amax, fabsf(v[i]));
-  const float d = __fdiv_rn(amax, 127.0f);
-  const float id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
+  const float d = q8_scale(amax), id = q8_inverse(d);
   int q[32], sum = 0;
 #pragma unroll
   for (int i = 0; i < 32; ++i) {
-    q[i] = min(127, max(-128, __float2int_rn(__fmul_rn(v[i], id))));
+    q[i] = q8_code(v[i], id);
     sum += q[i];
   }
   uint32_t w[8];
@@ -1244,19 +1244,24 @@ bool qgemv_fast_applies(const QuantSpec& spec, const Array& scales, const Array&
 // stream-ordered temporaries, then launches the dp4a kernel over them.
 void launch_qgemv_fast(QmvLaunch& L, const Array& x, int xcode, const QuantSpec& spec, int64_t pairs, cudaStream_t s) {
   const int64_t blocks = x.size() / 32;
-  Array q = Array::empty({blocks * 8}, Dtype::u32, x.device());
-  Array db = Array::empty({blocks * 2}, Dtype::f32, x.device());
-  const QxArgs qa{L.seg[0].x, blocks, q.data<uint32_t>(), reinterpret_cast<float2*>(db.data<float>()), spec.bits == 4};
-  const dim3 grid(static_cast<unsigned>((blocks + 127) / 128));
-  if (xcode == kF32)
-    launch_pdl("quantize_x_kernel", quantize_x_kernel<float>, grid, dim3(128), 0, s, qa);
-  else if (xcode == kBF16)
-    launch_pdl("quantize_x_kernel", quantize_x_kernel<__nv_bfloat16>, grid, dim3(128), 0, s, qa);
-  else
-    launch_pdl("quantize_x_kernel", quantize_x_kernel<__half>, grid, dim3(128), 0, s, qa);
+  Array q, db;
+  // The codes the kernel that wrote x stored beside it (act_int8.cuh), else a quantize_x_kernel launch.
+  if (!act_int8::find(x, spec.bits == 4, q, db)) {
+    q = Array::empty({blocks * 8}, Dtype::u32, x.device());
+    db = Array::empty({blocks * 2}, Dtype::f32, x.device());
+    const QxArgs qa{L.seg[0].x, blocks, q.data<uint32_t>(), reinterpret_cast<float2*>(db.data<float>()),
+                    spec.bits == 4};
+    const dim3 grid(static_cast<unsigned>((blocks + 127) / 128));
+    if (xcode == kF32)
+      launch_pdl("quantize_x_kernel", quantize_x_kernel<float>, grid, dim3(128), 0, s, qa);
+    else if (xcode == kBF16)
+      launch_pdl("quantize_x_kernel", quantize_x_kernel<__nv_bfloat16>, grid, dim3(128), 0, s, qa);
+    else
+      launch_pdl("quantize_x_kernel", quantize_x_kernel<__half>, grid, dim3(128), 0, s, qa);
+  }
   for (int i = 0; i < L.nseg; ++i) {
     L.seg[i].x = q.raw_data();
-    L.seg[i].xdb = qa.db;
+    L.seg[i].xdb = reinterpret_cast<const float2*>(db.data<float>());
   }
   if (spec.bits == 4)
     launch_qgemv_i8<4>(L, pairs, s);
@@ -1322,6 +1327,9 @@ void quantized_matmul(const Array& x, const Array& wq, const Array& scales, cons
     detail::quantized_gemv(x, wq, scales, biases, spec, global_scale, Array(), Array(), m, n, out);
     return;
   }
+  // A prefill's products tell the decode steps' producers which int8 layout to store (act_int8.cuh), so
+  // that the first recorded step already has them.
+  if (transpose && detail::qgemv_fast_applies(spec, scales, biases)) act_int8::want(spec.bits == 4);
 
   DequantArgs da = dequant_args(wq, scales, biases, spec, global_scale, op);
   const int64_t panel_rows = std::min(wrows, std::max<int64_t>(64, kPanelElems / std::max<int64_t>(1, kq)));

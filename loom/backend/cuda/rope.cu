@@ -11,6 +11,7 @@
 // Llama-3.1-8B-shaped 4-bit 359 -> 373.
 #include <cmath>
 
+#include "loom/backend/cuda/act_int8.h"
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/kernels.h"
 
@@ -206,6 +207,8 @@ void rope_kv_write(const Array& q, const Array& k, const Array& v, const RopeSpe
   // The parameters are k's (rows of Hkv * L per batch row); the kernel derives q's.
   const RopeParams p = rope_params(k, spec, 0, offsets, op);
   if (p.rows == 0 || p.d == 0) return;
+  act_int8::forget(k_dst);
+  act_int8::forget(v_dst);
   if (k_dst.strides() != v_dst.strides() || k_dst.strides()[3] != 1 || k_dst.strides()[2] != stride)
     throw NotSupportedError(format_error(op, "CUDA kernel takes cache pages of one layout with contiguous rows"));
   CacheWrite w;

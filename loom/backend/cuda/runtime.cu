@@ -1,9 +1,6 @@
 // CUDA runtime: device discovery, one stream per device, and the caching allocator behind every
 // device Array. Freed blocks go back to a per-size-class free list (stream-ordered reuse on the
 // device's single stream), so steady decode calls cudaMalloc no more once warm.
-#include "loom/backend/cuda/common.cuh"
-#include "loom/backend/cuda/runtime.h"
-
 #include <atomic>
 #include <cstdlib>
 #include <map>
@@ -11,6 +8,10 @@
 #include <mutex>
 #include <string>
 #include <vector>
+
+#include "loom/backend/cuda/act_int8.h"
+#include "loom/backend/cuda/common.cuh"
+#include "loom/backend/cuda/runtime.h"
 
 namespace loom::cuda {
 
@@ -187,6 +188,7 @@ class CudaRuntime final : public DeviceRuntime {
     LOOM_CUDA_CHECK(cudaSetDevice(d.index));
     // Relaxed: allocating device memory (cudaMalloc) while recording is allowed.
     LOOM_CUDA_CHECK(cudaStreamBeginCapture(p.stream, cudaStreamCaptureModeRelaxed));
+    act_int8::clear();  // no entry outlives the allocation regime it was made in (act_int8.cuh)
     auto pool = std::make_shared<Pool>(&p);
     std::lock_guard<std::mutex> lock(p.mu);
     p.capturing = std::move(pool);
@@ -201,6 +203,7 @@ class CudaRuntime final : public DeviceRuntime {
       p.capturing.reset();
     }
     if (!pool) throw Error(format_error("cuda", "no graph is being recorded on " + d.str()));
+    act_int8::clear();
     LOOM_CUDA_CHECK(cudaSetDevice(d.index));
     cudaGraph_t g = nullptr;
     cudaError_t e = cudaStreamEndCapture(p.stream, &g);
@@ -223,6 +226,7 @@ class CudaRuntime final : public DeviceRuntime {
     if (d.index < 0 || d.index >= device_count()) return;
     PerDevice& p = devices_[d.index];
     if (!p.stream) return;
+    act_int8::clear();
     std::shared_ptr<Pool> pool;
     {
       std::lock_guard<std::mutex> lock(p.mu);

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "loom/backend/cuda/act_int8.h"
 #include "loom/backend/cuda/common.cuh"
 #include "loom/backend/cuda/kernels.h"
 #include "loom/backend/scan_order.h"
@@ -147,6 +148,7 @@ void scatter_last(const Array& indices, const Array& values, bool add, Array& ou
   if (indices.dtype() != Dtype::i32 || values.dtype() != out.dtype() || !out.is_contiguous())
     throw Error(format_error("scatter_last", "expects int32 indices, values of out's dtype and a contiguous out"));
   if (indices.size() == 0 || out.size() == 0) return;
+  act_int8::forget(out);
   if (add) {
     if (out.dtype() == Dtype::f32) return launch_scatter<float, true>(indices, values, out);
     if (out.dtype() == Dtype::i32) return launch_scatter<int, true>(indices, values, out);
