@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include "loom/backend/cuda/act_int8.h"
 #include "loom/core/allocator.h"
 #include "loom/generate/generate.h"
 #include "loom/ops/ops.h"
@@ -52,9 +53,7 @@ Run decode(models::LanguageModel& m, const std::vector<int32_t>& prompt, int ste
 }
 
 // The step must replay from graphs and give the op-by-op step's tokens and logits bit for bit.
-void expect_graphs_match_eager(const std::string& fixture, Dtype dtype, float temp) {
-  models::LoadedModel lm = load_on_device(fixture_dir(fixture), dtype);
-  auto& m = *lm.model;
+void expect_graphs_match_eager(models::LanguageModel& m, const std::string& fixture, float temp) {
   // 240 prompt tokens: the first decode step writes position 240 (page 0), step 17 position 256
   // (page 1), where the graph must be recorded again.
   std::vector<int32_t> prompt = random_prompt(m.vocab_size(), 240, 11);
@@ -73,6 +72,11 @@ void expect_graphs_match_eager(const std::string& fixture, Dtype dtype, float te
     EXPECT_EQ(std::memcmp(graph.logprobs[i].data(), eager.logprobs[i].data(), eager.logprobs[i].size() * sizeof(float)), 0)
         << fixture << " step " << i << ": replayed logits differ from the op-by-op step";
   }
+}
+
+void expect_graphs_match_eager(const std::string& fixture, Dtype dtype, float temp) {
+  models::LoadedModel lm = load_on_device(fixture_dir(fixture), dtype);
+  expect_graphs_match_eager(*lm.model, fixture, temp);
 }
 
 TEST(DecodeGraph, LlamaF32GreedyMatchesEager) {
@@ -96,6 +100,26 @@ TEST(DecodeGraph, MoeMatchesEager) {
 TEST(DecodeGraph, SlidingWindowMatchesEager) {
   LOOM_REQUIRE_CUDA();
   expect_graphs_match_eager("mistral", Dtype::f32, 0.0f);
+}
+
+// A quantized model on the fast tier (affine 4/8-bit decode GEMVs over int8 activations), where the
+// add+RMSNorm kernels store the int8 codes that the q/k/v and gate/up GEMVs then read instead of
+// quantizing their input (backend/cuda/act_int8.h): the handoff must also hold inside recorded steps.
+// The fixture's hidden size (32) and MLP width (64) take group size 32 on every projection; the
+// recording must have used stored codes (act_int8::hits counts a GEMV that took them, on the host, so
+// at recording time, not at replay).
+TEST(DecodeGraph, QuantizedFastTierMatchesEager) {
+  LOOM_REQUIRE_CUDA();
+  ASSERT_EQ(qmm_precision(), QmmPrecision::fast);
+  for (int bits : {4, 8}) {
+    for (Dtype dtype : {Dtype::bf16, Dtype::f32}) {
+      models::LoadedModel lm = load_on_device(fixture_dir("llama"), dtype);
+      models::quantize_model(*lm.model, {QuantMode::affine, bits, 32});
+      const int64_t hits = cuda::act_int8::hits();
+      expect_graphs_match_eager(*lm.model, "llama " + std::to_string(bits) + "-bit " + std::string(name(dtype)), 0.0f);
+      EXPECT_GT(cuda::act_int8::hits(), hits) << bits << "-bit " << name(dtype) << ": no GEMV read stored codes";
+    }
+  }
 }
 
 // A cache that is not plain KVCache layers (here the rotating cache of --max-kv-size) decodes op by
