@@ -4,13 +4,16 @@
 //    layout (4-bit, mxfp4, nvfp4): per 64 values, the 32 even-indexed q then the 32 odd-indexed ones (a
 //    packed byte holds codes 2j and 2j+1 in its low and high nibble, so one 32-byte load masked and
 //    shifted lines up with them) and 8 floats [d0 x4, d1 x4]; a last block of 32 is [16 even | 16 odd]
-//    with [d x8]. 8-bit: q as int16 in natural order and one d per block. 2/3/5/6-bit (single rows): int8
-//    in natural order, one d per block. Per group, the bias term's sum_b d_b * sum q.
+//    with [d x8]. 8-bit: q as int16 in natural order and one d per block. 2-bit (single rows): per 128
+//    values, four 32-byte vectors in the order a 2-bit byte stream's shifts produce (crumbs layout).
+//    3/5/6-bit (single rows): int8 in natural order, one d per block. Per group, the bias term's
+//    sum_b d_b * sum q.
 //  - Products: 4-bit: vpmaddubsw (unsigned code x signed q, pair sums <= 2 * 15 * 127) on the low and
 //    high nibbles, the two summed as int16 (<= 7620) and widened pairwise with vpmaddwd, so int32 lane u
 //    holds values 8u .. 8u + 7 of the 64 (lanes 0-3 block 0, 4-7 block 1); mxfp4/nvfp4 the same after a
 //    byte-table lookup of each code. 8-bit: codes widened to int16 and vpmaddwd with q (no saturation
-//    possible). Other widths: codes spread to bytes in registers, one vpmaddubsw per block. Each int32
+//    possible). 2-bit: four shifts of one 32-byte load, four vpmaddubsw summed as int16, one vpmaddwd per
+//    128 values. 3/5/6-bit: codes spread to bytes in registers, one vpmaddubsw per block. Each int32
 //    vector is converted once and accumulated with d * scale per lane.
 //  - One activation row (decode): a GEMV streams each chunk's packed rows once, prefetched, one row at a
 //    time with two accumulators, reading scales and biases in their stored dtype.
@@ -50,9 +53,11 @@ constexpr int64_t kPrefetch = 2048;  // bytes ahead of the packed-row stream (de
 constexpr int kPanel = 4;  // activation rows interleaved per block (the largest MX)
 
 // How a row's q are laid out: nibbles (4-bit codes: per 64 values [32 even | 32 odd] int8, 8 d floats),
-// i16 (8-bit: int16 in natural order, a d per block), i8 (other widths, single rows: int8 in natural order,
-// a d per block).
-enum class XLayout { nibbles, i16, i8 };
+// i16 (8-bit: int16 in natural order, a d per block), crumbs (2-bit, single rows: per 128 values four
+// vectors of 32 int8, vector s holding value 4j + s at byte j, and 8 floats [d0 d0 d1 d1 d2 d2 d3 d3]; a
+// last step of 32-96 values is zero-padded to 128, its missing blocks' d 0), i8 (3, 5, 6 bits, single rows:
+// int8 in natural order, a d per block).
+enum class XLayout { nibbles, i16, crumbs, i8 };
 
 // Quantized activations of m rows, in panels of kPanel rows: within a panel, each step of the kernels
 // (64 values for 4-bit, 32 for 8-bit) holds the rows' values one after the other, so a tile reads one
@@ -163,6 +168,24 @@ void quantize_rows(const float* x, int64_t r0, int64_t r1, XQuant& X) {
         note(c, d0, q0);
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qp + c * P + slot * 32), even_odd(q0));
         _mm256_storeu_ps(dp + c / 8 * P + slot * 8, _mm256_set1_ps(d0));
+      }
+    } else if (X.layout == XLayout::crumbs) {
+      // Single rows (panel 1): row i at i * its padded length.
+      int8_t* qp = X.q8.data() + i * ((k + 127) / 128 * 128);
+      float* dp = X.d.data() + i * X.dstride;
+      alignas(32) int8_t q[128];
+      for (int64_t c = 0; c < k; c += 128) {
+        const int64_t nb = std::min<int64_t>(4, (k - c) / 32);
+        float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        std::memset(q, 0, sizeof q);
+        for (int64_t b = 0; b < nb; ++b) {
+          const __m256i v = quant_block(xi + c + 32 * b, d[b]);
+          note(c + 32 * b, d[b], v);
+          _mm256_store_si256(reinterpret_cast<__m256i*>(q + 32 * b), v);
+        }
+        for (int sh = 0; sh < 4; ++sh)
+          for (int j = 0; j < 32; ++j) qp[c + 32 * sh + j] = q[4 * j + sh];
+        _mm256_storeu_ps(dp + c / 16, _mm256_setr_ps(d[0], d[0], d[1], d[1], d[2], d[2], d[3], d[3]));
       }
     } else if (X.layout == XLayout::i16) {
       // Block c .. c + 31 at c * P + slot * 32 of the panel; its d at c / 32 * P + slot.
@@ -541,7 +564,82 @@ void gemv8(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t
   }
 }
 
-// Affine 2, 3, 5 and 6 bits: the 32 codes of a block (4B bytes of the LSB-first stream) are spread to one
+// Four consecutive scales from g as f32 (the low 128 bits).
+template <Dtype DT>
+inline __m128 load4(const void* p, int64_t g) {
+  if constexpr (DT == Dtype::f32) {
+    return _mm_loadu_ps(static_cast<const float*>(p) + g);
+  } else {
+    const __m128i h = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(static_cast<const uint16_t*>(p) + g));
+    if constexpr (DT == Dtype::bf16)
+      return _mm_castsi128_ps(_mm_slli_epi32(_mm_cvtepu16_epi32(h), 16));
+    else
+      return _mm_cvtph_ps(h);
+  }
+}
+
+// Per-lane scales of a step of 128 crumbs-layout values from c (int32 lane u holds values 16u .. 16u + 15):
+// group size 32 [s0 s0 s1 s1 s2 s2 s3 s3], 64 [s0 x4, s1 x4], 128 s broadcast.
+template <Dtype DT, int GS>
+inline __m256 lane_scales128(const void* sc, int64_t c) {
+  if constexpr (GS == 32)
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(load4<DT>(sc, c / 32)),
+                                    _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+  else if constexpr (GS == 64)
+    return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(load2<DT>(sc, c / 64)),
+                                    _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1));
+  else
+    return bcast<DT>(sc, c / GS);
+}
+
+// Affine 2 bits: 32 bytes of the LSB-first stream hold 128 codes, byte j codes 4j .. 4j + 3 in bits 0-1,
+// 2-3, 4-5, 6-7, so a shift by 2s and a mask give vector s with code 4j + s at byte j, against the crumbs
+// layout. The four vpmaddubsw (pair sums <= 2 * 3 * 127) are summed as int16 (<= 3048) and widened once:
+// int32 lane u holds values 16u .. 16u + 15, of block u / 2. Per 128 values: a load, 7 shifts and masks,
+// 4 multiplies, 3 adds, one conversion and one FMA (the per-block path below takes ~18 operations per 32).
+template <Dtype DT, int GS>
+void gemv2(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t n1) {
+  const int64_t k = X.k, k128 = k & ~int64_t{127}, groups = X.groups, row_bytes = k / 4;
+  const int64_t ssz = static_cast<int64_t>(size_of(DT));
+  const int8_t* xq = X.q8.data();
+  const float* xd = X.d.data();
+  const __m256i m2 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+  auto step = [&](const uint8_t* codes, int64_t c, __m256 sv, __m256 acc) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes));
+    auto part = [&](__m256i cd, int sh) {
+      return _mm256_maddubs_epi16(cd, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c + 32 * sh)));
+    };
+    const __m256i p = _mm256_add_epi16(
+        _mm256_add_epi16(part(_mm256_and_si256(v, m2), 0), part(_mm256_and_si256(_mm256_srli_epi16(v, 2), m2), 1)),
+        _mm256_add_epi16(part(_mm256_and_si256(_mm256_srli_epi16(v, 4), m2), 2),
+                         part(_mm256_and_si256(_mm256_srli_epi16(v, 6), m2), 3)));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
+                           _mm256_mul_ps(_mm256_loadu_ps(xd + c / 16), sv), acc);
+  };
+  for (int64_t r = n0; r < n1; ++r) {
+    const uint8_t* wr = reinterpret_cast<const uint8_t*>(op.wq) + r * row_bytes;
+    const void* sc = static_cast<const uint8_t*>(op.scales) + r * groups * ssz;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 256 <= k128; c += 256) {
+      _mm_prefetch(reinterpret_cast<const char*>(wr + c / 4 + kPrefetch), _MM_HINT_T0);
+      a0 = step(wr + c / 4, c, lane_scales128<DT, GS>(sc, c), a0);
+      a1 = step(wr + c / 4 + 32, c + 128, lane_scales128<DT, GS>(sc, c + 128), a1);
+    }
+    if (c < k128) a0 = step(wr + c / 4, c, lane_scales128<DT, GS>(sc, c), a0);
+    if (k128 < k) {  // 32-96 values: their bytes copied out (nothing past the row is read), zero codes after
+      alignas(32) uint8_t last[32] = {};
+      std::memcpy(last, wr + k128 / 4, (k - k128) / 4);
+      alignas(32) float s[8] = {};
+      for (int u = 0; u < 8 && k128 + 16 * u < k; ++u) s[u] = scalar<DT>(sc, (k128 + 16 * u) / GS);
+      a1 = step(last, k128, _mm256_load_ps(s), a1);
+    }
+    op.out[r] = hsum(_mm256_add_ps(a0, a1)) +
+                dot_groups<DT>(static_cast<const uint8_t*>(op.biases) + r * groups * ssz, X.xs.data(), groups);
+  }
+}
+
+// Affine 3, 5 and 6 bits: the 32 codes of a block (4B bytes of the LSB-first stream) are spread to one
 // byte each in registers, then multiplied as int8 against the i8 layout (codes < 64, so the pair sums stay
 // below 2^15). Codes 16h .. 16h + 15 come from the 16 bytes at 2B * h, loaded into both 128-bit lanes:
 // for code t of its lane's 8 (bit offset (8L + t) B from there, L the lane), a shuffle puts bytes
@@ -616,7 +714,7 @@ GemvFn affine_gemv(int bits) {
     case 8:
       return &gemv8<DT, GS>;
     case 2:
-      return &gemv_bits<2, DT, GS>;
+      return &gemv2<DT, GS>;
     case 3:
       return &gemv_bits<3, DT, GS>;
     case 5:
@@ -753,7 +851,10 @@ namespace {
 // X for m rows of k values, allocated (quantize_rows fills it).
 XQuant make_x(int64_t m, int64_t k, const QuantSpec& spec) {
   XQuant X;
-  X.layout = spec.bits == 4 ? XLayout::nibbles : spec.bits == 8 ? XLayout::i16 : XLayout::i8;  // fp4: nibbles
+  X.layout = spec.bits == 4   ? XLayout::nibbles  // fp4 too
+             : spec.bits == 8 ? XLayout::i16
+             : spec.bits == 2 ? XLayout::crumbs  // single rows only (qmm_int8_applies)
+                              : XLayout::i8;
   X.k = k;
   X.groups = k / spec.group_size;
   X.panel = m == 1 ? 1 : kPanel;
@@ -764,6 +865,9 @@ XQuant make_x(int64_t m, int64_t k, const QuantSpec& spec) {
   } else if (X.layout == XLayout::i16) {
     X.dstride = k / 32;
     X.q16.resize(mp * k);
+  } else if (X.layout == XLayout::crumbs) {
+    X.dstride = (k + 127) / 128 * 8;  // 8 floats per 128 values (a last 32-96 also takes 8)
+    X.q8.resize(mp * ((k + 127) / 128 * 128));
   } else {
     X.dstride = k / 32;
     X.q8.resize(mp * k);
