@@ -6,14 +6,14 @@
 //    shifted lines up with them) and 8 floats [d0 x4, d1 x4]; a last block of 32 is [16 even | 16 odd]
 //    with [d x8]. 8-bit: q as int16 in natural order and one d per block. 2-bit (single rows): per 128
 //    values, four 32-byte vectors in the order a 2-bit byte stream's shifts produce (crumbs layout).
-//    3/5/6-bit (single rows): int8 in natural order, one d per block. Per group, the bias term's
-//    sum_b d_b * sum q.
+//    3/5/6-bit (single rows): int8, per 64 values the 8-value runs of its two blocks alternating, and 8
+//    floats of d as for nibbles. Per group, the bias term's sum_b d_b * sum q.
 //  - Products: 4-bit: vpmaddubsw (unsigned code x signed q, pair sums <= 2 * 15 * 127) on the low and
 //    high nibbles, the two summed as int16 (<= 7620) and widened pairwise with vpmaddwd, so int32 lane u
 //    holds values 8u .. 8u + 7 of the 64 (lanes 0-3 block 0, 4-7 block 1); mxfp4/nvfp4 the same after a
 //    byte-table lookup of each code. 8-bit: codes widened to int16 and vpmaddwd with q (no saturation
 //    possible). 2-bit: four shifts of one 32-byte load, four vpmaddubsw summed as int16, one vpmaddwd per
-//    128 values. 3/5/6-bit: codes spread to bytes in registers, one vpmaddubsw per block. Each int32
+//    128 values. 3/5/6-bit: codes spread to bytes in registers, two blocks per vpmaddwd. Each int32
 //    vector is converted once and accumulated with d * scale per lane.
 //  - One activation row (decode): a GEMV streams each chunk's packed rows once, prefetched, one row at a
 //    time with two accumulators, reading scales and biases in their stored dtype.
@@ -56,7 +56,7 @@ constexpr int kPanel = 4;  // activation rows interleaved per block (the largest
 // i16 (8-bit: int16 in natural order, a d per block), crumbs (2-bit, single rows: per 128 values four
 // vectors of 32 int8, vector s holding value 4j + s at byte j, and 8 floats [d0 d0 d1 d1 d2 d2 d3 d3]; a
 // last step of 32-96 values is zero-padded to 128, its missing blocks' d 0), i8 (3, 5, 6 bits, single rows:
-// int8 in natural order, a d per block).
+// int8, per 64 values the two blocks' 8-value runs alternating, 8 d floats as nibbles; see quantize_rows).
 enum class XLayout { nibbles, i16, crumbs, i8 };
 
 // Quantized activations of m rows, in panels of kPanel rows: within a panel, each step of the kernels
@@ -200,14 +200,28 @@ void quantize_rows(const float* x, int64_t r0, int64_t r1, XQuant& X) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1)));
       }
     } else {
-      // As i16, int8.
-      int8_t* qp = X.q8.data() + p * k;
-      float* dp = X.d.data() + p * X.dstride;
-      for (int64_t c = 0; c < k; c += 32) {
-        float& db = dp[c / 32 * P + slot];
-        __m256i q = quant_block(xi + c, db);
-        note(c, db, q);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qp + c * P + slot * 32), q);
+      // Single rows (panel 1). Per 64 values, the 8-value runs of blocks b0 and b1 alternate: [b0 0-7, b1 0-7,
+      // b0 8-15, b1 8-15 | b0 16-23, b1 16-23, b0 24-31, b1 24-31], with d [d0 d0 d1 d1 d0 d0 d1 d1]; a last
+      // block of 32 as [0-7, 16-23 | 8-15, 24-31] with d x8 (the orders vpackuswb gives gemv_bits' codes).
+      int8_t* qp = X.q8.data() + i * k;
+      float* dp = X.d.data() + i * X.dstride;
+      int64_t c = 0;
+      for (; c + 64 <= k; c += 64) {
+        float d0, d1;
+        const __m256i q0 = quant_block(xi + c, d0), q1 = quant_block(xi + c + 32, d1);
+        note(c, d0, q0);
+        note(c + 32, d1, q1);
+        const __m256i a = _mm256_unpacklo_epi64(q0, q1), b = _mm256_unpackhi_epi64(q0, q1);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qp + c), _mm256_permute2x128_si256(a, b, 0x20));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qp + c + 32), _mm256_permute2x128_si256(a, b, 0x31));
+        _mm256_storeu_ps(dp + c / 8, _mm256_setr_ps(d0, d0, d1, d1, d0, d0, d1, d1));
+      }
+      if (c < k) {
+        float d0;
+        const __m256i q0 = quant_block(xi + c, d0);
+        note(c, d0, q0);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qp + c), _mm256_permute4x64_epi64(q0, 0xD8));
+        _mm256_storeu_ps(dp + c / 8, _mm256_set1_ps(d0));
       }
     }
     float* s = X.xs.data() + i * X.groups;
@@ -644,7 +658,7 @@ void gemv2(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t
 // below 2^15). Codes 16h .. 16h + 15 come from the 16 bytes at 2B * h, loaded into both 128-bit lanes:
 // for code t of its lane's 8 (bit offset (8L + t) B from there, L the lane), a shuffle puts bytes
 // (8L + t) B / 8 and the next into a 16-bit lane, a multiply by 2^(8 - s) (s = tB mod 8) and a shift
-// right by 8 leave bits s .. s + 7 of the pair, masked to B bits; two such halves pack to 32 bytes.
+// right by 8 leave bits s .. s + 7 of the pair, masked to B bits (after two halves pack to 32 bytes).
 template <int B>
 struct Unpack {
   __m256i shuf, mul;
@@ -661,46 +675,72 @@ struct Unpack {
     shuf = _mm256_load_si256(reinterpret_cast<const __m256i*>(sh));
     mul = _mm256_load_si256(reinterpret_cast<const __m256i*>(mu));
   }
-  // Codes of 16 values from the 16 bytes at p, as 16-bit lanes.
+  // Codes of 16 values from the 16 bytes at p, as 16-bit lanes (lane L of the vector: codes 8L .. 8L + 7).
   __m256i half(const uint8_t* p) const {
     const __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
     return _mm256_srli_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(v, shuf), mul), 8);
   }
-  // The 32 codes of the block at p (reads 16 - 2B bytes past its 4B).
-  __m256i block(const uint8_t* p) const {
-    const __m256i packed = _mm256_packus_epi16(half(p), half(p + 2 * B));  // 0-7 16-23 8-15 24-31
-    return _mm256_and_si256(_mm256_permute4x64_epi64(packed, 0xD8), _mm256_set1_epi8((1 << B) - 1));
+  // Two halves packed to bytes and masked: [a 0-7, b 0-7 | a 8-15, b 8-15] of the halves' codes.
+  __m256i pack(__m256i a, __m256i b) const {
+    return _mm256_and_si256(_mm256_packus_epi16(a, b), _mm256_set1_epi8((1 << B) - 1));
   }
 };
 
+// Two blocks per step (64 values from c, blocks at p0 and p0 + 4B bytes): codes 0-15 of both packed into
+// one vector and 16-31 into another, in the i8 layout's order, so the two vpmaddubsw sum as int16 (codes <
+// 64: <= 4 * 63 * 127) and one widening, conversion and FMA serve both blocks (int32 lanes 0-1 and 4-5
+// block 0, 2-3 and 6-7 block 1). A last block of 32 takes both halves of itself: [0-7, 16-23 | 8-15, 24-31].
 template <int B, Dtype DT, int GS>
 void gemv_bits(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t n1) {
   static const Unpack<B> U;
-  const int64_t k = X.k, groups = X.groups, row_bytes = k * B / 8, ssz = static_cast<int64_t>(size_of(DT));
+  const int64_t k = X.k, k64 = k & ~int64_t{63}, groups = X.groups, row_bytes = k * B / 8;
+  const int64_t ssz = static_cast<int64_t>(size_of(DT));
   const int8_t* xq = X.q8.data();
   const float* xd = X.d.data();
   const __m256i ones = _mm256_set1_epi16(1);
+  auto dot = [&](int64_t c, __m256i lo, __m256i hi, __m256 sv, __m256 acc) {
+    const __m256i p =
+        _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c))),
+                         _mm256_maddubs_epi16(hi, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c + 32))));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
+                           _mm256_mul_ps(_mm256_loadu_ps(xd + c / 8), sv), acc);
+  };
+  // Scales of a two-block step: [s0 s0 s1 s1 s0 s0 s1 s1] for group size 32, else one.
+  auto scales2 = [&](const void* sc, int64_t c) {
+    if constexpr (GS == 32)
+      return _mm256_permutevar8x32_ps(_mm256_castps128_ps256(load2<DT>(sc, c / 32)),
+                                      _mm256_setr_epi32(0, 0, 1, 1, 0, 0, 1, 1));
+    else
+      return bcast<DT>(sc, c / GS);
+  };
+  auto step2 = [&](const uint8_t* p, int64_t c, const void* sc, __m256 acc) {
+    return dot(c, U.pack(U.half(p), U.half(p + 4 * B)), U.pack(U.half(p + 2 * B), U.half(p + 6 * B)), scales2(sc, c),
+               acc);
+  };
   for (int64_t r = n0; r < n1; ++r) {
     const uint8_t* wr = reinterpret_cast<const uint8_t*>(op.wq) + r * row_bytes;
     const void* sc = static_cast<const uint8_t*>(op.scales) + r * groups * ssz;
-    auto step = [&](int64_t c, __m256i codes, __m256 acc) {
-      const __m256i prod = _mm256_maddubs_epi16(codes, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c)));
-      return _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(prod, ones)),
-                             _mm256_mul_ps(_mm256_broadcast_ss(xd + c / 32), bcast<DT>(sc, c / GS)), acc);
-    };
     __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
     int64_t c = 0;
-    // Every block but the row's last reads within the row; the last is copied out first, so nothing past
-    // the row's end (possibly the buffer's) is read.
-    for (; c + 64 < k; c += 64) {
+    // Every step but the row's last reads within the row (half() reads 16 - 2B bytes past its codes); the
+    // last 64 or 32 values are copied out first, so nothing past the row's end (possibly the buffer's) is read.
+    const int64_t tail = k - k64 == 0 ? k - 64 : k64;  // where the copied-out part starts
+    for (; c + 128 <= tail; c += 128) {
       _mm_prefetch(reinterpret_cast<const char*>(wr + c / 8 * B + kPrefetch), _MM_HINT_T0);
-      a0 = step(c, U.block(wr + c / 8 * B), a0);
-      a1 = step(c + 32, U.block(wr + (c + 32) / 8 * B), a1);
+      a0 = step2(wr + c / 8 * B, c, sc, a0);
+      a1 = step2(wr + (c + 64) / 8 * B, c + 64, sc, a1);
     }
-    for (; c + 32 < k; c += 32) a0 = step(c, U.block(wr + c / 8 * B), a0);
-    alignas(32) uint8_t last[32] = {};
-    std::memcpy(last, wr + c / 8 * B, 4 * B);
-    a1 = step(c, U.block(last), a1);
+    if (c < tail) a0 = step2(wr + c / 8 * B, c, sc, a0), c += 64;
+    alignas(32) uint8_t last[64] = {};
+    std::memcpy(last, wr + c / 8 * B, (k - c) / 8 * B);
+    if (k - c == 64) {
+      a1 = step2(last, c, sc, a1);
+    } else {
+      const __m256i cd = U.pack(U.half(last), U.half(last + 2 * B));
+      const __m256i p = _mm256_maddubs_epi16(cd, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c)));
+      a1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
+                           _mm256_mul_ps(_mm256_loadu_ps(xd + c / 8), bcast<DT>(sc, c / GS)), a1);
+    }
     op.out[r] = hsum(_mm256_add_ps(a0, a1)) +
                 dot_groups<DT>(static_cast<const uint8_t*>(op.biases) + r * groups * ssz, X.xs.data(), groups);
   }
@@ -869,7 +909,7 @@ XQuant make_x(int64_t m, int64_t k, const QuantSpec& spec) {
     X.dstride = (k + 127) / 128 * 8;  // 8 floats per 128 values (a last 32-96 also takes 8)
     X.q8.resize(mp * ((k + 127) / 128 * 128));
   } else {
-    X.dstride = k / 32;
+    X.dstride = (k + 63) / 64 * 8;  // as nibbles
     X.q8.resize(mp * k);
   }
   X.d.resize(mp * X.dstride);
