@@ -28,6 +28,7 @@
 #include "loom/ops/ops.h"
 #include "loom/ops/quantized.h"
 #include "tests/models/fixture_util.h"
+#include "tests/quant/fast_tier_check.h"
 
 namespace loom::test {
 namespace {
@@ -437,44 +438,6 @@ nn::QuantPredicate all_with(const QuantSpec& spec) {
   };
 }
 
-// fast (a) vs exact (b) logits [T, V]: max |a - b| / max |b| below `max_rel` (when > 0), and the argmax
-// equal wherever b's top-2 margin exceeds twice that position's largest logit error. `ran`: whether the
-// fast tier computed a (a differs from b somewhere), else a must equal b.
-void expect_logits_close(const Array& a, const Array& b, double max_rel, const std::string& what, bool ran = true) {
-  auto x = a.to_float_vector(), y = b.to_float_vector();
-  const int64_t T = b.shape(0), V = b.shape(1);
-  double md = 0, mr = 0;
-  for (size_t i = 0; i < x.size(); ++i)
-    md = std::max(md, double(std::abs(x[i] - y[i]))), mr = std::max(mr, double(std::abs(y[i])));
-  if (max_rel > 0) EXPECT_LT(md / mr, max_rel) << what;
-  if (!ran) {
-    EXPECT_EQ(md, 0.0) << what << ": only the exact tier should run";
-    return;
-  }
-  EXPECT_GT(md, 0.0) << what << ": the fast tier did not run";
-  int checked = 0;
-  for (int64_t t = 0; t < T; ++t) {
-    const float* xa = x.data() + t * V;
-    const float* yb = y.data() + t * V;
-    double err = 0;
-    int64_t ia = 0, ib = 0;
-    for (int64_t v = 0; v < V; ++v) {
-      err = std::max(err, double(std::abs(xa[v] - yb[v])));
-      if (xa[v] > xa[ia]) ia = v;
-      if (yb[v] > yb[ib]) ib = v;
-    }
-    double second = -INFINITY;
-    for (int64_t v = 0; v < V; ++v)
-      if (v != ib) second = std::max(second, double(yb[v]));
-    // If every logit moves by at most err, a margin above 2 * err keeps the same argmax.
-    if (yb[ib] - second > 2 * err) {
-      ++checked;
-      EXPECT_EQ(ia, ib) << what << " position " << t;
-    }
-  }
-  EXPECT_GT(checked, 0) << what << ": no position had a margin to check";
-}
-
 TEST(QmmFast, QuantizedFixturesFastCloseToExact) {
   // Dense fixtures and MoE fixtures (gather_qmm runs the same kernel per expert). Their hidden size is
   // 32, so group size 32 quantizes every projection with a multiple-of-32 input; at 64 only the dense
@@ -518,8 +481,8 @@ TEST(QmmFast, QuantizedFixturesFastCloseToExact) {
         }
         const double bound = f.moe ? 0.0 : 6e-2;
         const bool prefill_fast = spec.mode == QuantMode::affine && (spec.bits == 4 || spec.bits == 8);
-        expect_logits_close(fast_full, exact_full, bound, what + " full pass", prefill_fast);
-        expect_logits_close(reshape(fast_steps, exact_full.shape()), exact_full, bound, what + " token by token");
+        expect_fast_logits_close(fast_full, exact_full, bound, what + " full pass", prefill_fast);
+        expect_fast_logits_close(reshape(fast_steps, exact_full.shape()), exact_full, bound, what + " token by token");
       }
     }
   }
