@@ -610,7 +610,7 @@ inline __m256 lane_scales128(const void* sc, int64_t c) {
 // 2-3, 4-5, 6-7, so a shift by 2s and a mask give vector s with code 4j + s at byte j, against the crumbs
 // layout. The four vpmaddubsw (pair sums <= 2 * 3 * 127) are summed as int16 (<= 3048) and widened once:
 // int32 lane u holds values 16u .. 16u + 15, of block u / 2. Per 128 values: a load, 7 shifts and masks,
-// 4 multiplies, 3 adds, one conversion and one FMA (the per-block path below takes ~18 operations per 32).
+// 4 multiplies, 3 adds, one conversion and one FMA (the 3/5/6-bit path below takes ~15 operations per 32).
 template <Dtype DT, int GS>
 void gemv2(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t n1) {
   const int64_t k = X.k, k128 = k & ~int64_t{127}, groups = X.groups, row_bytes = k / 4;
