@@ -79,10 +79,11 @@ TEST(CudaFastNorm, RmsNormMatchesCpu) {
 TEST(CudaFastNorm, AddRmsNormMatchesCpu) {
   LOOM_REQUIRE_CUDA();
   for (Dtype dt : kDtypes) {
-    for (int64_t d : {24, 896, 2048, 4096, 9000}) {  // 9000: more than one chunk of a row
+    // 9000: more than one chunk of a row. 1024 and 5120: decode rows split over d / 256 blocks each.
+    for (int64_t d : {24, 896, 1024, 2048, 4096, 5120, 9000}) {
       SCOPED_TRACE(std::string(name(dt)) + " d=" + std::to_string(d));
-      // 105 rows (fewer than an H100's 132 multiprocessors: 2 or 4 elements per thread), 140 at d = 2048
-      // and 4096 (8 per thread).
+      // 105 rows (fewer than an H100's 132 multiprocessors: 2 or 4 elements per thread, or the split
+      // kernel where d is a multiple of 256), 140 at d = 2048 and 4096 (8 per thread).
       const int64_t b = d == 2048 || d == 4096 ? 4 : 3;
       Array x = rand_swapped({b, 5, 7, d}, 10, 0, 1, dt);
       Array r = rand_gapped({b, 5, 7, d}, 11, dt);

@@ -101,15 +101,17 @@ TEST(CudaQmmFast, GroupedProductsAndSwiglu) {
 
 // One activation row at the extremes of the decode kernel's grid: more row groups (N = 20001, two rows per
 // warp: 10001) than an H100 holds resident warps (~8400), few rows of a down_proj-sized K (N = 130, K =
-// 14336: a block's 4 warps split each row group), and a K of 40960 (activation blocks beyond the other
-// tests' 4224); single products and the SwiGLU epilogue.
+// 14336: a block's 4 warps split each row group; K = 2112, 66 packs: 2 warps per row group, and 65 row
+// groups, so the last block's second pair of warps has no group and exits before the others' barrier),
+// and a K of 40960 (activation blocks beyond the other tests' 4224); single products and the SwiGLU
+// epilogue.
 TEST(CudaQmmFast, OneRowShapes) {
   LOOM_REQUIRE_CUDA();
   ScopedQmmPrecision fast(QmmPrecision::fast);
   struct Shape {
     int64_t n, k;
   };
-  for (const Shape& sh : {Shape{20001, 256}, Shape{130, 14336}, Shape{37, 40960}})
+  for (const Shape& sh : {Shape{20001, 256}, Shape{130, 14336}, Shape{130, 2112}, Shape{37, 40960}})
     for (int bits : {4, 8})
       for (Dtype dt : {Dtype::f32, Dtype::bf16}) {
         const QuantSpec q{QuantMode::affine, bits, 64};

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "loom/common/error.h"
@@ -108,6 +109,38 @@ template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v
 template <typename T> __device__ __forceinline__ T from_f(float v) { return static_cast<T>(v); }
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// Elements i .. i+7 of a row (p 16-byte aligned) as exact floats: two float4 loads for f32, one 16-byte
+// load for bf16/f16 (bf16 widens by a shift, f16 by the exact half2 -> float2 conversion).
+__device__ __forceinline__ void load_x8(const float* p, float (&v)[8]) {
+  const float4* xp = reinterpret_cast<const float4*>(p);
+  const float4 u0 = __ldg(xp), u1 = __ldg(xp + 1);
+  v[0] = u0.x, v[1] = u0.y, v[2] = u0.z, v[3] = u0.w;
+  v[4] = u1.x, v[5] = u1.y, v[6] = u1.z, v[7] = u1.w;
+}
+
+__device__ __forceinline__ void load_x8(const __nv_bfloat16* p, float (&v)[8]) {
+  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {  // element 2i is the low half of word i
+    v[2 * i] = __uint_as_float(w[i] << 16);
+    v[2 * i + 1] = __uint_as_float(w[i] & 0xFFFF0000u);
+  }
+}
+
+__device__ __forceinline__ void load_x8(const __half* p, float (&v)[8]) {
+  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    __half2 h;
+    memcpy(&h, &w[i], 4);
+    const float2 f = __half22float2(h);
+    v[2 * i] = f.x;
+    v[2 * i + 1] = f.y;
+  }
+}
 
 // Calls f(T{}) with T the CUDA type of a floating dtype (f32, f16, bf16); throws for others.
 template <typename F>

@@ -647,38 +647,6 @@ __device__ __forceinline__ void pack_params(const QmvArgs& a, const QmvArgs& b2,
   }
 }
 
-// Activations i .. i+7 of a row (p 16-byte aligned) as exact floats: two float4 loads for f32, one 16-byte
-// load for bf16/f16 (bf16 widens by a shift, f16 by the exact half2 -> float2 conversion).
-__device__ __forceinline__ void load_x8(const float* p, float (&v)[8]) {
-  const float4* xp = reinterpret_cast<const float4*>(p);
-  const float4 u0 = __ldg(xp), u1 = __ldg(xp + 1);
-  v[0] = u0.x, v[1] = u0.y, v[2] = u0.z, v[3] = u0.w;
-  v[4] = u1.x, v[5] = u1.y, v[6] = u1.z, v[7] = u1.w;
-}
-
-__device__ __forceinline__ void load_x8(const __nv_bfloat16* p, float (&v)[8]) {
-  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {  // element 2i is the low half of word i
-    v[2 * i] = __uint_as_float(w[i] << 16);
-    v[2 * i + 1] = __uint_as_float(w[i] & 0xFFFF0000u);
-  }
-}
-
-__device__ __forceinline__ void load_x8(const __half* p, float (&v)[8]) {
-  const uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
-  const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    __half2 h;
-    memcpy(&h, &w[i], 4);
-    const float2 f = __half22float2(h);
-    v[2 * i] = f.x;
-    v[2 * i + 1] = f.y;
-  }
-}
-
 // out[i] = v rounded once to out's dtype: to nearest even by one conversion instruction, as loom::cuda::copy
 // converts (and the twin's rounding for every value but NaN payloads).
 __device__ __forceinline__ void store_out(const QmvArgs& a, int64_t i, float v) {
@@ -784,12 +752,12 @@ __device__ __forceinline__ void qmv_finish(const QmvArgs& a, const QmvRows<XT, M
       for (int m = 0; m < MT; ++m) red[warp * red_stride + r * MT + m] = acc[r][m];
   }
   float* mine = red + warp * red_stride;
-  if (ks > 1) {  // the block's ks warps share the row group: warp 0 sums their parts into its own slots
+  if (ks > 1) {  // ks consecutive warps share the row group: the first sums their parts into its own slots
     __syncthreads();
-    if (warp != 0) return;
+    if (warp % ks != 0) return;
     float v = 0.0f;
     if (lane < R * MT)
-      for (int i = 0; i < ks; ++i) v += red[i * red_stride + lane];
+      for (int i = 0; i < ks; ++i) v += red[(warp + i) * red_stride + lane];
     __syncwarp();
     if (lane < R * MT) mine[lane] = v;
   }
@@ -959,7 +927,10 @@ __device__ __forceinline__ int pack_dot(const uint32_t (&w)[BITS], const uint32_
 // weights gained nothing. With quantize_x_kernel's launches skipped outright (wrong results, timing only)
 // tg is 1488 and 392: the launch is worth 5-13%, which a kernel that quantizes x in each block does not
 // recover. Its cost is the boundary, not its work: four threads per block of 32 instead of one measured
-// the same, 1316 and 376.5 t/s.)
+// the same, 1316 and 376.5 t/s. Session 13, also dropped: an L2 bulk prefetch of each warp's next 1, 2 or
+// 4 steps of packs (8B 4-bit 411 -> 385, 376, 371; 8-bit 274 -> 268, 257, 251), and one wave of blocks
+// looping over the row groups, which removes the partial last wave (8B 4-bit 397 -> 384, 8-bit 271 -> 259;
+// 1B 4-bit 1481 -> 1497).)
 template <int BITS, int MT, int R, int SPLIT>
 __device__ __forceinline__ void qgemv_i8_rows(const QmvArgs& a, const QmvArgs& b2, int64_t n0, int ks) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -1010,7 +981,7 @@ template <int BITS, int MT, int R, int SPLIT>
 __global__ void __launch_bounds__(kQmvThreads) qgemv_i8_kernel(const __grid_constant__ QmvLaunch L, int ks) {
   const int warp = threadIdx.x >> 5;
   const int64_t gi = static_cast<int64_t>(blockIdx.x) * (kQmvThreads / 32 / ks) + warp / ks;
-  if (gi >= L.first[L.nseg]) return;  // uniform over the block when ks > 1
+  if (gi >= L.first[L.nseg]) return;  // (a ks = 2 block's second group may lie past the end: see qmv_grid)
   if constexpr (SPLIT < R) {
     qgemv_i8_rows<BITS, MT, R, SPLIT>(L.seg[0], L.seg[1], gi * SPLIT, ks);
   } else {
@@ -1029,17 +1000,24 @@ int sm_count_here() {
   return sm_count(Device::cuda(dev));
 }
 
-// Grid of the decode kernels for `groups` row groups (of R rows per warp) per pair: with fewer than
-// `warps_per_sm` row-group warps per multiprocessor (over all pairs), the 4 warps of a block share each row
-// group (ks = 4) and split its packs. (Thresholds 24, 32 and 60 measured no faster than 16 for the fast
-// tier on an H100: Llama-3.1-8B-shaped 4-bit tg 345 vs 349 t/s, 8-bit 247 vs 246.)
+// Grid of the decode kernels for `groups` row groups (of R rows per warp) per pair, over rows of `packs`
+// packs: with fewer than `warps_per_sm` row-group warps per multiprocessor (over all pairs), the 4 warps of
+// a block share each row group (ks = 4, or 2 for rows of fewer than 128 packs) and split its packs. (Thresholds 24, 32
+// and 60 measured no faster than 16 for the fast tier on an H100: Llama-3.1-8B-shaped 4-bit tg 345 vs 349 t/s, 8-bit
+// 247 vs 246.)
 struct QmvGrid {
   dim3 grid;
   int ks;
 };
 
-QmvGrid qmv_grid(int64_t groups, int64_t pairs, int warps_per_sm = 16) {
-  const int ks = groups * pairs < int64_t{warps_per_sm} * sm_count_here() ? kQmvThreads / 32 : 1;
+QmvGrid qmv_grid(int64_t groups, int64_t pairs, int64_t packs, int warps_per_sm = 16) {
+  int ks = groups * pairs < int64_t{warps_per_sm} * sm_count_here() ? kQmvThreads / 32 : 1;
+  // Every part gets at least one whole step of 32 packs: with K = 2048 (64 packs), 4 parts left two
+  // warps of each block idle; 2 parts measured on an H100 (1B 4-bit tg128 1312 -> 1384 t/s). Smaller ks
+  // for longer rows measured slower (ks 2 instead of 4 for the 8B shape's o_proj and down_proj: 4-bit 409
+  // -> 388, 8-bit 270 -> 264). The last block of a ks = 2 launch may hold one row group: its other warps
+  // exit, and a barrier waits only for threads that have not exited.
+  while (ks > 1 && packs < 32 * ks) ks /= 2;
   const int64_t per_block = kQmvThreads / 32 / ks;
   const int64_t blocks = (groups + per_block - 1) / per_block;
   if (blocks > INT32_MAX || pairs > 65535)
@@ -1054,7 +1032,7 @@ QmvGrid qmv_layout(QmvLaunch& L, int R, int64_t pairs) {
   for (int i = 0; i < L.nseg; ++i)
     L.first[i + 1] = L.first[i] + (L.swiglu && i == 1 ? 0 : (L.seg[i].n + per_group - 1) / per_group);
   for (int i = L.nseg + 1; i <= kQmvSegs; ++i) L.first[i] = L.first[L.nseg];
-  return qmv_grid(L.first[L.nseg], pairs);
+  return qmv_grid(L.first[L.nseg], pairs, (L.seg[0].k + 31) / 32);
 }
 
 template <class D, typename XT, int MT>
