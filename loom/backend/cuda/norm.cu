@@ -457,7 +457,8 @@ void add_rms_norm(const Array& x, const Array& residual, const Array& weight, fl
   // Decode rows also give the fast tier's int8 activations when it wants them (act_int8.cuh).
   const Int8Out q8 = rows <= 8 && d % 32 == 0 ? act_int8::offer(out) : Int8Out{};
   // Typed instances for the decode step's combinations (bf16 compute: a bf16 branch output onto the f32
-  // residual stream, or everything bf16; f32 compute), the runtime-dtype kernel for the rest.
+  // residual stream, or everything bf16; f32 compute), the runtime-dtype kernel for the rest. Decode rows
+  // of a typed combination with a contiguous weight and 16-byte aligned rows take the split kernel.
   const Dtype xd = x.dtype(), rd = residual.dtype(), sd = sum.dtype(), od = out.dtype();
   const Dtype wd = weight.valid() ? weight.dtype() : Dtype::bool_;
   auto run = [&](auto tag, auto xt, auto rt, auto wt, auto ot) {
@@ -469,45 +470,35 @@ void add_rms_norm(const Array& x, const Array& residual, const Array& weight, fl
                  static_cast<T*>(sum.raw_data()), rows, d, l.rt, q8);
     });
   };
-  using bf16 = __nv_bfloat16;
+  // Calls f(T, XD, RD, WD, OD) for the typed combinations; false for the others.
+  auto typed = [&](auto&& f) {
+    using bf16 = __nv_bfloat16;
+    if (xd == Dtype::bf16 && rd == Dtype::f32 && sd == Dtype::f32 && wd == Dtype::bf16 && od == Dtype::bf16)
+      f(float{}, bf16{}, float{}, bf16{}, bf16{});
+    else if (xd == Dtype::bf16 && rd == Dtype::bf16 && sd == Dtype::bf16 && wd == Dtype::bf16 && od == Dtype::bf16)
+      f(bf16{}, bf16{}, bf16{}, bf16{}, bf16{});
+    else if (xd == Dtype::f32 && rd == Dtype::f32 && sd == Dtype::f32 && wd == Dtype::f32 && od == Dtype::f32)
+      f(float{}, float{}, float{}, float{}, float{});
+    else
+      return false;
+    return true;
+  };
+  auto split = [&](auto tag, auto xt, auto rt, auto wt, auto ot) {
+    using T = decltype(tag);
+    using XD = decltype(xt);
+    using RD = decltype(rt);
+    using WD = decltype(wt);
+    using OD = decltype(ot);
+    launch_pdl("add_rms_norm", add_rms_norm_split_kernel<T, XD, RD, WD, OD>,
+               dim3(static_cast<unsigned>(d / kSplitSlice), static_cast<unsigned>(rows)), dim3(kSplitThreads), 0,
+               stream, static_cast<const XD*>(x.raw_data()), static_cast<const RD*>(residual.raw_data()),
+               static_cast<const WD*>(weight.raw_data()), eps, static_cast<OD*>(out.raw_data()),
+               static_cast<T*>(sum.raw_data()), d, q8);
+  };
   auto aligned = [](const Array& a) { return reinterpret_cast<uintptr_t>(a.raw_data()) % 16 == 0; };
-  if (rows < sm_count(out.device()) && d % kSplitSlice == 0 && d >= 4 * kSplitSlice && aligned(x) &&
-      aligned(residual) && weight.valid() && weight.ndim() == 1 && weight.strides()[0] == 1) {
-    auto split = [&](auto tag, auto xt, auto rt, auto wt, auto ot) {
-      using T = decltype(tag);
-      using XD = decltype(xt);
-      using RD = decltype(rt);
-      using WD = decltype(wt);
-      using OD = decltype(ot);
-      launch_pdl("add_rms_norm", add_rms_norm_split_kernel<T, XD, RD, WD, OD>,
-                 dim3(static_cast<unsigned>(d / kSplitSlice), static_cast<unsigned>(rows)), dim3(kSplitThreads), 0,
-                 stream, static_cast<const XD*>(x.raw_data()), static_cast<const RD*>(residual.raw_data()),
-                 static_cast<const WD*>(weight.raw_data()), eps, static_cast<OD*>(out.raw_data()),
-                 static_cast<T*>(sum.raw_data()), d, q8);
-    };
-    if (xd == Dtype::bf16 && rd == Dtype::f32 && sd == Dtype::f32 && wd == Dtype::bf16 && od == Dtype::bf16) {
-      split(float{}, bf16{}, float{}, bf16{}, bf16{});
-      check_launch("add_rms_norm");
-      return;
-    }
-    if (xd == Dtype::bf16 && rd == Dtype::bf16 && sd == Dtype::bf16 && wd == Dtype::bf16 && od == Dtype::bf16) {
-      split(bf16{}, bf16{}, bf16{}, bf16{}, bf16{});
-      check_launch("add_rms_norm");
-      return;
-    }
-    if (xd == Dtype::f32 && rd == Dtype::f32 && sd == Dtype::f32 && wd == Dtype::f32 && od == Dtype::f32) {
-      split(float{}, float{}, float{}, float{}, float{});
-      check_launch("add_rms_norm");
-      return;
-    }
-  }
-  if (xd == Dtype::bf16 && rd == Dtype::f32 && sd == Dtype::f32 && wd == Dtype::bf16 && od == Dtype::bf16) {
-    run(float{}, bf16{}, float{}, bf16{}, bf16{});
-  } else if (xd == Dtype::bf16 && rd == Dtype::bf16 && sd == Dtype::bf16 && wd == Dtype::bf16 && od == Dtype::bf16) {
-    run(bf16{}, bf16{}, bf16{}, bf16{}, bf16{});
-  } else if (xd == Dtype::f32 && rd == Dtype::f32 && sd == Dtype::f32 && wd == Dtype::f32 && od == Dtype::f32) {
-    run(float{}, float{}, float{}, float{}, float{});
-  } else {
+  const bool splits = rows < sm_count(out.device()) && d % kSplitSlice == 0 && d >= 4 * kSplitSlice && aligned(x) &&
+                      aligned(residual) && weight.valid() && weight.ndim() == 1 && weight.strides()[0] == 1;
+  if (!(splits && typed(split)) && !typed(run)) {
     dispatch_float(sd, "add_rms_norm", [&](auto tag) {
       using T = decltype(tag);
       with_vpt(l, [&](auto v) {
