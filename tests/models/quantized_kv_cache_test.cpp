@@ -7,7 +7,6 @@
 // The fixtures' head dims (16, 8) are smaller than every group size MLX accepts (32/64/128), so the
 // logits tests use each fixture's config with head_dim widened to 64 and deterministic random weights.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <cmath>
@@ -27,6 +26,7 @@
 #include "loom/ops/ops.h"
 #include "loom/ops/quantized.h"
 #include "tests/models/fixture_util.h"
+#include "tests/nan_max.h"
 
 namespace loom::test {
 namespace {
@@ -103,7 +103,7 @@ double max_rel(const Array& got, const Array& ref) {
   EXPECT_EQ(g.size(), r.size());
   double md = 0, mr = 0;
   for (size_t i = 0; i < r.size(); ++i) {
-    md = std::max(md, std::abs(static_cast<double>(g[i]) - r[i]));
+    md = nan_max(md, std::abs(static_cast<double>(g[i]) - r[i]));
     mr = std::max(mr, std::abs(static_cast<double>(r[i])));
   }
   return md / mr;
@@ -181,7 +181,7 @@ double worst_step_error(models::LanguageModel& m, int group_size, int bits) {
     std::vector<int32_t> chunk(ids.begin() + at, ids.begin() + at + n);
     Array ref = m.forward(tokens_array(chunk), fc, models::LogitsMode::all);
     Array got = m.forward(tokens_array(chunk), qc, models::LogitsMode::all);
-    worst = std::max(worst, max_rel(got, ref));
+    worst = nan_max(worst, max_rel(got, ref));
     at += n;
   }
   EXPECT_EQ(qc.offset(), 40);

@@ -13,6 +13,7 @@
 #include "loom/ops/gather.h"
 #include "loom/ops/ops.h"
 #include "loom/ops/quantized.h"
+#include "tests/nan_max.h"
 
 namespace loom::test {
 namespace {
@@ -41,7 +42,7 @@ double max_rel(const Array& got, const Array& want) {
   auto g = astype(got, Dtype::f32).to_float_vector(), w = astype(want, Dtype::f32).to_float_vector();
   double md = 0, mw = 0;
   for (size_t i = 0; i < g.size(); ++i)
-    md = std::max(md, double(std::abs(g[i] - w[i]))), mw = std::max(mw, double(std::abs(w[i])));
+    md = nan_max(md, double(std::abs(g[i] - w[i]))), mw = std::max(mw, double(std::abs(w[i])));
   return md / mw;
 }
 

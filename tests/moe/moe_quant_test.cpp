@@ -22,6 +22,7 @@
 #include "loom/nn/switch_layers.h"
 #include "loom/ops/quantized.h"
 #include "tests/models/fixture_util.h"
+#include "tests/nan_max.h"
 
 namespace loom::test {
 namespace {
@@ -43,7 +44,7 @@ double max_rel(const Array& a, const Array& b) {
   auto x = a.to_float_vector(), y = b.to_float_vector();
   double md = 0, mr = 0;
   for (size_t i = 0; i < x.size(); ++i)
-    md = std::max(md, double(std::abs(x[i] - y[i]))), mr = std::max(mr, double(std::abs(y[i])));
+    md = nan_max(md, double(std::abs(x[i] - y[i]))), mr = std::max(mr, double(std::abs(y[i])));
   return md / mr;
 }
 

@@ -1,10 +1,10 @@
 // Quantized models: the llama fixture quantized at test time equals its dequantized twin; mlx-style
 // quantized folders (config defaults, per-layer overrides, shape-inferred formats) load; `loom
 // convert` output loads back to the in-memory quantized model; malformed checkpoints fail clearly.
-#include <array>
-#include <cstdio>
 #include <unistd.h>
 
+#include <array>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -13,6 +13,7 @@
 #include "loom/nn/layers.h"
 #include "loom/ops/quantized.h"
 #include "tests/models/fixture_util.h"
+#include "tests/nan_max.h"
 
 namespace loom::test {
 namespace {
@@ -32,7 +33,8 @@ Array run_logits(models::LanguageModel& m, const std::vector<int32_t>& ids) {
 double max_rel(const Array& a, const Array& b) {
   auto x = a.to_float_vector(), y = b.to_float_vector();
   double md = 0, mr = 0;
-  for (size_t i = 0; i < x.size(); ++i) md = std::max(md, double(std::abs(x[i] - y[i]))), mr = std::max(mr, double(std::abs(y[i])));
+  for (size_t i = 0; i < x.size(); ++i)
+    md = nan_max(md, double(std::abs(x[i] - y[i]))), mr = std::max(mr, double(std::abs(y[i])));
   return md / mr;
 }
 

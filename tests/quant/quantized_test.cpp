@@ -1,6 +1,8 @@
 // quantize / dequantize / quantized_matmul: packing on vectors derived from the format definitions
 // (MLX's affine bit stream, E2M1, E4M3, E8M0), error bounds per format, and the matmul kernels
 // against their twin (dequantize + matmul) on odd shapes across the decode/prefill threshold.
+#include "loom/ops/quantized.h"
+
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -12,7 +14,7 @@
 #include "loom/nn/layers.h"
 #include "loom/ops/fast.h"
 #include "loom/ops/ops.h"
-#include "loom/ops/quantized.h"
+#include "tests/nan_max.h"
 
 namespace loom {
 namespace {
@@ -113,7 +115,7 @@ TEST(Quantize, AffineErrorWithinOneStep) {
       double worst = 0;
       for (size_t i = 0; i < wv.size(); ++i) {
         float step = std::abs(sv[i / gs]);
-        worst = std::max(worst, double(std::abs(d[i] - wv[i]) / step));
+        worst = nan_max(worst, double(std::abs(d[i] - wv[i]) / step));
       }
       EXPECT_LE(worst, 1.0 + 1e-4) << "bits " << bits << " gs " << gs;
     }
@@ -269,7 +271,10 @@ TEST(QuantizedMatmul, MatchesTwin) {
           auto g = got.to_float_vector(), r = ref.to_float_vector();
           ASSERT_EQ(g.size(), r.size());
           double md = 0, mr = 0;
-          for (size_t i = 0; i < g.size(); ++i) md = std::max(md, double(std::abs(g[i] - r[i]))), mr = std::max(mr, double(std::abs(r[i])));
+          for (size_t i = 0; i < g.size(); ++i) {
+            md = nan_max(md, std::abs(double(g[i]) - double(r[i])));
+            mr = std::max(mr, double(std::abs(r[i])));
+          }
           EXPECT_LE(md, 1e-5 * std::max(1.0, mr)) << quant_spec_str(spec) << " M " << M << " N " << N << " K " << K
                                                   << " transpose " << t;
         }
