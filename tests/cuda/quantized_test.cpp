@@ -172,6 +172,15 @@ TEST(CudaQuantizedMatmul, DecodeShapesMatchCpu) {
       Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
       EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 2e-5)) << quant_spec_str(q) << " M " << m;
     }
+  // K = 2112 (66 packs): 2 warps share each row group, and N = 130 gives 65 groups, so the last block's
+  // second pair of warps has no group and exits before the others' barrier.
+  for (const QuantSpec& q : {QuantSpec{QuantMode::affine, 4, 64}, default_quant_spec(QuantMode::mxfp8)}) {
+    QuantizedArrays p = quantize(weights(130, 2112, static_cast<uint32_t>(q.bits + 30), Dtype::bf16), q);
+    Array x = rand_array({1, 2112}, 31);
+    Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
+    Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+    EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 2e-5)) << quant_spec_str(q) << " N 130 K 2112";
+  }
   // Many output rows: one warp per row group (fewer rows share each group among a block's warps).
   for (const QuantSpec& q : {QuantSpec{QuantMode::affine, 4, 32}, default_quant_spec(QuantMode::nvfp4)})
     for (int64_t m : {1, 3, 6}) {

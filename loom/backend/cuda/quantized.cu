@@ -812,7 +812,7 @@ template <class D, typename XT, int MT, int R, int SPLIT>
 __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(const __grid_constant__ QmvLaunch L, bool nv, int ks) {
   const int warp = threadIdx.x >> 5;
   const int64_t gi = static_cast<int64_t>(blockIdx.x) * (kQmvThreads / 32 / ks) + warp / ks;
-  if (gi >= L.first[L.nseg]) return;  // uniform over the block when ks > 1
+  if (gi >= L.first[L.nseg]) return;  // (a ks = 2 block's second group may lie past the end: see qmv_grid)
   if constexpr (SPLIT < R) {
     qgemv_rows<D, XT, MT, R, SPLIT>(L.seg[0], L.seg[1], gi * SPLIT, nv, ks);
   } else {
