@@ -502,9 +502,10 @@ void gemv4(const XQuant& X, const QmmInt8Operand& op, float, int64_t n0, int64_t
 }
 
 // mxfp4 (E8M0 scale per 32) and nvfp4 (E4M3 scale per 16, times gmul). An E2M1 value v is (u - 12) / 2
-// with u = 2v + 12 in [0, 24], so a row is the affine form with codes u, scales s / 2 and biases -6 s (the
-// bias term then uses the quantized x, as for affine). Each row's scales are decoded into f32 first
-// (8 at a time; their bytes are 1/16 or 1/8 of the row's).
+// with u = 2v + 12 in [0, 24], so a row is the affine form with codes u, scales s / 2 and biases -6 s =
+// -12 (s / 2) (the bias term then uses the quantized x, as for affine, and is -12 times the scales' dot
+// with the group sums). Each row's scales are decoded into f32 first (their bytes are 1/16 or 1/8 of the
+// row's): E8M0 8 at a time, E4M3 16 at a time through f16 bits as the exact tier decodes mxfp8 codes.
 template <QuantMode MODE>
 void gemv_fp4(const XQuant& X, const QmmInt8Operand& op, float gmul, int64_t n0, int64_t n1) {
   constexpr int GS = MODE == QuantMode::mxfp4 ? 32 : 16;
@@ -513,37 +514,34 @@ void gemv_fp4(const XQuant& X, const QmmInt8Operand& op, float gmul, int64_t n0,
   const __m256i lut = _mm256_setr_epi8(12, 13, 14, 15, 16, 18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0, 12, 13, 14, 15, 16,
                                        18, 20, 24, 12, 11, 10, 9, 8, 6, 4, 0);
   thread_local std::vector<float> buf;
-  buf.resize(2 * groups);
+  buf.resize(groups);
   float* s = buf.data();
-  float* b = s + groups;
   for (int64_t r = n0; r < n1; ++r) {
     const uint8_t* e = static_cast<const uint8_t*>(op.scales) + r * groups;
     int64_t g = 0;
-    for (; g + 8 <= groups; g += 8) {
-      const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(e + g)));
-      __m256 f;
-      if constexpr (MODE == QuantMode::mxfp4) {  // 2^(e - 127): e << 23, and 2^-127 (0x00400000) for e == 0
+    if constexpr (MODE == QuantMode::mxfp4) {
+      for (; g + 8 <= groups; g += 8) {  // 2^(e - 127) / 2: e << 23, and 2^-127 (0x00400000) for e == 0
+        const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(e + g)));
         const __m256i bits = _mm256_slli_epi32(v, 23);
-        f = _mm256_castsi256_ps(
+        const __m256 f = _mm256_castsi256_ps(
             _mm256_blendv_epi8(bits, _mm256_set1_epi32(0x00400000), _mm256_cmpeq_epi32(v, _mm256_setzero_si256())));
-      } else {  // E4M3: magnitude bits at float bit 20 times 2^120, the sign at bit 31; times gmul
-        const __m256 mag =
-            _mm256_mul_ps(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x7F)), 20)),
-                          _mm256_set1_ps(0x1p120f));
-        const __m256 sign = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(v, _mm256_set1_epi32(0x80)), 24));
-        f = _mm256_mul_ps(_mm256_or_ps(mag, sign), _mm256_set1_ps(gmul));
+        _mm256_storeu_ps(s + g, _mm256_mul_ps(f, _mm256_set1_ps(0.5f)));
       }
-      _mm256_storeu_ps(s + g, _mm256_mul_ps(f, _mm256_set1_ps(0.5f)));
-      _mm256_storeu_ps(b + g, _mm256_mul_ps(f, _mm256_set1_ps(-6.0f)));
+    } else {  // f16 bits (b & 0x7F) << 7 | (b & 0x80) << 8 read E4M3 * 2^-8 (see quantized.cpp's DecFp8)
+      const __m256 mul = _mm256_set1_ps(0.5f * 256.0f * gmul);
+      for (; g + 16 <= groups; g += 16) {
+        const __m256i t =
+            _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(e + g))), 8);
+        const __m256i h = _mm256_and_si256(_mm256_srai_epi16(t, 1), _mm256_set1_epi16(static_cast<int16_t>(0xBF80)));
+        _mm256_storeu_ps(s + g, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(h)), mul));
+        _mm256_storeu_ps(s + g + 8, _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(h, 1)), mul));
+      }
     }
-    for (; g < groups; ++g) {
-      const float f =
-          MODE == QuantMode::mxfp4 ? quant_codec::e8m0_to_float(e[g]) : quant_codec::e4m3_to_float(e[g]) * gmul;
-      s[g] = 0.5f * f;
-      b[g] = -6.0f * f;
-    }
-    op.out[r] =
-        dot4_row<Dtype::f32, GS, true>(X, w + r * row_bytes, s, lut) + dot_groups<Dtype::f32>(b, X.xs.data(), groups);
+    for (; g < groups; ++g)
+      s[g] = 0.5f *
+             (MODE == QuantMode::mxfp4 ? quant_codec::e8m0_to_float(e[g]) : quant_codec::e4m3_to_float(e[g]) * gmul);
+    op.out[r] = dot4_row<Dtype::f32, GS, true>(X, w + r * row_bytes, s, lut) -
+                12.0f * dot_groups<Dtype::f32>(s, X.xs.data(), groups);
   }
 }
 

@@ -175,22 +175,27 @@ struct DecFp4 {
     return _mm256_or_ps(mag, _mm256_castsi256_ps(sign));
   }
 };
-// E4M3, 16 codes per step: byte b becomes the f16 bits (b & 0x7F) << 7 | (b & 0x80) << 8, whose
+// E4M3, 32 codes per step: byte b becomes the f16 bits (b & 0x7F) << 7 | (b & 0x80) << 8, whose
 // exponent field holds E4M3's 4 exponent bits under f16's bias (15, not 7) and whose top mantissa bits
 // hold its 3: the f16 value is the E4M3 value times 2^-8 exactly, subnormals included (E4M3 subnormal
-// m/8 * 2^-6, f16 subnormal m/8 * 2^-14), and kScale = 2^8 rides on the group scale. Half the integer
-// work per code of converting each code through f32 bits. With b in the high byte of a 16-bit lane, an
-// arithmetic shift right by 1 puts the magnitude at bits 7-13 and copies the sign into bits 15 and 14;
-// masking with 0xBF80 clears bit 14 (and the low bits).
+// m/8 * 2^-6, f16 subnormal m/8 * 2^-14), and kScale = 2^8 rides on the group scale. Interleaving the
+// bytes with zeros puts b in the high byte of a 16-bit lane; an arithmetic shift right by 1 then puts the
+// magnitude at bits 7-13 and copies the sign into bits 15 and 14, and masking with 0xBF80 clears bit 14
+// (and the low bits). The interleave works within 128-bit lanes, so the four vectors of 8 floats hold
+// codes kOff[j] .. kOff[j] + 7 of the 32.
 struct DecFp8 {
-  static constexpr int kWidth = 16;
+  static constexpr int kWidth = 32;
+  static constexpr int kOff[4] = {0, 16, 8, 24};
   static constexpr float kScale = 256.0f;
-  void operator()(const uint8_t* row, int64_t e, __m256& w0, __m256& w1) const {
-    const __m256i t =
-        _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + e))), 8);
-    const __m256i h = _mm256_and_si256(_mm256_srai_epi16(t, 1), _mm256_set1_epi16(static_cast<int16_t>(0xBF80)));
-    w0 = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
-    w1 = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
+  void operator()(const uint8_t* row, int64_t e, __m256 (&w)[4]) const {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + e));
+    const __m256i mask = _mm256_set1_epi16(static_cast<int16_t>(0xBF80));
+    const __m256i lo = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpacklo_epi8(_mm256_setzero_si256(), raw), 1), mask);
+    const __m256i hi = _mm256_and_si256(_mm256_srai_epi16(_mm256_unpackhi_epi8(_mm256_setzero_si256(), raw), 1), mask);
+    w[0] = _mm256_cvtph_ps(_mm256_castsi256_si128(lo));
+    w[1] = _mm256_cvtph_ps(_mm256_extracti128_si256(lo, 1));
+    w[2] = _mm256_cvtph_ps(_mm256_castsi256_si128(hi));
+    w[3] = _mm256_cvtph_ps(_mm256_extracti128_si256(hi, 1));
   }
 };
 
@@ -213,14 +218,15 @@ void gemv_block(const QView& q, const Dec& dec, const float* x, const float* xs,
       // before: no gain above this machine's noise, and no loss.)
       __m256 acc[M], acc2[M];
       for (int i = 0; i < M; ++i) acc[i] = acc2[i] = _mm256_setzero_ps();
-      if constexpr (requires { Dec::kWidth; }) {  // 16 codes per step, scaled by Dec::kScale (DecFp8)
-        for (int64_t e = g * gs; e < (g + 1) * gs; e += 16) {
-          __m256 w0, w1;
-          dec(row, e, w0, w1);
-          for (int i = 0; i < M; ++i) {
-            acc[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * k + e), w0, acc[i]);
-            acc2[i] = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * k + e + 8), w1, acc2[i]);
-          }
+      if constexpr (requires { Dec::kWidth; }) {  // Dec::kWidth codes per step, scaled by Dec::kScale (DecFp8)
+        for (int64_t e = g * gs; e < (g + 1) * gs; e += Dec::kWidth) {
+          __m256 w[4];
+          dec(row, e, w);
+          for (int i = 0; i < M; ++i)
+            for (int j = 0; j < 4; ++j) {
+              __m256& a = j % 2 ? acc2[i] : acc[i];
+              a = _mm256_fmadd_ps(_mm256_loadu_ps(x + i * k + e + Dec::kOff[j]), w[j], a);
+            }
         }
       } else {
         int64_t e = g * gs;
