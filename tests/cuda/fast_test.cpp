@@ -791,6 +791,8 @@ std::vector<AttnCase> decode_attention_cases() {
   add({.label = "dec G=4 D=128 split 4100", .B = 1, .Hq = 32, .Hkv = 8, .L = 1, .S = 4100, .D = 128, .page = 256});
   add({.label = "dec G=8 D=64 blocks of 100", .B = 2, .Hq = 8, .Hkv = 1, .L = 1, .S = 777, .D = 64, .page = 100});
   add({.label = "dec G=1 D=128 plain", .B = 3, .Hq = 4, .Hkv = 4, .L = 1, .S = 333, .D = 128});
+  add({.label = "dec G=7 D=64 split", .B = 2, .Hq = 14, .Hkv = 2, .L = 1, .S = 2000, .D = 64, .page = 256});
+  add({.label = "dec G=2 D=128 one pass", .B = 1, .Hq = 4, .Hkv = 2, .L = 1, .S = 100, .D = 128, .page = 256});
   add({.label = "dec L=2 G=4 speculative", .B = 2, .Hq = 8, .Hkv = 2, .L = 2, .S = 900, .D = 128, .page = 256});
   add({.label = "dec window",
        .B = 2,
