@@ -930,7 +930,10 @@ __device__ __forceinline__ int pack_dot(const uint32_t (&w)[BITS], const uint32_
 // the same, 1316 and 376.5 t/s. Session 13, also dropped: an L2 bulk prefetch of each warp's next 1, 2 or
 // 4 steps of packs (8B 4-bit 411 -> 385, 376, 371; 8-bit 274 -> 268, 257, 251), and one wave of blocks
 // looping over the row groups, which removes the partial last wave (8B 4-bit 397 -> 384, 8-bit 271 -> 259;
-// 1B 4-bit 1481 -> 1497).)
+// 1B 4-bit 1481 -> 1497). Session 14: ncu's stall samples put 54% of the gate/up kernel's at the first use
+// of a pack's scale, i.e. each warp waits out a load per step; double-buffering the pack, scale and bias
+// registers (the next step's loads issued before this step's math; 56 -> 64 registers) measured 8B 4-bit
+// 420 -> 383 t/s and 1B 4-bit 1563 -> 1515, 8-bit unchanged, with DRAM at ~67% of peak in both.)
 template <int BITS, int MT, int R, int SPLIT>
 __device__ __forceinline__ void qgemv_i8_rows(const QmvArgs& a, const QmvArgs& b2, int64_t n0, int ks) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
