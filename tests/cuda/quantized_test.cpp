@@ -42,6 +42,14 @@ std::vector<QuantSpec> all_specs() {
 
 std::string spec_desc(const QuantSpec& q, Dtype dt) { return quant_spec_str(q) + " w " + std::string(name(dt)); }
 
+// quantized_matmul of the same operands on the CPU and on GPU copies: {gpu, cpu}.
+std::pair<Array, Array> gpu_and_cpu(const Array& x, const QuantizedArrays& p, bool transpose, const QuantSpec& q,
+                                    const Array& global_scale = Array()) {
+  Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, transpose, q, global_scale);
+  Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), transpose, q, global_scale);
+  return {gpu, cpu};
+}
+
 // Weights whose rows differ in scale (so groups see small and large spreads), plus an all-zero row and a
 // constant row to reach the quantizers' degenerate branches.
 Array weights(int64_t rows, int64_t k, uint32_t seed, Dtype dt) {
@@ -143,16 +151,14 @@ TEST(CudaQuantizedMatmul, MatchesCpuWithAndWithoutTranspose) {
       {
         QuantizedArrays p = quantize(weights(37, 256, seed, Dtype::f32), q, g);
         Array x = rand_array({m, 256}, seed + 1);
-        Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q, g);
-        Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q, g);
+        auto [gpu, cpu] = gpu_and_cpu(x, p, true, q, g);
         EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-5)) << quant_spec_str(q) << " transpose M " << m;
       }
       // W: wq [K, N] with K = 40 inner rows, N = 128 outputs.
       {
         QuantizedArrays p = quantize(weights(40, 128, seed + 2, Dtype::f32), q, g);
         Array x = rand_array({m, 40}, seed + 3);
-        Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, false, q, g);
-        Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), false, q, g);
+        auto [gpu, cpu] = gpu_and_cpu(x, p, false, q, g);
         EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-5)) << quant_spec_str(q) << " no transpose M " << m;
       }
     }
@@ -168,8 +174,7 @@ TEST(CudaQuantizedMatmul, DecodeShapesMatchCpu) {
     for (int64_t m : {1, 2, 4, 8}) {
       QuantizedArrays p = quantize(weights(300, 4096, static_cast<uint32_t>(q.bits + m), Dtype::bf16), q);
       Array x = rand_array({1, m, 4096}, static_cast<uint32_t>(m));
-      Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
-      Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+      auto [gpu, cpu] = gpu_and_cpu(x, p, true, q);
       EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 2e-5)) << quant_spec_str(q) << " M " << m;
     }
   // K = 2112 (66 packs): 2 warps share each row group, and N = 130 gives 65 groups, so the last block's
@@ -177,8 +182,7 @@ TEST(CudaQuantizedMatmul, DecodeShapesMatchCpu) {
   for (const QuantSpec& q : {QuantSpec{QuantMode::affine, 4, 64}, default_quant_spec(QuantMode::mxfp8)}) {
     QuantizedArrays p = quantize(weights(130, 2112, static_cast<uint32_t>(q.bits + 30), Dtype::bf16), q);
     Array x = rand_array({1, 2112}, 31);
-    Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
-    Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+    auto [gpu, cpu] = gpu_and_cpu(x, p, true, q);
     EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 2e-5)) << quant_spec_str(q) << " N 130 K 2112";
   }
   // Many output rows: one warp per row group (fewer rows share each group among a block's warps).
@@ -186,8 +190,7 @@ TEST(CudaQuantizedMatmul, DecodeShapesMatchCpu) {
     for (int64_t m : {1, 3, 6}) {
       QuantizedArrays p = quantize(weights(9000, 256, static_cast<uint32_t>(m + 40), Dtype::f32), q);
       Array x = rand_array({m, 256}, static_cast<uint32_t>(m + 41));
-      Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
-      Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+      auto [gpu, cpu] = gpu_and_cpu(x, p, true, q);
       EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-5)) << quant_spec_str(q) << " N 9000 M " << m;
     }
   const QuantSpec nv = default_quant_spec(QuantMode::nvfp4);
@@ -195,16 +198,14 @@ TEST(CudaQuantizedMatmul, DecodeShapesMatchCpu) {
     Array g = global_scale_for(nv, true);
     QuantizedArrays p = quantize(weights(21, 272, static_cast<uint32_t>(m + 5), Dtype::f32), nv, g);
     Array x = rand_array({m, 272}, static_cast<uint32_t>(m + 6));
-    Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, nv, g);
-    Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, nv, g);
+    auto [gpu, cpu] = gpu_and_cpu(x, p, true, nv, g);
     EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-5)) << "nvfp4 K 272 M " << m;
   }
   // bf16 activations: the op computes in f32 and returns bf16.
   QuantSpec q{QuantMode::affine, 4, 32};
   QuantizedArrays p = quantize(weights(50, 512, 9, Dtype::bf16), q);
   Array x = rand_array({3, 512}, 10, Dtype::bf16);
-  Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
-  Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+  auto [gpu, cpu] = gpu_and_cpu(x, p, true, q);
   EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-2));
 }
 
@@ -221,8 +222,7 @@ TEST(CudaQuantizedMatmul, HalfActivationsAndScalesAsStored) {
         SCOPED_TRACE(std::string(name(wdt)) + " scales, " + std::string(name(xdt)) + " x, M " + std::to_string(m));
         QuantizedArrays p = quantize(weights(96, 640, 11, wdt), q);
         Array x = rand_array({m, 640}, 12, xdt);
-        Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
-        Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+        auto [gpu, cpu] = gpu_and_cpu(x, p, true, q);
         EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, cpu.dtype() == Dtype::f32 ? 1e-5 : 1e-2));
       }
 }
@@ -251,8 +251,7 @@ TEST(CudaQuantizedMatmul, DecodeEveryFormatAndRowCount) {
     Array wq_mis = misaligned(p.wq);
     for (int64_t m = 1; m <= 8; ++m) {
       Array x = rand_array({m, k}, static_cast<uint32_t>(m + 100));
-      Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q, g);
-      Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q, g);
+      auto [gpu, cpu] = gpu_and_cpu(x, p, true, q, g);
       EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-5)) << quant_spec_str(q) << " K " << k << " M " << m;
       Array gpu_mis = quantized_matmul(on_gpu(x), on_gpu(wq_mis), on_gpu(p.scales), on_gpu(p.biases), true, q, g);
       EXPECT_TRUE(gpu_matches_cpu(gpu_mis, cpu, 1e-5)) << quant_spec_str(q) << " misaligned K " << k << " M " << m;
@@ -269,23 +268,20 @@ TEST(CudaQuantizedMatmul, DecodeManyRowsLongK) {
     for (int64_t m : {1, 3}) {
       QuantizedArrays p = quantize(weights(9000, 1024, static_cast<uint32_t>(q.bits + 60), Dtype::bf16), q);
       Array x = rand_array({m, 1024}, static_cast<uint32_t>(m + 61), Dtype::bf16);
-      Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
-      Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+      auto [gpu, cpu] = gpu_and_cpu(x, p, true, q);
       EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-2)) << quant_spec_str(q) << " N 9000 M " << m;
     }
   for (const QuantSpec& q : {QuantSpec{QuantMode::affine, 4, 32}, default_quant_spec(QuantMode::mxfp8)}) {
     QuantizedArrays p = quantize(weights(45, 51200, static_cast<uint32_t>(q.bits + 70), Dtype::f32), q);
     Array x = rand_array({2, 51200}, 71);
-    Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
-    Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+    auto [gpu, cpu] = gpu_and_cpu(x, p, true, q);
     EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-5)) << quant_spec_str(q) << " K 51200";
   }
   const QuantSpec nv = default_quant_spec(QuantMode::nvfp4);
   Array g = global_scale_for(nv, true);
   QuantizedArrays p = quantize(weights(300, 9616, 72, Dtype::f32), nv, g);
   Array x = rand_array({5, 9616}, 73);
-  Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, nv, g);
-  Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, nv, g);
+  auto [gpu, cpu] = gpu_and_cpu(x, p, true, nv, g);
   EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 1e-5)) << "nvfp4 K 9616";
 }
 
@@ -302,8 +298,7 @@ TEST(CudaQuantizedMatmul, DecodeDtypes) {
                        " x, M " + std::to_string(m));
           QuantizedArrays p = quantize(weights(70, 3840, 13, wdt), q);
           Array x = rand_array({m, 3840}, 14, xdt);
-          Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
-          Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+          auto [gpu, cpu] = gpu_and_cpu(x, p, true, q);
           EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, cpu.dtype() == Dtype::f32 ? 1e-5 : 1e-2));
         }
 }
@@ -329,8 +324,7 @@ TEST(CudaQuantizedMatmul, Decode4And8BitGroupsAndDtypes) {
             SCOPED_TRACE(quant_spec_str(q) + " K " + std::to_string(k) + ", " + std::string(name(wdt)) +
                          " scales, " + std::string(name(xdt)) + " x, M " + std::to_string(m));
             Array x = rand_array({m, k}, static_cast<uint32_t>(m + 7 * k), xdt);
-            Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
-            Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+            auto [gpu, cpu] = gpu_and_cpu(x, p, true, q);
             const double tol = cpu.dtype() == Dtype::f32 ? 1e-5 : (cpu.dtype() == Dtype::bf16 ? 0x1p-7 : 0x1p-10);
             EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, tol));
           }
@@ -347,8 +341,7 @@ TEST(CudaQuantizedMatmul, DecodeLargeShapes) {
       QuantizedArrays p = quantize(weights(n, k, static_cast<uint32_t>(bits + n), Dtype::bf16), q);
       for (int64_t m : {1, 3}) {
         Array x = rand_array({m, k}, static_cast<uint32_t>(m + 90), Dtype::bf16);
-        Array cpu = quantized_matmul(x, p.wq, p.scales, p.biases, true, q);
-        Array gpu = quantized_matmul(on_gpu(x), on_gpu(p.wq), on_gpu(p.scales), on_gpu(p.biases), true, q);
+        auto [gpu, cpu] = gpu_and_cpu(x, p, true, q);
         EXPECT_TRUE(gpu_matches_cpu(gpu, cpu, 0x1p-7)) << quant_spec_str(q) << " N " << n << " K " << k << " M " << m;
       }
     }
