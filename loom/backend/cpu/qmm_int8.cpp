@@ -4,7 +4,8 @@
 //    layout (4-bit, mxfp4, nvfp4): per 64 values, the 32 even-indexed q then the 32 odd-indexed ones (a
 //    packed byte holds codes 2j and 2j+1 in its low and high nibble, so one 32-byte load masked and
 //    shifted lines up with them) and 8 floats [d0 x4, d1 x4]; a last block of 32 is [16 even | 16 odd]
-//    with [d x8]. 8-bit: q as int16 in natural order and one d per block. 2-bit (single rows): per 128
+//    with [d x8]. 8-bit: q as int16 (quantized to int16: quant_block16) in natural order and one d per
+//    block. 2-bit (single rows): per 128
 //    values, four 32-byte vectors in the order a 2-bit byte stream's shifts produce (crumbs layout).
 //    3/5/6-bit (single rows): int8, per 64 values the 8-value runs of its two blocks alternating, and 8
 //    floats of d as for nibbles. Per group, the bias term's sum_b d_b * sum q.
@@ -111,6 +112,30 @@ inline __m256i quant_block(const float* x, float& d) {
   return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+// Quantizes 32 values for 8-bit weights, whose products widen both sides to int16 anyway: d = max|x| /
+// 32767, q = nearest-even of x * (1 / d), so 16-bit activations cost no extra multiplies. Returns values
+// 0-15 and 16-31 as int16 in natural order, and the sum of q.
+inline int quant_block16(const float* x, float& d, __m256i& lo, __m256i& hi) {
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
+         v3 = _mm256_loadu_ps(x + 24);
+  __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
+                           _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+  d = hmax(a) / 32767.0f;
+  const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
+  __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
+  __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+  // packs works per 128-bit lane: qwords come out as i0lo i1lo i0hi i1hi.
+  lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xD8);
+  hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(i2, i3), 0xD8);
+  const __m256i s =
+      _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_set1_epi16(1)), _mm256_madd_epi16(hi, _mm256_set1_epi16(1)));
+  __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
+  t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
+  return _mm_cvtsi128_si32(t);
+}
+
 // Splits 32 int8 (natural order) into [16 even-indexed | 16 odd-indexed].
 inline __m256i even_odd(__m256i q) {
   const __m256i sh = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15, 0, 2, 4, 6, 8, 10, 12, 14,
@@ -194,10 +219,11 @@ void quantize_rows(const float* x, int64_t r0, int64_t r1, XQuant& X) {
       for (int64_t c = 0; c < k; c += 32) {
         int16_t* qi = qp + c * P + slot * 32;
         float& db = dp[c / 32 * P + slot];
-        __m256i q = quant_block(xi + c, db);
-        note(c, db, q);
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi), _mm256_cvtepi8_epi16(_mm256_castsi256_si128(q)));
-        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi + 16), _mm256_cvtepi8_epi16(_mm256_extracti128_si256(q, 1)));
+        __m256i lo, hi;
+        const int sum = quant_block16(xi + c, db, lo, hi);
+        bsum[c / 32] = db * static_cast<float>(sum);  // (unit 32: 8-bit groups are >= 32)
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi), lo);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(qi + 16), hi);
       }
     } else {
       // Single rows (panel 1). Per 64 values, the 8-value runs of blocks b0 and b1 alternate: [b0 0-7, b1 0-7,
