@@ -95,39 +95,37 @@ inline int qsum32(__m256i q) {
   return _mm_cvtsi128_si32(t);
 }
 
-// Quantizes 32 values; returns the 32 int8 in natural order as one vector and d.
-inline __m256i quant_block(const float* x, float& d) {
+// The int32 codes of 32 values, 8 per vector in order: d = max|x| / qmax, q = nearest-even of x * (1 / d).
+inline void block_codes(const float* x, float qmax, float& d, __m256i (&q)[4]) {
   const __m256 sign = _mm256_set1_ps(-0.0f);
-  __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
-         v3 = _mm256_loadu_ps(x + 24);
-  __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
-                           _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
-  d = hmax(a) / 127.0f;
+  __m256 v[4];
+  for (int i = 0; i < 4; ++i) v[i] = _mm256_loadu_ps(x + 8 * i);
+  __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                           _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+  d = hmax(a) / qmax;
   const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
   // cvtps rounds with MXCSR's mode: nearest-even unless a caller changed it (loom never does).
-  __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
-  __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
-  __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i0, i1), _mm256_packs_epi32(i2, i3));
+  for (int i = 0; i < 4; ++i) q[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], id));
+}
+
+// Quantizes 32 values; returns the 32 int8 in natural order as one vector and d.
+inline __m256i quant_block(const float* x, float& d) {
+  __m256i i[4];
+  block_codes(x, 127.0f, d, i);
+  __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(i[0], i[1]), _mm256_packs_epi32(i[2], i[3]));
   // packs works per 128-bit lane: dwords come out as i0lo i1lo i2lo i3lo i0hi i1hi i2hi i3hi.
   return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
 // Quantizes 32 values for 8-bit weights, whose products widen both sides to int16 anyway: d = max|x| /
-// 32767, q = nearest-even of x * (1 / d), so 16-bit activations cost no extra multiplies. Returns values
-// 0-15 and 16-31 as int16 in natural order, and the sum of q.
+// 32767, so 16-bit activations cost no extra multiplies. Returns values 0-15 and 16-31 as int16 in natural
+// order, and the sum of q.
 inline int quant_block16(const float* x, float& d, __m256i& lo, __m256i& hi) {
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8), v2 = _mm256_loadu_ps(x + 16),
-         v3 = _mm256_loadu_ps(x + 24);
-  __m256 a = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1)),
-                           _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
-  d = hmax(a) / 32767.0f;
-  const __m256 id = _mm256_set1_ps(d != 0.0f ? 1.0f / d : 0.0f);
-  __m256i i0 = _mm256_cvtps_epi32(_mm256_mul_ps(v0, id)), i1 = _mm256_cvtps_epi32(_mm256_mul_ps(v1, id));
-  __m256i i2 = _mm256_cvtps_epi32(_mm256_mul_ps(v2, id)), i3 = _mm256_cvtps_epi32(_mm256_mul_ps(v3, id));
+  __m256i i[4];
+  block_codes(x, 32767.0f, d, i);
   // packs works per 128-bit lane: qwords come out as i0lo i1lo i0hi i1hi.
-  lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(i0, i1), 0xD8);
-  hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(i2, i3), 0xD8);
+  lo = _mm256_permute4x64_epi64(_mm256_packs_epi32(i[0], i[1]), 0xD8);
+  hi = _mm256_permute4x64_epi64(_mm256_packs_epi32(i[2], i[3]), 0xD8);
   const __m256i s =
       _mm256_add_epi32(_mm256_madd_epi16(lo, _mm256_set1_epi16(1)), _mm256_madd_epi16(hi, _mm256_set1_epi16(1)));
   __m128i t = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
