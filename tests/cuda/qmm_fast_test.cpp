@@ -229,13 +229,13 @@ TEST(CudaQmmFast, GatherQmmPairs) {
           const std::vector<int32_t> rv = r.to_vector<int32_t>(),
                                      lv = l.valid() ? l.to_vector<int32_t>() : std::vector<int32_t>();
           const int64_t k = x.shape(-1), m = x.shape(-2), n = p.wq.shape(1);
+          auto row = [](const Array& a, int64_t j) {  // a[j] of a stack, contiguous
+            Shape sh(a.shape().begin() + 1, a.shape().end());
+            return reshape(contiguous(slice_axis(a, 0, j, j + 1)), sh);
+          };
           std::vector<float> out;
           for (size_t i = 0; i < rv.size(); ++i) {
             const int64_t b = lv.empty() ? 0 : lv[i];
-            auto row = [](const Array& a, int64_t j) {  // a[j] of a stack, contiguous
-              Shape sh(a.shape().begin() + 1, a.shape().end());
-              return reshape(contiguous(slice_axis(a, 0, j, j + 1)), sh);
-            };
             const QuantizedArrays e{row(p.wq, rv[i]), row(p.scales, rv[i]), row(p.biases, rv[i])};
             const std::vector<float> y =
                 fast_ref(row(reshape(x, {x.size() / (m * k), m, k}), b), e, spec).to_float_vector();

@@ -1,9 +1,8 @@
 // The int8 fast tier of quantized_matmul on the CPU (QmmPrecision::fast, backend/cpu/qmm_int8.h).
 //  - Kernel level, against an f64 oracle written from the definition: x quantized per block of 32 with
 //    the same f32 steps (d = max|x| / 127, or 32767 for 8-bit weights; id = 1 / d, q = nearest-even of
-//    x * id), codes read from the
-//    packed words (LSB-first), y = sum_j (scale * code_j + bias) * d * q_j. The integer part is exact in
-//    both, so they differ by f32 rounding only (bound derived at expect_oracle).
+//    x * id), codes read from the packed words (LSB-first), y = sum_j (scale * code_j + bias) * d * q_j. The integer
+//    part is exact in both, so they differ by f32 rounding only (bound derived at expect_oracle).
 //  - Kernel level, against the exact tier: the difference is the activation rounding alone (bound derived
 //    at expect_near_exact).
 //  - Shapes: odd N, K not a multiple of 256 (and K % 64 == 32 at group size 32), group sizes 32/64/128,
@@ -13,8 +12,8 @@
 //    a format-independent oracle built on `dequantize` (check_single_row).
 //  - Logits level: quantized fixture models, fast vs exact for a full pass and token-by-token decode:
 //    max |a - b| / max |b| < 6e-2 on the dense fixtures (why not the 1e-2: see the test), < 1e-2
-//    with 8-bit weights (int16 activations; measured 7e-5 to 1.9e-4), greedy
-//    tokens equal wherever the exact top-2 margin exceeds twice the observed error.
+//    with 8-bit weights (int16 activations; measured 7e-5 to 1.9e-4), greedy tokens equal wherever the exact top-2
+//    margin exceeds twice the observed error.
 //  - The switch: set/scoped, parse errors, other formats unaffected; a fresh `loom` process defaults to
 //    fast and LOOM_QMM selects the tier.
 #include <gtest/gtest.h>

@@ -4,11 +4,11 @@
 //    layout (4-bit, mxfp4, nvfp4): per 64 values, the 32 even-indexed q then the 32 odd-indexed ones (a
 //    packed byte holds codes 2j and 2j+1 in its low and high nibble, so one 32-byte load masked and
 //    shifted lines up with them) and 8 floats [d0 x4, d1 x4]; a last block of 32 is [16 even | 16 odd]
-//    with [d x8]. 8-bit: q as int16 (quantized to int16: quant_block16) in natural order and one d per
-//    block. 2-bit (single rows): per 128
-//    values, four 32-byte vectors in the order a 2-bit byte stream's shifts produce (crumbs layout).
-//    3/5/6-bit (single rows): int8, per 64 values the 8-value runs of its two blocks alternating, and 8
-//    floats of d as for nibbles. Per group, the bias term's sum_b d_b * sum q.
+//    with [d x8]. 8-bit: q as int16 (int16 activations: quant_block16) in natural order and one d per
+//    block. 2-bit (single rows): per 128 values, four 32-byte vectors in the order a 2-bit byte
+//    stream's shifts produce (crumbs layout). 3/5/6-bit (single rows): int8, per 64 values the 8-value
+//    runs of its two blocks alternating, and 8 floats of d as for nibbles. Per group, the bias term's
+//    sum_b d_b * sum q.
 //  - Products: 4-bit: vpmaddubsw (unsigned code x signed q, pair sums <= 2 * 15 * 127) on the low and
 //    high nibbles, the two summed as int16 (<= 7620) and widened pairwise with vpmaddwd, so int32 lane u
 //    holds values 8u .. 8u + 7 of the 64 (lanes 0-3 block 0, 4-7 block 1); mxfp4/nvfp4 the same after a

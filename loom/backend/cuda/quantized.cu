@@ -834,9 +834,10 @@ __global__ void __launch_bounds__(kQmvThreads) qgemv_kernel(const __grid_constan
 // rounded to nearest even (f32 operations, correctly rounded), and stores {d, d * sum q} per block. (For
 // 8-bit weights the CPU twin takes int16 activations, d = max|x| / 32767, which cost it nothing; here int16
 // activations and dp2a made decode 8% slower, Llama-3.1-8B-shaped 8-bit tg128 270 -> 249 t/s on an H100,
-// so the GPU's 8-bit products keep int8: tests/cuda/qmm_fast_test.cpp checks them against the definition.) Per output,
-// y = sum_b [scale_g * (d_b * sum_{j in b} code_j q_j) + bias_g * (d_b * sum q)]: the integer sums are the
-// twin's bit for bit, so the two tiers' results differ only by f32 summation order. Lanes take packs of
+// so the GPU's 8-bit products keep int8: tests/cuda/qmm_fast_test.cpp checks them against the definition.)
+// Per output, y = sum_b [scale_g * (d_b * sum_{j in b} code_j q_j) + bias_g * (d_b * sum q)]: for 4-bit
+// weights the integer sums are the twin's bit for bit, so the two tiers' results differ only by f32
+// summation order. Lanes take packs of
 // 32 codes (one activation block) as the exact kernel does; a 4-bit word's low nibbles (codes 0, 2, 4, 6
 // of its 8) and high nibbles (1, 3, 5, 7) meet activations stored in that order (quantize_x_kernel writes
 // each 8-value chunk as [x0 x2 x4 x6 | x1 x3 x5 x7] for 4-bit weights), so a word costs two masks and two
